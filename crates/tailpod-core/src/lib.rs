@@ -1,0 +1,14 @@
+//! The pure core of tailpod: no I/O, no processes, no clocks.
+//!
+//! * [`unit`]: a lossless model of systemd unit files and Quadlet files.
+//! * [`merge`]: the transform merge engine quadsync applies to container specs.
+//! * [`envfile`]: `KEY=value` configuration files (`config.env`, `oauth.env`).
+//! * [`names`]: validated names, so that nothing unchecked reaches a path, an argv or `useradd`.
+//!
+//! Everything that touches the host lives in the tool crates; keeping this crate pure is what lets
+//! the merge rules be tested exhaustively from data files and fuzzed.
+
+pub mod envfile;
+pub mod merge;
+pub mod names;
+pub mod unit;

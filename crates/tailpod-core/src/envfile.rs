@@ -61,9 +61,7 @@ impl std::error::Error for EnvError {}
 
 fn valid_key(key: &str) -> bool {
     let mut chars = key.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -118,9 +116,7 @@ impl EnvFile {
                 key: key.map(str::to_owned),
                 message,
             };
-            let assignment = trimmed
-                .strip_prefix("export ")
-                .map_or(trimmed, str::trim_start);
+            let assignment = trimmed.strip_prefix("export ").map_or(trimmed, str::trim_start);
             let Some((key, raw)) = assignment.split_once('=') else {
                 return Err(error(None, "expected KEY=value".into()));
             };
@@ -133,11 +129,7 @@ impl EnvFile {
             }
             let raw = raw.trim();
             let value = unquote(raw).unwrap_or_else(|| strip_comment(raw).to_owned());
-            vars.push(Var {
-                key: key.to_owned(),
-                value,
-                line: line_no,
-            });
+            vars.push(Var { key: key.to_owned(), value, line: line_no });
         }
         Ok(EnvFile { origin, vars })
     }
@@ -185,9 +177,7 @@ impl EnvFile {
 
     /// Assignments whose key is not in `known`: most likely typos, worth a warning.
     pub fn unknown<'a>(&'a self, known: &'a [&str]) -> impl Iterator<Item = &'a Var> {
-        self.vars
-            .iter()
-            .filter(move |v| !known.contains(&v.key.as_str()))
+        self.vars.iter().filter(move |v| !known.contains(&v.key.as_str()))
     }
 
     /// Every assignment, in file order.
@@ -196,12 +186,7 @@ impl EnvFile {
     }
 
     fn error(&self, line: Option<usize>, key: &str, message: String) -> EnvError {
-        EnvError {
-            origin: self.origin.clone(),
-            line,
-            key: Some(key.to_owned()),
-            message,
-        }
+        EnvError { origin: self.origin.clone(), line, key: Some(key.to_owned()), message }
     }
 }
 
@@ -210,11 +195,7 @@ mod tests {
     use super::*;
 
     fn value(line: &str) -> String {
-        EnvFile::parse("t.env", line)
-            .unwrap()
-            .get("KEY")
-            .unwrap()
-            .to_owned()
+        EnvFile::parse("t.env", line).unwrap().get("KEY").unwrap().to_owned()
     }
 
     #[test]
@@ -251,26 +232,13 @@ mod tests {
         let err = EnvFile::parse("/etc/x.env", "A=1\nnot an assignment\n").unwrap_err();
         assert_eq!(err.to_string(), "/etc/x.env:2: expected KEY=value");
         let err = EnvFile::parse("/etc/x.env", "1BAD=x\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("/etc/x.env:1: invalid key \"1BAD\""),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("/etc/x.env:1: invalid key \"1BAD\""), "{err}");
 
         let env = EnvFile::parse("/etc/x.env", "EMPTY=\nN=abc\n").unwrap();
-        assert_eq!(
-            env.require("MISSING").unwrap_err().to_string(),
-            "/etc/x.env: MISSING: not set"
-        );
-        assert_eq!(
-            env.require("EMPTY").unwrap_err().to_string(),
-            "/etc/x.env:1: EMPTY: is empty"
-        );
+        assert_eq!(env.require("MISSING").unwrap_err().to_string(), "/etc/x.env: MISSING: not set");
+        assert_eq!(env.require("EMPTY").unwrap_err().to_string(), "/etc/x.env:1: EMPTY: is empty");
         let err = env.parse_value::<u32>("N").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "/etc/x.env:2: N: invalid digit found in string"
-        );
+        assert_eq!(err.to_string(), "/etc/x.env:2: N: invalid digit found in string");
         assert_eq!(env.parse_value::<u32>("EMPTY").unwrap(), None);
     }
 

@@ -49,9 +49,7 @@ pub fn apply_transforms<'a>(
     spec: &UnitFile,
     transforms: impl IntoIterator<Item = &'a UnitFile>,
 ) -> UnitFile {
-    transforms
-        .into_iter()
-        .fold(spec.clone(), |merged, transform| merge(&merged, transform))
+    transforms.into_iter().fold(spec.clone(), |merged, transform| merge(&merged, transform))
 }
 
 /// Replaces every `{{.Name}}` with `name`. A literal replacement: no other template syntax exists.
@@ -72,14 +70,16 @@ fn logical_sections(transform: &UnitFile) -> Vec<LogicalSection<'_>> {
     let mut logical: Vec<LogicalSection<'_>> = Vec::new();
     for section in &transform.sections {
         match logical.iter_mut().find(|l| l.name == section.name()) {
-            Some(existing) => existing.lines.extend(&section.lines),
+            Some(existing) => {
+                // The blank lines that separated the two headers separate nothing once folded.
+                while existing.lines.last().is_some_and(|l| l.is_blank()) {
+                    existing.lines.pop();
+                }
+                existing.lines.extend(&section.lines);
+            }
             None => logical.push(LogicalSection {
                 name: section.name(),
-                leading: if logical.is_empty() {
-                    &transform.preamble
-                } else {
-                    &[]
-                },
+                leading: if logical.is_empty() { &transform.preamble } else { &[] },
                 first: section,
                 lines: section.lines.iter().collect(),
             }),
@@ -95,41 +95,37 @@ fn transform_entries<'a>(lines: &[&'a Line]) -> impl Iterator<Item = &'a Entry> 
     })
 }
 
+/// The key a `+Key=` line prepends to. Without a `+` or a key starting with a letter or digit
+/// (`+=`, `+#x=`) it is not a prepend: stripping the `+` would turn it into a comment or garbage.
+fn prepend_key(entry: &Entry) -> Option<&str> {
+    entry
+        .key()
+        .strip_prefix('+')
+        .map(str::trim_start)
+        .filter(|key| key.starts_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
 fn merge_into(out: &mut UnitFile, first: usize, logical: &LogicalSection<'_>) {
     let (prepends, defaults): (Vec<&Entry>, Vec<&Entry>) =
-        transform_entries(&logical.lines).partition(|e| e.key().starts_with('+'));
-    let prepends: Vec<Entry> = prepends
-        .into_iter()
-        .map(|e| e.renamed(&e.key()[1..]))
-        .collect();
+        transform_entries(&logical.lines).partition(|e| prepend_key(e).is_some());
+    let prepends: Vec<Entry> =
+        prepends.into_iter().filter_map(|e| prepend_key(e).map(|key| e.renamed(key))).collect();
 
     // Decide the defaults against the spec as it stands plus this transform's prepends.
     let spec_has = |key: &str| {
         prepends.iter().any(|p| p.key() == key)
             || out.sections_named(logical.name).any(|s| s.has_key(key))
     };
-    let added: Vec<Entry> = defaults
-        .into_iter()
-        .filter(|d| !spec_has(d.key()))
-        .cloned()
-        .collect();
+    let added: Vec<Entry> = defaults.into_iter().filter(|d| !spec_has(d.key())).cloned().collect();
 
     let first_section = &mut out.sections[first];
-    first_section
-        .lines
-        .splice(0..0, prepends.into_iter().map(Line::Entry));
+    first_section.lines.splice(0..0, prepends.into_iter().map(Line::Entry));
 
     if !added.is_empty() {
-        let last = out
-            .sections
-            .iter()
-            .rposition(|s| s.name() == logical.name)
-            .unwrap_or(first);
+        let last = out.sections.iter().rposition(|s| s.name() == logical.name).unwrap_or(first);
         let section = &mut out.sections[last];
         let at = section.end_of_entries();
-        section
-            .lines
-            .splice(at..at, added.into_iter().map(Line::Entry));
+        section.lines.splice(at..at, added.into_iter().map(Line::Entry));
     }
 }
 
@@ -149,7 +145,7 @@ fn append(out: &mut UnitFile, logical: &LogicalSection<'_>) {
         .lines
         .iter()
         .map(|line| match line {
-            Line::Entry(entry) => match entry.key().strip_prefix('+') {
+            Line::Entry(entry) => match prepend_key(entry) {
                 Some(key) => Line::Entry(entry.renamed(key)),
                 None => Line::Entry(entry.clone()),
             },
@@ -171,10 +167,7 @@ mod tests {
     #[test]
     fn every_repeated_default_is_added() {
         assert_eq!(
-            merged(
-                "[Container]\nImage=x\n",
-                &["[Container]\nVolume=/a:/a\nVolume=/b:/b\n"]
-            ),
+            merged("[Container]\nImage=x\n", &["[Container]\nVolume=/a:/a\nVolume=/b:/b\n"]),
             "[Container]\nImage=x\nVolume=/a:/a\nVolume=/b:/b\n"
         );
     }
@@ -183,15 +176,12 @@ mod tests {
     fn repeated_transform_sections_merge_as_one() {
         let base = "[Service]\n+ExecStartPre=/bin/a\n\n[Service]\n+ExecStartPre=/bin/b\nEnvironment=X=1\nEnvironment=Y=2\n";
         assert_eq!(
-            merged(
-                "[Container]\nImage=x\n\n[Service]\nRestart=always\n",
-                &[base]
-            ),
+            merged("[Container]\nImage=x\n\n[Service]\nRestart=always\n", &[base]),
             "[Container]\nImage=x\n\n[Service]\nExecStartPre=/bin/a\nExecStartPre=/bin/b\nRestart=always\nEnvironment=X=1\nEnvironment=Y=2\n"
         );
         assert_eq!(
             merged("[Container]\nImage=x\n", &[base]),
-            "[Container]\nImage=x\n\n[Service]\nExecStartPre=/bin/a\n\nExecStartPre=/bin/b\nEnvironment=X=1\nEnvironment=Y=2\n"
+            "[Container]\nImage=x\n\n[Service]\nExecStartPre=/bin/a\nExecStartPre=/bin/b\nEnvironment=X=1\nEnvironment=Y=2\n"
         );
     }
 
@@ -217,10 +207,7 @@ mod tests {
         );
         // Merged into a spec section, it goes with that section's other comments.
         assert_eq!(
-            merged(
-                "[Container]\nImage=x\n",
-                &["# managed\n[Container]\n# why\nNetwork=n\n"]
-            ),
+            merged("[Container]\nImage=x\n", &["# managed\n[Container]\n# why\nNetwork=n\n"]),
             "[Container]\nImage=x\nNetwork=n\n"
         );
     }
@@ -248,10 +235,16 @@ mod tests {
     }
 
     #[test]
-    fn name_substitution_is_literal() {
+    fn plus_lines_without_a_proper_key_are_not_prepends() {
+        // Found by proptest: stripping these `+` would leave an empty key or a comment.
         assert_eq!(
-            substitute_name("A={{.Name}}-x {{ .Name }}", "web"),
-            "A=web-x {{ .Name }}"
+            merged("[S]\nK=v\n", &["[S]\n+=a\n+#x=b\n+ Key=c\n"]),
+            "[S]\nKey=c\nK=v\n+=a\n+#x=b\n"
         );
+    }
+
+    #[test]
+    fn name_substitution_is_literal() {
+        assert_eq!(substitute_name("A={{.Name}}-x {{ .Name }}", "web"), "A=web-x {{ .Name }}");
     }
 }

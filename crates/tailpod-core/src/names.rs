@@ -99,19 +99,11 @@ validated_name!(
 );
 
 fn refuse(what: &'static str, name: &str, reason: impl Into<String>) -> Result<(), NameError> {
-    Err(NameError {
-        what,
-        name: name.to_owned(),
-        reason: reason.into(),
-    })
+    Err(NameError { what, name: name.to_owned(), reason: reason.into() })
 }
 
 fn check_user_like(what: &'static str, name: &str, allow_dash: bool) -> Result<(), NameError> {
-    let pattern = if allow_dash {
-        "[a-z][a-z0-9-]*"
-    } else {
-        "[a-z][a-z0-9]*"
-    };
+    let pattern = if allow_dash { "[a-z][a-z0-9-]*" } else { "[a-z][a-z0-9]*" };
     let mut chars = name.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || (allow_dash && c == '-'));
@@ -153,15 +145,9 @@ fn check_tag(tag: &str) -> Result<(), NameError> {
     const WHAT: &str = "tag";
     let valid = tag.strip_prefix("tag:").is_some_and(|name| {
         !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     });
-    if valid {
-        Ok(())
-    } else {
-        refuse(WHAT, tag, "is not valid (tag:[a-z0-9-]+)")
-    }
+    if valid { Ok(()) } else { refuse(WHAT, tag, "is not valid (tag:[a-z0-9-]+)") }
 }
 
 #[cfg(test)]
@@ -173,17 +159,7 @@ mod tests {
         for good in ["web", "a", "web-2", "x1-y2", &"a".repeat(32)] {
             assert!(good.parse::<ContainerName>().is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "Web",
-            "9lives",
-            "under_score",
-            "-x",
-            "a.b",
-            "a/b",
-            "é",
-            &"a".repeat(33),
-        ] {
+        for bad in ["", "Web", "9lives", "under_score", "-x", "a.b", "a/b", "é", &"a".repeat(33)] {
             assert!(bad.parse::<ContainerName>().is_err(), "{bad}");
         }
     }
@@ -191,21 +167,12 @@ mod tests {
     #[test]
     fn messages_say_what_and_why() {
         let err = "Bad".parse::<ContainerName>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"name "Bad" is not valid ([a-z][a-z0-9-]*)"#
-        );
+        assert_eq!(err.to_string(), r#"name "Bad" is not valid ([a-z][a-z0-9-]*)"#);
         let long = "a".repeat(33);
         let err = long.parse::<ContainerName>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("name {long:?} exceeds 32 characters")
-        );
+        assert_eq!(err.to_string(), format!("name {long:?} exceeds 32 characters"));
         let err = "web-app".parse::<PodName>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"pod name "web-app" is not valid ([a-z][a-z0-9]*)"#
-        );
+        assert_eq!(err.to_string(), r#"pod name "web-app" is not valid ([a-z][a-z0-9]*)"#);
     }
 
     #[test]

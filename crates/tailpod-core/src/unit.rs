@@ -10,7 +10,7 @@
 //! [`Line::Invalid`] and reported by [`UnitFile::problems`], so a caller decides what is fatal.
 //!
 //! Writing is exact: parsed lines are written back as they were read. The only normalisations are
-//! that CRLF line ends become LF and a missing final newline is added, so a well-formed file
+//! that CRLF line ends become LF (any run of CRs before a line end is dropped) and a missing final newline is added, so a well-formed file
 //! (LF line ends, final newline) round-trips to the same bytes. Lines created by the program
 //! (for example by [`crate::merge`]) are written as `Key=Value`.
 
@@ -76,12 +76,7 @@ impl fmt::Display for Problem {
 impl Entry {
     /// A new entry, written as `key=value`.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Entry {
-        Entry {
-            key: key.into(),
-            value: value.into(),
-            raw: None,
-            line: 0,
-        }
+        Entry { key: key.into(), value: value.into(), raw: None, line: 0 }
     }
 
     pub fn key(&self) -> &str {
@@ -109,24 +104,14 @@ impl Entry {
                 .strip_prefix(self.key.as_str())
                 .map(|rest| format!("{}{key}{rest}", &raw[..indent]))
         });
-        Entry {
-            key: key.to_owned(),
-            value: self.value.clone(),
-            raw,
-            line: self.line,
-        }
+        Entry { key: key.to_owned(), value: self.value.clone(), raw, line: self.line }
     }
 }
 
 impl Section {
     /// A new, empty section.
     pub fn new(name: impl Into<String>) -> Section {
-        Section {
-            name: name.into(),
-            raw_header: None,
-            line: 0,
-            lines: Vec::new(),
-        }
+        Section { name: name.into(), raw_header: None, line: 0, lines: Vec::new() }
     }
 
     pub fn name(&self) -> &str {
@@ -160,16 +145,11 @@ impl Section {
 
     /// Index just past the last entry; 0 when there is none.
     pub(crate) fn end_of_entries(&self) -> usize {
-        self.lines
-            .iter()
-            .rposition(|l| matches!(l, Line::Entry(_)))
-            .map_or(0, |i| i + 1)
+        self.lines.iter().rposition(|l| matches!(l, Line::Entry(_))).map_or(0, |i| i + 1)
     }
 
     fn header_text(&self) -> String {
-        self.raw_header
-            .clone()
-            .unwrap_or_else(|| format!("[{}]", self.name))
+        self.raw_header.clone().unwrap_or_else(|| format!("[{}]", self.name))
     }
 }
 
@@ -223,7 +203,7 @@ impl UnitFile {
                 break;
             }
             let line_no = index + 1;
-            let line = piece.strip_suffix('\r').unwrap_or(piece);
+            let line = piece.trim_end_matches('\r');
             let trimmed = line.trim();
 
             let parsed = if trimmed.is_empty() {
@@ -249,7 +229,7 @@ impl UnitFile {
                     logical.push(' ');
                     current = "";
                     while let Some((_, next)) = physical.next_if(|(i, _)| *i < total) {
-                        let next = next.strip_suffix('\r').unwrap_or(next);
+                        let next = next.trim_end_matches('\r');
                         raw.push('\n');
                         raw.push_str(next);
                         if !is_comment(next.trim_start()) {
@@ -266,10 +246,7 @@ impl UnitFile {
                         raw: Some(raw),
                         line: line_no,
                     }),
-                    _ => Line::Invalid {
-                        text: raw,
-                        line: line_no,
-                    },
+                    _ => Line::Invalid { text: raw, line: line_no },
                 }
             };
             match file.sections.last_mut() {
@@ -317,16 +294,10 @@ impl UnitFile {
         }
         for section in &self.sections {
             if section.name.trim().is_empty() {
-                problems.push(Problem {
-                    line: section.line,
-                    message: "empty section name".into(),
-                });
+                problems.push(Problem { line: section.line, message: "empty section name".into() });
             }
         }
-        let all_lines = self
-            .preamble
-            .iter()
-            .chain(self.sections.iter().flat_map(|s| &s.lines));
+        let all_lines = self.preamble.iter().chain(self.sections.iter().flat_map(|s| &s.lines));
         for line in all_lines {
             match line {
                 Line::Invalid { text, line } => problems.push(Problem {
@@ -383,17 +354,8 @@ mod tests {
         let file = UnitFile::parse(
             "[S]\nExec=/bin/app \\\n# skipped\n    --flag=1 \\\n    positional\nNext=1\n",
         );
-        let values: Vec<_> = file.sections[0]
-            .entries()
-            .map(|e| (e.key(), e.value()))
-            .collect();
-        assert_eq!(
-            values,
-            [
-                ("Exec", "/bin/app      --flag=1      positional"),
-                ("Next", "1")
-            ]
-        );
+        let values: Vec<_> = file.sections[0].entries().map(|e| (e.key(), e.value())).collect();
+        assert_eq!(values, [("Exec", "/bin/app      --flag=1      positional"), ("Next", "1")]);
     }
 
     #[test]
@@ -401,6 +363,8 @@ mod tests {
         let file = UnitFile::parse("[A]\r\nK = v \r\n[B]\r\nX=1");
         assert_eq!(file.to_string(), "[A]\nK = v \n[B]\nX=1\n");
         assert_eq!(file.last_value("A", "K"), Some("v"));
+        // Found by proptest: a run of CRs must not survive as a blank line's text.
+        assert_eq!(UnitFile::parse("\r\r\n").to_string(), "\n");
     }
 
     #[test]
@@ -413,11 +377,7 @@ mod tests {
     #[test]
     fn renamed_keeps_layout() {
         let file = UnitFile::parse("[S]\n  +ExecStartPre = a \\\n  b\n");
-        let entry = file.sections[0]
-            .entries()
-            .next()
-            .unwrap()
-            .renamed("ExecStartPre");
+        let entry = file.sections[0].entries().next().unwrap().renamed("ExecStartPre");
         let mut out = String::new();
         Line::Entry(entry).write(&mut out);
         assert_eq!(out, "  ExecStartPre = a \\\n  b\n");

@@ -1,0 +1,73 @@
+//! Properties of the parser and the merge over generated input. The same properties are
+//! fuzzed by `fuzz/` (cargo fuzz); this runs a bounded number of cases in every test run.
+
+use proptest::prelude::*;
+use tailpod_core::merge::merge;
+use tailpod_core::unit::UnitFile;
+
+/// Text made of the characters that matter to the grammar, so generated files hit headers,
+/// comments, continuations, prepends, CR and missing newlines often.
+fn unit_text() -> impl Strategy<Value = String> {
+    proptest::string::string_regex(r"[\[\]=\\#;+ \r\nKVab{}.\t]{0,300}").expect("valid regex")
+}
+
+/// A well-formed file: LF line ends, a final newline, a line per element.
+fn well_formed() -> impl Strategy<Value = String> {
+    let line = prop_oneof![
+        "\\[[A-Za-z]{1,8}\\]",
+        "[A-Za-z+]{1,8}=[a-z =%/.-]{0,12}",
+        "[#;][a-z ]{0,10}",
+        Just(String::new()),
+        "[A-Za-z]{1,6}=[a-z]{0,5} \\\\",
+    ];
+    prop::collection::vec(line, 0..30).prop_map(|lines| {
+        let mut text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        // A continuation may not run off the end of a well-formed file.
+        if text.trim_end().ends_with('\\') {
+            text.push_str("end=1\n");
+        }
+        text
+    })
+}
+
+fn entries(file: &UnitFile) -> Vec<(String, String, String)> {
+    file.sections
+        .iter()
+        .flat_map(|s| {
+            s.entries().map(|e| (s.name().to_owned(), e.key().to_owned(), e.value().to_owned()))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn parse_write_parse_is_stable(text in unit_text()) {
+        let once = UnitFile::parse(&text);
+        let written = once.to_string();
+        let twice = UnitFile::parse(&written);
+        prop_assert_eq!(entries(&once), entries(&twice));
+        prop_assert_eq!(twice.to_string(), written);
+    }
+
+    #[test]
+    fn well_formed_files_round_trip_exactly(text in well_formed()) {
+        prop_assert_eq!(UnitFile::parse(&text).to_string(), text);
+    }
+
+    #[test]
+    fn merge_keeps_every_spec_entry_in_order(spec in unit_text(), transform in unit_text()) {
+        let spec = UnitFile::parse(&spec);
+        let merged = merge(&spec, &UnitFile::parse(&transform));
+        // Every spec entry is still there, in the same order (the merge only adds).
+        let wanted = entries(&spec);
+        let have = entries(&merged);
+        let mut rest = have.iter();
+        for entry in &wanted {
+            prop_assert!(rest.any(|e| e == entry), "lost {:?}", entry);
+        }
+        // And the merged text means the same when read back.
+        prop_assert_eq!(entries(&UnitFile::parse(&merged.to_string())), have);
+    }
+}

@@ -11,8 +11,9 @@
 //!
 //! Writing is exact: parsed lines are written back as they were read. The only normalisations are
 //! that CRLF line ends become LF (any run of CRs before a line end is dropped) and a missing final newline is added, so a well-formed file
-//! (LF line ends, final newline) round-trips to the same bytes. Lines created by the program
-//! (for example by [`crate::merge`]) are written as `Key=Value`.
+//! (LF line ends, final newline) round-trips to the same bytes. A continuation that runs off the
+//! end of the file is ended with an empty line when written, so nothing added after it joins it.
+//! Lines created by the program (for example by [`crate::merge`]) are written as `Key=Value`.
 
 use std::fmt;
 
@@ -58,6 +59,8 @@ pub struct Entry {
     /// The physical lines as read (joined with `\n`, no final newline), if parsed.
     raw: Option<String>,
     line: usize,
+    /// The continuation ran off the end of the file: nothing ended it.
+    dangling: bool,
 }
 
 /// Something in a unit file that systemd would not accept, with its 1-based line.
@@ -65,6 +68,13 @@ pub struct Entry {
 pub struct Problem {
     pub line: usize,
     pub message: String,
+}
+
+impl Problem {
+    /// `FILE:LINE: message`, the form editors and CI logs link to.
+    pub fn located(&self, file: impl fmt::Display) -> String {
+        format!("{file}:{}: {}", self.line, self.message)
+    }
 }
 
 impl fmt::Display for Problem {
@@ -76,7 +86,7 @@ impl fmt::Display for Problem {
 impl Entry {
     /// A new entry, written as `key=value`.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Entry {
-        Entry { key: key.into(), value: value.into(), raw: None, line: 0 }
+        Entry { key: key.into(), value: value.into(), raw: None, line: 0, dangling: false }
     }
 
     pub fn key(&self) -> &str {
@@ -104,7 +114,7 @@ impl Entry {
                 .strip_prefix(self.key.as_str())
                 .map(|rest| format!("{}{key}{rest}", &raw[..indent]))
         });
-        Entry { key: key.to_owned(), value: self.value.clone(), raw, line: self.line }
+        Entry { key: key.to_owned(), raw, ..self.clone() }
     }
 }
 
@@ -162,7 +172,13 @@ impl Line {
     fn write(&self, out: &mut String) {
         match self {
             Line::Entry(entry) => match &entry.raw {
-                Some(raw) => out.push_str(raw),
+                Some(raw) => {
+                    out.push_str(raw);
+                    if entry.dangling {
+                        // End the continuation, or whatever is written next would join it.
+                        out.push('\n');
+                    }
+                }
                 None => {
                     out.push_str(&entry.key);
                     out.push('=');
@@ -224,16 +240,19 @@ impl UnitFile {
                 let mut raw = line.to_owned();
                 let mut logical = String::new();
                 let mut current = line;
+                let mut dangling = false;
                 while continues(current) {
                     logical.push_str(&current[..current.len() - 1]);
                     logical.push(' ');
                     current = "";
+                    dangling = true;
                     while let Some((_, next)) = physical.next_if(|(i, _)| *i < total) {
                         let next = next.trim_end_matches('\r');
                         raw.push('\n');
                         raw.push_str(next);
                         if !is_comment(next.trim_start()) {
                             current = next;
+                            dangling = false;
                             break;
                         }
                     }
@@ -245,6 +264,7 @@ impl UnitFile {
                         value: value.trim().to_owned(),
                         raw: Some(raw),
                         line: line_no,
+                        dangling,
                     }),
                     _ => Line::Invalid { text: raw, line: line_no },
                 }
@@ -304,12 +324,10 @@ impl UnitFile {
                     line: *line,
                     message: format!("not a Key=Value line: {:?}", first_line(text)),
                 }),
-                Line::Entry(entry) if entry.raw.as_deref().is_some_and(continues) => {
-                    problems.push(Problem {
-                        line: entry.line,
-                        message: format!("{}= continues past the end of the file", entry.key),
-                    })
-                }
+                Line::Entry(entry) if entry.dangling => problems.push(Problem {
+                    line: entry.line,
+                    message: format!("{}= continues past the end of the file", entry.key),
+                }),
                 _ => {}
             }
         }
@@ -365,6 +383,13 @@ mod tests {
         assert_eq!(file.last_value("A", "K"), Some("v"));
         // Found by proptest: a run of CRs must not survive as a blank line's text.
         assert_eq!(UnitFile::parse("\r\r\n").to_string(), "\n");
+        // Found by cargo fuzz: a continuation running off the end would swallow what a merge
+        // appends after it, so writing ends it.
+        let mut file = UnitFile::parse("[A]\nK=a \\\n# c");
+        file.sections[0].lines.push(Line::Entry(Entry::new("X", "1")));
+        let reread = UnitFile::parse(&file.to_string());
+        let keys: Vec<_> = reread.sections[0].entries().map(|e| e.key()).collect();
+        assert_eq!(keys, ["K", "X"]);
     }
 
     #[test]

@@ -1,0 +1,341 @@
+//! From a spec file in the definitions repo to the exact Quadlet text that is deployed.
+//!
+//! The pipeline, shared by `quadsync augment` and `quadsync sync` so that what one prints is what
+//! the other writes:
+//!
+//! 1. the file's place decides its name and transforms (`NAME.container` at the root gets
+//!    `_base.container`; `DIR/NAME.container` gets `_base.container` then `DIR.container`);
+//! 2. the name is validated, the spec parsed and checked (see [`check_spec`]);
+//! 3. the transforms are merged in ([`tailpod_core::merge`]);
+//! 4. a pod member gets `Pod=POD.pod`;
+//! 5. `{{.Name}}` becomes the file's name;
+//! 6. the result is checked again, since transforms can break what the spec got right.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use tailpod_core::merge::{apply_transforms, substitute_name};
+use tailpod_core::names::{ContainerName, PodName};
+use tailpod_core::unit::{Entry, Section, UnitFile};
+
+use crate::transforms::{Kind, TransformSet};
+
+/// A spec file and where it sits in the repo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecFile {
+    /// The path used in messages.
+    pub path: PathBuf,
+    /// The repo directory holding it, `None` at the root.
+    pub dir: Option<String>,
+    /// The file name without its extension: the unit's (and for a root unit, the user's) name.
+    pub stem: String,
+    pub kind: Kind,
+}
+
+/// A spec that cannot be deployed, with the file, and the line when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl SpecFile {
+    /// Places `relative` (a path inside the repo) in the repo layout: the root or one directory
+    /// level, not hidden. `shown` is the path to name in messages.
+    pub fn locate(relative: &Path, shown: &Path) -> Result<SpecFile, SpecError> {
+        let error =
+            |message: String| SpecError { file: shown.display().to_string(), line: None, message };
+        let parts: Vec<&str> = relative
+            .components()
+            .map(|c| match c {
+                Component::Normal(part) => {
+                    part.to_str().ok_or_else(|| error("path is not UTF-8".into()))
+                }
+                _ => Err(error("path must be relative to the repo and stay inside it".into())),
+            })
+            .collect::<Result<_, _>>()?;
+        let (dir, file_name) = match parts.as_slice() {
+            [file] => (None, *file),
+            [dir, file] => (Some((*dir).to_owned()), *file),
+            _ => {
+                return Err(error(
+                    "quadsync reads the repo root and one directory level only; this file is deeper"
+                        .into(),
+                ));
+            }
+        };
+        if parts.iter().any(|p| p.starts_with('.')) {
+            return Err(error("hidden files and directories are not deployed".into()));
+        }
+        let (stem, kind) = file_name
+            .rsplit_once('.')
+            .and_then(|(stem, ext)| Some((stem.to_owned(), Kind::from_extension(ext)?)))
+            .ok_or_else(|| error("not a .container or .pod file".into()))?;
+        Ok(SpecFile { path: shown.to_owned(), dir, stem, kind })
+    }
+
+    fn error(&self, line: Option<usize>, message: impl Into<String>) -> SpecError {
+        SpecError { file: self.path.display().to_string(), line, message: message.into() }
+    }
+}
+
+/// The pod a container belongs to: the part of its name before the first `-`, when a pod of
+/// that name sits in the same directory. (Pod names have no `-`, so there is never a choice.)
+pub fn pod_of<'a>(container: &str, pods_in_dir: &'a [PodName]) -> Option<&'a PodName> {
+    let (prefix, _) = container.split_once('-')?;
+    pods_in_dir.iter().find(|p| p.as_str() == prefix)
+}
+
+/// Renders one spec; see the module docs for the steps.
+pub fn render(
+    spec: &SpecFile,
+    text: &str,
+    transforms: &TransformSet,
+    pods_in_dir: &[PodName],
+) -> Result<String, SpecError> {
+    let name_error = |e: tailpod_core::names::NameError| spec.error(None, e.to_string());
+    match spec.kind {
+        Kind::Container => drop(spec.stem.parse::<ContainerName>().map_err(name_error)?),
+        Kind::Pod => drop(spec.stem.parse::<PodName>().map_err(name_error)?),
+    }
+    // Substituting first lets a spec say `ContainerName={{.Name}}`; lines stay where they were.
+    let unit = UnitFile::parse(&substitute_name(text, &spec.stem));
+    if let Some(problem) = unit.problems().first() {
+        return Err(spec.error(Some(problem.line), problem.message.clone()));
+    }
+    check_spec(spec, &unit)?;
+
+    let chain = transforms
+        .chain(spec.kind, spec.dir.as_deref(), !pods_in_dir.is_empty())
+        .map_err(|e| spec.error(None, e.to_string()))?;
+    let mut merged = apply_transforms(&unit, chain.iter().map(|t| &t.unit));
+
+    if spec.kind == Kind::Container {
+        match pod_of(&spec.stem, pods_in_dir) {
+            Some(pod) => set_pod(&mut merged, pod),
+            None if spec.dir.is_some() && !pods_in_dir.is_empty() => {
+                return Err(spec.error(
+                    None,
+                    "a directory with pods may hold only their members (POD-NAME.container)",
+                ));
+            }
+            None => {}
+        }
+    }
+
+    let rendered = substitute_name(&merged.to_string(), &spec.stem);
+    check_merged(spec, &UnitFile::parse(&rendered))
+        // Lines of the rendered text would mislead: they are not the spec's.
+        .map_err(|e| SpecError {
+            line: None,
+            message: format!("after the transforms: {}", e.message),
+            ..e
+        })?;
+    Ok(rendered)
+}
+
+fn set_pod(unit: &mut UnitFile, pod: &PodName) {
+    let entry = Entry::new("Pod", format!("{pod}.pod"));
+    match unit.sections.iter_mut().find(|s| s.name() == "Container") {
+        Some(section) => section.push_entry(entry),
+        None => {
+            let mut section = Section::new("Container");
+            section.push_entry(entry);
+            unit.sections.push(section);
+        }
+    }
+}
+
+/// Checks a spec as written: the section its kind needs, an image, a `ContainerName=` (if any)
+/// equal to the file name, and no `Pod=` (quadsync sets it).
+pub fn check_spec(spec: &SpecFile, unit: &UnitFile) -> Result<(), SpecError> {
+    check_merged(spec, unit)?;
+    if let Some(entry) = find_entry(unit, "Container", "Pod") {
+        return Err(spec.error(
+            Some(entry.line()),
+            "Pod= must not be set in a container spec (quadsync sets it for pod members)",
+        ));
+    }
+    Ok(())
+}
+
+/// The checks that must also hold after the transforms.
+fn check_merged(spec: &SpecFile, unit: &UnitFile) -> Result<(), SpecError> {
+    let section = match spec.kind {
+        Kind::Container => "Container",
+        Kind::Pod => "Pod",
+    };
+    let Some(first) = unit.sections_named(section).next() else {
+        return Err(spec.error(None, format!("missing [{section}] section")));
+    };
+    if spec.kind == Kind::Container {
+        let has_image = ["Image", "Rootfs"].iter().any(|k| unit.last_value(section, k).is_some());
+        if !has_image {
+            return Err(
+                spec.error(Some(first.line()), "missing Image= (or Rootfs=) in [Container]")
+            );
+        }
+        if let Some(entry) = find_last_entry(unit, section, "ContainerName")
+            && entry.value() != spec.stem
+        {
+            return Err(spec.error(
+                Some(entry.line()),
+                format!(
+                    "ContainerName={} does not match the file name {}",
+                    entry.value(),
+                    spec.stem
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn find_entry<'a>(unit: &'a UnitFile, section: &str, key: &str) -> Option<&'a Entry> {
+    unit.sections_named(section).flat_map(|s| s.entries()).find(|e| e.key() == key)
+}
+
+fn find_last_entry<'a>(unit: &'a UnitFile, section: &str, key: &str) -> Option<&'a Entry> {
+    unit.sections_named(section).flat_map(|s| s.entries()).filter(|e| e.key() == key).last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transforms(files: &[(&str, &str)]) -> TransformSet {
+        TransformSet::from_files(files.iter().map(|(n, t)| (PathBuf::from(n), t.to_string())))
+            .unwrap()
+    }
+
+    fn spec(rel: &str) -> SpecFile {
+        SpecFile::locate(Path::new(rel), Path::new(rel)).unwrap()
+    }
+
+    const C: &str = "[Container]\nImage=docker.io/library/nginx:latest\n";
+
+    #[test]
+    fn layout_decides_name_and_directory() {
+        assert_eq!(spec("web.container").dir, None);
+        let s = spec("tailscale/web.container");
+        assert_eq!(
+            (s.dir.as_deref(), s.stem.as_str(), s.kind),
+            (Some("tailscale"), "web", Kind::Container)
+        );
+        for bad in ["a/b/deep.container", ".git/x.container", "README.md", "../x.container"] {
+            assert!(SpecFile::locate(Path::new(bad), Path::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subdirectory_spec_gets_base_then_dir_transform() {
+        // CASES 31: the tailscale transform applied to tailscale/web.container.
+        let t = transforms(&[(
+            "tailscale.container",
+            "[Container]\nNetwork=slirp4netns\n\n[Service]\n+ExecStartPre=/usr/local/bin/mint %N\nRestart=on-failure\n",
+        )]);
+        assert_eq!(
+            render(&spec("tailscale/web.container"), C, &t, &[]).unwrap(),
+            "[Container]\nImage=docker.io/library/nginx:latest\nNetwork=slirp4netns\n\n[Service]\nExecStartPre=/usr/local/bin/mint %N\nRestart=on-failure\n"
+        );
+    }
+
+    #[test]
+    fn pod_members_get_pod_and_their_own_name() {
+        // CASES 45.
+        let t = transforms(&[
+            ("tailscale.container", "[Container]\nLabel=net=ts\n"),
+            ("tailscale.pod", "[Pod]\nNetwork=slirp4netns\n"),
+            ("_base.pod", "[Pod]\n+PodmanArgs=--dns=100.100.100.100\n"),
+        ]);
+        let pods = ["webapp".parse().unwrap()];
+        let web = format!("{C}Volume={{{{.Name}}}}-data:/data\n");
+        assert_eq!(
+            render(&spec("tailscale/webapp-web.container"), &web, &t, &pods).unwrap(),
+            "[Container]\nImage=docker.io/library/nginx:latest\nVolume=webapp-web-data:/data\nLabel=net=ts\nPod=webapp.pod\n"
+        );
+        assert_eq!(
+            render(
+                &spec("tailscale/webapp.pod"),
+                "[Pod]\nPodmanArgs=--name={{.Name}}\n",
+                &t,
+                &pods
+            )
+            .unwrap(),
+            "[Pod]\nPodmanArgs=--dns=100.100.100.100\nPodmanArgs=--name=webapp\nNetwork=slirp4netns\n"
+        );
+        let err = render(&spec("tailscale/orphan.container"), C, &t, &pods).unwrap_err();
+        assert!(err.message.contains("only their members"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let t = TransformSet::default();
+        let cases = [
+            ("Bad.container", C, "Bad.container: name \"Bad\" is not valid ([a-z][a-z0-9-]*)"),
+            (
+                "c.container",
+                "[Container]\nLabel=x=1\n",
+                "c.container:1: missing Image= (or Rootfs=) in [Container]",
+            ),
+            ("c.container", "[Service]\n", "c.container: missing [Container] section"),
+            (
+                "c.container",
+                "[Container]\nImage=x\nContainerName=other\n",
+                "c.container:3: ContainerName=other does not match the file name c",
+            ),
+            (
+                "c.container",
+                "[Container]\nImage=x\nPod=x.pod\n",
+                "c.container:3: Pod= must not be set in a container spec (quadsync sets it for pod members)",
+            ),
+            (
+                "c.container",
+                "[Container]\nImage x\n",
+                "c.container:2: not a Key=Value line: \"Image x\"",
+            ),
+            (
+                "web-app.pod",
+                "[Pod]\n",
+                "web-app.pod: pod name \"web-app\" is not valid ([a-z][a-z0-9]*)",
+            ),
+            ("p.pod", "[Service]\nRestart=always\n", "p.pod: missing [Pod] section"),
+            (
+                "webapps/web.container",
+                C,
+                "webapps/web.container: no transform for directory webapps",
+            ),
+        ];
+        for (path, text, expected) in cases {
+            let err = render(&spec(path), text, &t, &[]).unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn transforms_are_checked_too() {
+        // CASES 37: a transform that fixes ContainerName breaks every other container.
+        let t = transforms(&[("t.container", "[Container]\nContainerName=fixed\n")]);
+        let err = render(&spec("t/web.container"), C, &t, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t/web.container: after the transforms: ContainerName=fixed does not match the file name web"
+        );
+        let t = transforms(&[("t.container", "[Container]\nContainerName={{.Name}}\n")]);
+        assert!(
+            render(&spec("t/web.container"), C, &t, &[]).unwrap().contains("ContainerName=web\n")
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! `quadsync augment` run as a binary against a real git checkout and transform directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn quadsync(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quadsync")).args(args).current_dir(cwd).output().unwrap()
+}
+
+/// A definitions repo made by `git init`, and a transform directory beside it.
+fn layout() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let init = Command::new("git").args(["init", "-q"]).current_dir(&repo).status().unwrap();
+    assert!(init.success());
+    write(&repo.join("web.container"), "[Container]\nImage=nginx\n");
+    write(
+        &repo.join("tailscale/app.container"),
+        "# the app\n[Container]\nImage=docker.io/library/nginx:latest\nContainerName={{.Name}}\n",
+    );
+    write(&repo.join("broken/x.container"), "[Container]\nImage=nginx\n");
+    write(&tmp.path().join("t/_base.container"), "[Service]\nRestart=on-failure\n");
+    write(
+        &tmp.path().join("t/tailscale.container"),
+        "[Container]\nNetwork=none\n\n[Service]\n+ExecStartPre=/usr/local/bin/tailmint --hostname %N\n",
+    );
+    tmp
+}
+
+#[test]
+fn prints_the_merged_unit_chosen_by_directory() {
+    let tmp = layout();
+    let out = quadsync(
+        &["augment", "--transforms", "../t", "tailscale/app.container"],
+        &tmp.path().join("repo"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "# the app\n[Container]\nImage=docker.io/library/nginx:latest\nContainerName=app\nNetwork=none\n\n[Service]\nExecStartPre=/usr/local/bin/tailmint --hostname %N\nRestart=on-failure\n"
+    );
+
+    let out = quadsync(&["augment", "--transforms", "t", "repo/web.container"], tmp.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "[Container]\nImage=nginx\n\n[Service]\nRestart=on-failure\n"
+    );
+}
+
+#[test]
+fn failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
+    let tmp = layout();
+    let out = quadsync(&["augment", "--transforms", "t", "repo/broken/x.container"], tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("repo/broken/x.container: no transform for directory broken"),
+        "{stderr}"
+    );
+
+    // Outside any git checkout, the root must be given.
+    write(&tmp.path().join("loose/web.container"), "[Container]\nImage=nginx\n");
+    let out = quadsync(&["augment", "--transforms", "t", "loose/web.container"], tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --repo DIR"));
+    let out = quadsync(
+        &["augment", "--transforms", "t", "--repo", "loose", "loose/web.container"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    assert_eq!(quadsync(&["augment"], tmp.path()).status.code(), Some(2));
+    assert_eq!(quadsync(&["bogus"], tmp.path()).status.code(), Some(2));
+    assert_eq!(quadsync(&[], tmp.path()).status.code(), Some(2));
+}

@@ -76,15 +76,13 @@ fn unquote(raw: &str) -> Option<String> {
             let rest = raw[1 + i + 1..].trim_start();
             return (rest.is_empty() || rest.starts_with('#')).then_some(value);
         }
-        if c == '\\' && quote == '"' {
-            match chars.clone().next() {
-                Some((_, escaped @ ('"' | '\\'))) => {
-                    value.push(escaped);
-                    chars.next();
-                    continue;
-                }
-                _ => {}
-            }
+        if c == '\\'
+            && quote == '"'
+            && let Some((_, escaped @ ('"' | '\\'))) = chars.clone().next()
+        {
+            value.push(escaped);
+            chars.next();
+            continue;
         }
         value.push(c);
     }

@@ -183,6 +183,10 @@ impl Line {
                     out.push_str(&entry.key);
                     out.push('=');
                     out.push_str(&entry.value);
+                    if continues(&entry.value) {
+                        // systemd trims the space; without it the line would continue.
+                        out.push(' ');
+                    }
                 }
             },
             Line::Comment(text) | Line::Blank(text) | Line::Invalid { text, .. } => {
@@ -197,9 +201,10 @@ fn is_comment(trimmed: &str) -> bool {
     trimmed.starts_with('#') || trimmed.starts_with(';')
 }
 
-/// A continued line ends in a backslash (systemd.syntax(7)); a comment never continues.
+/// A line continues when it ends in an unescaped backslash: an odd run of them, as systemd
+/// counts (`\\` at the end is an escaped backslash, not a continuation). Comments never continue.
 fn continues(text: &str) -> bool {
-    text.ends_with('\\')
+    text.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 1
 }
 
 impl UnitFile {
@@ -374,6 +379,21 @@ mod tests {
         );
         let values: Vec<_> = file.sections[0].entries().map(|e| (e.key(), e.value())).collect();
         assert_eq!(values, [("Exec", "/bin/app      --flag=1      positional"), ("Next", "1")]);
+    }
+
+    #[test]
+    fn continuation_follows_backslash_parity() {
+        let file = UnitFile::parse("[S]\nA=x\\\\\nB=y \\\\\\\nz\n");
+        let values: Vec<_> = file.sections[0].entries().map(|e| (e.key(), e.value())).collect();
+        assert_eq!(values, [("A", "x\\\\"), ("B", "y \\\\ z")]);
+        // Found by cargo fuzz: a value ending in a lone backslash (the line had trailing
+        // whitespace) must not continue when written from the model.
+        let mut built = UnitFile::parse("[S]\n");
+        built.sections[0].push_entry(Entry::new("K", "a\\"));
+        built.sections[0].push_entry(Entry::new("L", "b"));
+        let reread = UnitFile::parse(&built.to_string());
+        let keys: Vec<_> = reread.sections[0].entries().map(|e| (e.key(), e.value())).collect();
+        assert_eq!(keys, [("K", "a\\"), ("L", "b")]);
     }
 
     #[test]

@@ -1,0 +1,175 @@
+//! The slirp4netns-compatible command line.
+//!
+//! Podman probes the command with `--help` (which must exit 0) and passes a flag only if its name
+//! appears in the help text, so every flag slirp4netns has that podman may pass is accepted here,
+//! even those that mean nothing for a tailnet (they are logged and ignored by the caller).
+//!
+//! The forms podman uses (see `shared/reference/ts4nsnet-notes.md`, measured):
+//!
+//! * 4.3: `… -c -e 3 -r 4 --netns-type=path /run/netns/netns-UUID tap0`
+//! * 4.3 with a userns made by the OCI runtime: `… -c -e 3 -r 4 PID tap0` (no `--netns-type`, so
+//!   the default is `pid`, as in slirp4netns)
+//! * 5.x: `… -c -r 3 -e 4 --netns-type=path PATH tap0` (the fds are swapped: never assume them)
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// How the first positional argument names the network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetnsType {
+    /// A process ID whose network namespace is used (`/proc/PID/ns/net`).
+    Pid,
+    /// A path to a network namespace file (`/run/netns/NAME`).
+    Path,
+}
+
+/// Put a podman container on the tailnet as its own node (a slirp4netns-compatible network
+/// command).
+///
+/// Podman runs it with `--network-cmd-path`; the node's settings come from the environment:
+/// TS_AUTHKEY, TS_HOSTNAME, TS_TAGS, TS_CONTROL_URL, TS_STATE_DIR.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "ts4nsnet", version, about, long_about)]
+pub struct SlirpArgs {
+    /// Bring up the interface and configure its addresses and routes.
+    #[arg(short = 'c', long)]
+    pub configure: bool,
+    /// Write one byte to this fd once the interface is ready.
+    #[arg(short = 'r', long, value_name = "FD")]
+    pub ready_fd: Option<i32>,
+    /// Exit when this fd reaches EOF (podman's exit pipe).
+    #[arg(short = 'e', long, value_name = "FD")]
+    pub exit_fd: Option<i32>,
+    /// MTU podman asks for; the tailnet's own MTU (1280) is used when smaller.
+    #[arg(short = 'm', long, value_name = "MTU")]
+    pub mtu: Option<u32>,
+    /// How to read the first positional argument.
+    #[arg(long, value_enum, default_value = "pid")]
+    pub netns_type: NetnsType,
+    /// Accepted for compatibility: the tailnet never reaches the host's loopback anyway.
+    #[arg(long)]
+    pub disable_host_loopback: bool,
+    /// Accepted for compatibility (slirp4netns's own mount sandbox).
+    #[arg(long)]
+    pub enable_sandbox: bool,
+    /// Accepted for compatibility (slirp4netns's own seccomp filter).
+    #[arg(long)]
+    pub enable_seccomp: bool,
+    /// Configure the node's IPv6 address and default route as well.
+    #[arg(short = '6', long)]
+    pub enable_ipv6: bool,
+    /// Accepted for compatibility: tailnet addresses come from the control server.
+    #[arg(long, value_name = "CIDR")]
+    pub cidr: Option<String>,
+    /// Accepted for compatibility: outbound traffic leaves through the tailnet.
+    #[arg(long, value_name = "ADDR")]
+    pub outbound_addr: Option<String>,
+    /// Accepted for compatibility: outbound traffic leaves through the tailnet.
+    #[arg(long, value_name = "ADDR")]
+    pub outbound_addr6: Option<String>,
+    /// Accepted for compatibility: port forwarding is not needed on a tailnet (every port of the
+    /// node is reachable, subject to the tailnet's ACLs).
+    #[arg(short = 'a', long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// Accepted for compatibility.
+    #[arg(long, value_name = "PATH")]
+    pub userns_path: Option<PathBuf>,
+    /// The container's network namespace: a PID, or a path with --netns-type=path.
+    #[arg(value_name = "PID|PATH")]
+    pub target: String,
+    /// The interface to create in the namespace (podman passes tap0).
+    #[arg(value_name = "TAPNAME")]
+    pub tap_name: String,
+}
+
+/// The namespace to join, resolved from the positional argument and `--netns-type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Netns {
+    Pid(u32),
+    Path(PathBuf),
+}
+
+impl SlirpArgs {
+    /// The namespace named on the command line.
+    pub fn netns(&self) -> Result<Netns, String> {
+        match self.netns_type {
+            NetnsType::Pid => self.target.parse().map(Netns::Pid).map_err(|_| {
+                format!("{:?} is not a PID (use --netns-type=path for a path)", self.target)
+            }),
+            NetnsType::Path => Ok(Netns::Path(PathBuf::from(&self.target))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(line: &str) -> SlirpArgs {
+        SlirpArgs::try_parse_from(std::iter::once("ts4nsnet").chain(line.split_whitespace()))
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    #[test]
+    fn podman_4_3_path_form() {
+        let args = parse(
+            "--disable-host-loopback --mtu=65520 --enable-sandbox --enable-seccomp --enable-ipv6 -c -e 3 -r 4 --netns-type=path /run/netns/netns-1234 tap0",
+        );
+        assert_eq!((args.exit_fd, args.ready_fd, args.mtu), (Some(3), Some(4), Some(65520)));
+        assert!(args.configure && args.enable_ipv6);
+        assert_eq!(args.netns(), Ok(Netns::Path("/run/netns/netns-1234".into())));
+        assert_eq!(args.tap_name, "tap0");
+    }
+
+    #[test]
+    fn podman_4_3_pid_form_defaults_to_pid() {
+        let args = parse(
+            "--disable-host-loopback --mtu=65520 --enable-sandbox --enable-seccomp -c -e 3 -r 4 4242 tap0",
+        );
+        assert_eq!(args.netns(), Ok(Netns::Pid(4242)));
+        assert!(!args.enable_ipv6);
+    }
+
+    #[test]
+    fn podman_5_swaps_the_fds() {
+        let args = parse(
+            "--disable-host-loopback --mtu=65520 --enable-sandbox --enable-seccomp --enable-ipv6 -c -r 3 -e 4 --netns-type=path /run/user/1000/netns/netns-x tap0",
+        );
+        assert_eq!((args.ready_fd, args.exit_fd), (Some(3), Some(4)));
+    }
+
+    #[test]
+    fn rootless_netns_helper_form_has_no_exit_fd() {
+        let args = parse("-c -r 3 --netns-type=path /run/user/1000/netns/rootless-netns tap0");
+        assert_eq!((args.ready_fd, args.exit_fd), (Some(3), None));
+    }
+
+    #[test]
+    fn bad_forms_are_refused() {
+        let try_parse = |line: &str| {
+            SlirpArgs::try_parse_from(std::iter::once("ts4nsnet").chain(line.split_whitespace()))
+        };
+        assert!(try_parse("-c tap0").is_err());
+        assert!(try_parse("--netns-type=bogus 1 tap0").is_err());
+        assert!(try_parse("-r three 1 tap0").is_err());
+        assert!(parse("/run/netns/x tap0").netns().is_err());
+    }
+
+    #[test]
+    fn help_names_every_flag_podman_probes_for() {
+        let help = SlirpArgs::command().render_long_help().to_string();
+        for flag in [
+            "--disable-host-loopback",
+            "--mtu",
+            "--enable-sandbox",
+            "--enable-seccomp",
+            "--cidr",
+            "--outbound-addr",
+            "--enable-ipv6",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+    }
+}

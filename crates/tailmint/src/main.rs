@@ -1,0 +1,301 @@
+//! The `tailmint` command line; the work is done in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tailpod_core::names::{Hostname, Tag};
+
+use tailmint::api::{ApiError, Client, KeyRequest, stale_devices};
+use tailmint::credentials::{self, Secret, Sources};
+use tailmint::{output, privileges};
+
+const DEFAULT_CONFIG: &str = "/etc/tailscale/oauth.env";
+
+/// Mint a short-lived, tagged, ephemeral Tailscale auth key from an OAuth client and write it to
+/// a file as TS_AUTHKEY=… (and TS_HOSTNAME=…), for a service's EnvironmentFile=.
+///
+/// Credentials: TS_API_CLIENT_ID and TS_API_CLIENT_SECRET, each from the environment, a systemd
+/// credential of that name, or the --config file, in that order. The file may also set
+/// TS_TAILNET and TS_API_URL.
+///
+/// Run as root through sudo, tailmint reads the credentials, then becomes the calling user
+/// (SUDO_UID/SUDO_GID): the output must then be inside that user's /run/user/UID/, and is owned
+/// by them. The key never appears in arguments, logs or messages.
+///
+/// Before a new node named HOSTNAME joins, offline devices with that hostname and exactly these
+/// tags are deleted, so the new node gets the name and not NAME-1 (--no-replace-stale to keep
+/// them; a failure there is only a warning).
+///
+/// Exit status: 0 the key was written; 1 the API, the network or the write failed; 2 usage or
+/// configuration error.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    /// Env file with the OAuth client's credentials.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// ACL tag for the key (tag:NAME); repeat for several. The OAuth client must own them.
+    #[arg(long = "tag", value_name = "TAG", required = true)]
+    tags: Vec<Tag>,
+    /// Hostname the node will use: written as TS_HOSTNAME and used to find stale devices.
+    #[arg(long, value_name = "HOST")]
+    hostname: Option<Hostname>,
+    /// File to write (atomically, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    output: PathBuf,
+    /// Tailnet name [default: TS_TAILNET from the config, else "-", the client's own tailnet].
+    #[arg(long, value_name = "NAME")]
+    tailnet: Option<String>,
+    /// How long the key stays valid: seconds, or a number with s, m, h or d.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    expiry: Duration,
+    /// Let the key register more than one node.
+    #[arg(long)]
+    reusable: bool,
+    /// Make nodes that persist after they go offline (by default they are ephemeral: removed
+    /// soon after they disconnect).
+    #[arg(long)]
+    no_ephemeral: bool,
+    /// Make nodes that need approval in the admin console before they can talk.
+    #[arg(long)]
+    no_preauthorized: bool,
+    /// Key description (letters, digits, spaces and '-', at most 50) [default: "tailmint HOST"].
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+    /// Base URL of the API [default: TS_API_URL from the config, else https://api.tailscale.com].
+    #[arg(long, value_name = "URL", env = "TS_API_URL")]
+    api_url: Option<String>,
+    /// Delete offline devices with the same hostname and tags (the default).
+    #[arg(long, overrides_with = "no_replace_stale")]
+    replace_stale: bool,
+    /// Keep offline devices with the same hostname and tags.
+    #[arg(long, overrides_with = "replace_stale")]
+    no_replace_stale: bool,
+    /// Give up after this long, retries included: seconds, or a number with s, m or h.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90, 90s, 15m, 1h or 7d"))?;
+    let unit = match &text[digits.len()..] {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
+    };
+    match number.checked_mul(unit) {
+        Some(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!("{text:?} is not a positive duration")),
+    }
+}
+
+/// A failure, and the exit status it earns.
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(buf, "{}: {}", record.level().as_str().to_lowercase(), record.args())
+        })
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            log::error!("{message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            log::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn description(cli: &Cli) -> Result<String, String> {
+    let text = match (&cli.description, &cli.hostname) {
+        (Some(text), _) => text.clone(),
+        (None, Some(hostname)) => format!("tailmint {hostname}"),
+        (None, None) => "tailmint".into(),
+    };
+    let valid = text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ');
+    if !valid || text.len() > 50 {
+        return Err(format!(
+            "description {text:?} may hold only letters, digits, spaces and '-', at most 50 (the API's rule)"
+        ));
+    }
+    Ok(text)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let description = description(&cli).map_err(Failure::Usage)?;
+
+    // As root: the credentials. Then nothing more needs root.
+    let sources = Sources {
+        config: &config_path,
+        config_required: cli.config.is_some(),
+        credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        env: &env,
+    };
+    let config = credentials::load(&sources).map_err(Failure::Usage)?;
+    for key in &config.unknown_keys {
+        log::warn!("{}: unknown key {key} ignored", config_path.display());
+    }
+    let caller = privileges::sudo_caller(&env).map_err(Failure::Usage)?;
+    let confine = caller.as_ref().map(|c| output::runtime_dir(c.uid));
+    output::check_path(&cli.output, confine.as_deref()).map_err(Failure::Usage)?;
+    if let Some(caller) = &caller {
+        privileges::become_caller(caller).map_err(Failure::Runtime)?;
+        log::debug!("running as uid {} gid {}", caller.uid, caller.gid);
+    }
+
+    let api_url = cli.api_url.clone().or(config.api_url.clone());
+    let api_url = api_url.as_deref().unwrap_or("https://api.tailscale.com");
+    let tailnet = cli.tailnet.clone().or(config.tailnet.clone()).unwrap_or_else(|| "-".into());
+    let tags: Vec<String> = cli.tags.iter().map(|t| t.to_string()).collect();
+    let client = Client::new(api_url, cli.timeout);
+
+    let token = client.token(&config.client_id, &config.client_secret).map_err(|e| {
+        Failure::Runtime(match e {
+            ApiError::Refused { status: 400 | 401 | 403, message } => format!(
+                "the OAuth client was refused ({message}): check {} and {} in {}",
+                credentials::CLIENT_ID,
+                credentials::CLIENT_SECRET,
+                config_path.display()
+            ),
+            other => format!("requesting an access token from {api_url}: {other}"),
+        })
+    })?;
+
+    let request = KeyRequest {
+        tags: tags.clone(),
+        reusable: cli.reusable,
+        ephemeral: !cli.no_ephemeral,
+        preauthorized: !cli.no_preauthorized,
+        expiry: cli.expiry,
+        description,
+    };
+    let key = client
+        .create_key(&token, &tailnet, &request)
+        .map_err(|e| Failure::Runtime(explain_key_error(e, &tags, &tailnet)))?;
+    let hostname = cli.hostname.as_ref().map(Hostname::as_str);
+    output::write_atomically(&cli.output, &output::contents(&key, hostname))
+        .map_err(Failure::Runtime)?;
+    log::info!(
+        "wrote a {} key for {} (tags {}, valid {}s) to {}",
+        if request.ephemeral { "ephemeral" } else { "persistent" },
+        hostname.unwrap_or("any hostname"),
+        tags.join(","),
+        cli.expiry.as_secs(),
+        cli.output.display()
+    );
+
+    if let (Some(hostname), false) = (hostname, cli.no_replace_stale) {
+        replace_stale(&client, &token, &tailnet, hostname, &tags);
+    }
+    Ok(())
+}
+
+/// Turns a create-key failure into something a person can act on.
+fn explain_key_error(error: ApiError, tags: &[String], tailnet: &str) -> String {
+    match error {
+        ApiError::Refused { status: 400, message } if message.contains("tag") => {
+            let named: Vec<&str> =
+                tags.iter().filter(|t| message.contains(t.as_str())).map(String::as_str).collect();
+            let named = if named.is_empty() { tags.join(", ") } else { named.join(", ") };
+            format!(
+                "the OAuth client may not create keys tagged {named}: give it (or a tag that owns it) that tag ({message})"
+            )
+        }
+        ApiError::Refused { status: 401, message } => {
+            format!("the access token was rejected ({message})")
+        }
+        ApiError::Refused { status: 403, message } => {
+            format!(
+                "the OAuth client may not create auth keys: it needs the auth_keys scope ({message})"
+            )
+        }
+        ApiError::Refused { status: 404, message } => {
+            format!("tailnet {tailnet:?} not found ({message})")
+        }
+        other => format!("creating an auth key: {other}"),
+    }
+}
+
+/// Deletes offline devices the new node replaces; failures are warnings.
+fn replace_stale(client: &Client, token: &Secret, tailnet: &str, hostname: &str, tags: &[String]) {
+    let devices = match client.devices(token, tailnet) {
+        Ok(devices) => devices,
+        Err(ApiError::Refused { status: 403, message }) => {
+            log::warn!(
+                "not replacing stale devices: the OAuth client lacks the devices:core scope ({message})"
+            );
+            return;
+        }
+        Err(e) => {
+            log::warn!("not replacing stale devices: listing devices: {e}");
+            return;
+        }
+    };
+    for device in stale_devices(&devices, hostname, tags) {
+        match client.delete_device(token, &device.id) {
+            Ok(()) => log::info!("deleted stale offline device {} ({})", device.name, device.id),
+            Err(e) => {
+                log::warn!("could not delete stale device {} ({}): {e}", device.name, device.id)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604800)));
+        for bad in ["", "0", "m", "5x", "-1", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn help_documents_every_flag() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--config",
+            "--tag",
+            "--hostname",
+            "--output",
+            "--tailnet",
+            "--expiry",
+            "--reusable",
+            "--no-ephemeral",
+            "--no-preauthorized",
+            "--description",
+            "--api-url",
+            "--replace-stale",
+            "--no-replace-stale",
+            "--timeout",
+            "Exit status",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+    }
+}

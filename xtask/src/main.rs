@@ -1,47 +1,117 @@
-//! Project automation, run as `cargo xtask <task>` (the alias is in `.cargo/config.toml`).
-//!
-//! Tasks are Rust rather than shell so they run the same on every machine with nothing but cargo.
+//! `cargo xtask <task>` (the alias is in `.cargo/config.toml`). Tasks are Rust rather than shell
+//! so they run the same on every machine with nothing but cargo.
 
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "\
-usage: cargo xtask <task>
+use clap::{Parser, Subcommand};
+use xtask::build_ign::{self, Build};
+use xtask::butane::{self, Options};
+use xtask::{root, to_json};
 
-tasks:
-  test     format check, clippy (warnings are errors) and every test of the workspace
-  help     this text
-";
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "tailpod's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Format check, clippy (warnings are errors) and every test of the workspace: what CI runs.
+    Test,
+    /// Translate a Butane config (variant fcos, 1.4.0 to 1.6.0) to Ignition, like the butane CLI.
+    Butane {
+        /// Fail on warnings.
+        #[arg(long, short = 's')]
+        strict: bool,
+        /// Indent the output.
+        #[arg(long, short = 'p')]
+        pretty: bool,
+        /// Directory for `local:`, `trees` and `*_local` files.
+        #[arg(long, short = 'd', value_name = "DIR")]
+        files_dir: Option<PathBuf>,
+        /// Write here instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The Butane config; standard input if absent.
+        input: Option<PathBuf>,
+    },
+    /// Build butane/tailpod.ign from butane/tailpod.bu, the overlays and secrets.bu.
+    BuildIgn {
+        /// Without butane/secrets.bu, make a THROWAWAY one with random values (to try things out).
+        #[arg(long)]
+        throwaway_secrets: bool,
+        /// Write Ignition 3.3.0 (for older Ignition, e.g. Debian's 2.14) when no newer field is used.
+        #[arg(long, value_name = "VERSION")]
+        ignition_version: Option<String>,
+        /// Where to write [default: butane/tailpod.ign].
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("test") => test(),
-        Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
-            Ok(())
+    let result = match Cli::parse().task {
+        Task::Test => test(),
+        Task::Butane { strict, pretty, files_dir, output, input } => {
+            translate(strict, pretty, files_dir, output.as_deref(), input.as_deref())
         }
-        Some(other) => {
-            eprint!("xtask: unknown task {other:?}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-        None => {
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
+        Task::BuildIgn { throwaway_secrets, ignition_version, output } => {
+            let dir = root().join("butane");
+            let output = output.unwrap_or_else(|| dir.join("tailpod.ign"));
+            let build = Build { dir, output, throwaway_secrets, ignition_version, build_id: None };
+            build_ign::build(&build).map(|built| {
+                for note in built.notes {
+                    eprintln!("build-ign: {note}");
+                }
+            })
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("xtask: {message}");
+            eprintln!("{message}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// The workspace root: xtask's manifest sits one level below it.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+fn translate(
+    strict: bool,
+    pretty: bool,
+    files_dir: Option<PathBuf>,
+    output: Option<&std::path::Path>,
+    input: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let source = match input {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?
+        }
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("reading standard input: {e}"))?;
+            text
+        }
+    };
+    let (config, warnings) = butane::butane(&source, &Options { files_dir }, strict)
+        .map_err(|lines| lines.join("\n"))?;
+    for warning in warnings {
+        eprintln!("{warning}");
+    }
+    let json = to_json(&config, pretty);
+    match output {
+        Some(path) => {
+            std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))
+        }
+        None => {
+            print!("{json}");
+            Ok(())
+        }
+    }
 }
 
 /// Runs `cargo ARGS` in the workspace root, echoing the command first.

@@ -46,10 +46,15 @@ enum Task {
         /// Write Ignition 3.3.0 (for older Ignition, e.g. Debian's 2.14) when no newer field is used.
         #[arg(long, value_name = "VERSION")]
         ignition_version: Option<String>,
-        /// Where to write [default: butane/tailpod.ign].
+        /// Where to write [default: DIR/tailpod.ign].
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
+        /// The directory with tailpod.bu and the overlays [default: butane/ of this workspace].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
+    /// Print timings: build-ign on the shipped config, run by this xtask binary.
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -58,8 +63,9 @@ fn main() -> ExitCode {
         Task::Butane { strict, pretty, files_dir, output, input } => {
             translate(strict, pretty, files_dir, output.as_deref(), input.as_deref())
         }
-        Task::BuildIgn { throwaway_secrets, ignition_version, output } => {
-            let dir = root().join("butane");
+        Task::Bench => bench(),
+        Task::BuildIgn { throwaway_secrets, ignition_version, output, dir } => {
+            let dir = dir.unwrap_or_else(|| root().join("butane"));
             let output = output.unwrap_or_else(|| dir.join("tailpod.ign"));
             let build = Build { dir, output, throwaway_secrets, ignition_version, build_id: None };
             build_ign::build(&build).map(|built| {
@@ -112,6 +118,43 @@ fn translate(
             Ok(())
         }
     }
+}
+
+/// Times `build-ign` on a copy of the shipped config (with throwaway secrets), run as a separate
+/// process by this (already built) binary, as a user would run it.
+fn bench() -> Result<(), String> {
+    const RUNS: usize = 20;
+    let scratch = std::env::temp_dir().join(format!("tailpod-bench-{}", std::process::id()));
+    let copy = Command::new("cp").arg("-r").arg(root().join("butane")).arg(&scratch).status();
+    if !copy.is_ok_and(|s| s.success()) {
+        return Err(format!("copying butane/ to {}", scratch.display()));
+    }
+    let _ = std::fs::remove_file(scratch.join("secrets.bu"));
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let started = std::time::Instant::now();
+        let out = Command::new(&me)
+            .args(["build-ign", "--throwaway-secrets", "--dir"])
+            .arg(&scratch)
+            .output()
+            .map_err(|e| e.to_string())?;
+        times.push(started.elapsed());
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    times.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "cargo xtask build-ign on the shipped config ({RUNS} runs of {}): min {:.1} ms, median {:.1} ms, max {:.1} ms",
+        me.display(),
+        ms(times[0]),
+        ms(times[RUNS / 2]),
+        ms(times[RUNS - 1])
+    );
+    Ok(())
 }
 
 /// Runs `cargo ARGS` in the workspace root, echoing the command first.

@@ -323,7 +323,7 @@ impl Translator<'_> {
 }
 
 /// Sets `source` (and `compression` when Butane would) for embedded data.
-pub(crate) fn embed(resource: &mut Map<String, Value>, data: &[u8]) {
+pub fn embed(resource: &mut Map<String, Value>, data: &[u8]) {
     let chosen = resource.get("compression").and_then(Value::as_str).map(str::to_owned);
     let (url, gzipped) = dataurl::make(data, chosen.is_none());
     resource.insert("source".into(), json!(url));

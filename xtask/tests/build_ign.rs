@@ -1,0 +1,173 @@
+//! `build-ign` on the project's own configs (a copy of butane/), its refusals, Debian's
+//! `ignition-validate` on the 3.3.0 rendering, and merging that never loses content.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use xtask::build_ign::{Build, THROWAWAY_MARK, build};
+use xtask::butane::{dataurl, merge::overlay_merge, translate::embed};
+
+/// A copy of butane/ without any secrets.bu or built config.
+fn butane_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&xtask::root().join("butane"), dir.path());
+    let _ = std::fs::remove_file(dir.path().join("secrets.bu"));
+    let _ = std::fs::remove_file(dir.path().join("tailpod.ign"));
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn job(dir: &Path, version: Option<&str>) -> Build {
+    Build {
+        dir: dir.to_owned(),
+        output: dir.join("tailpod.ign"),
+        throwaway_secrets: true,
+        ignition_version: version.map(str::to_owned),
+        build_id: Some("test-build".into()),
+    }
+}
+
+fn file_text(config: &Value, path: &str) -> String {
+    let file = config["storage"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("no {path}"));
+    let contents = &file["contents"];
+    let bytes =
+        dataurl::decode(contents["source"].as_str().unwrap(), contents["compression"].as_str())
+            .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn the_shipped_config_builds_merges_and_validates() {
+    let dir = butane_copy();
+    let built = build(&job(dir.path(), None)).unwrap();
+    let secrets = std::fs::read_to_string(dir.path().join("secrets.bu")).unwrap();
+    assert!(secrets.starts_with(THROWAWAY_MARK) && !secrets.contains("REPLACE-ME"));
+    assert!(built.notes.iter().any(|n| n.contains("THROWAWAY")));
+
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tailpod.ign")).unwrap())
+            .unwrap();
+    assert_eq!(written, built.config);
+    let mode = std::fs::metadata(dir.path().join("tailpod.ign")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(written["ignition"]["version"], "3.4.0");
+    assert_eq!(file_text(&written, "/etc/tailpod/build"), "TAILPOD_BUILD=test-build\n");
+    // The base's defaults and the overlay's site values, in that order (a later line wins).
+    let config_env = file_text(&written, "/etc/quadsync/config.env");
+    let branch = config_env.find("QUADSYNC_GIT_BRANCH=main").unwrap();
+    let url = config_env.find("QUADSYNC_GIT_URL=").unwrap();
+    assert!(branch < url, "{config_env}");
+    let transform = file_text(&written, "/etc/quadsync/transforms/tailscale.container");
+    assert_eq!(
+        transform,
+        std::fs::read_to_string(dir.path().join("transforms/tailscale.container")).unwrap()
+    );
+
+    // A second build keeps the secrets it made and says they are throwaway.
+    let again = build(&Build { throwaway_secrets: false, ..job(dir.path(), None) }).unwrap();
+    assert!(again.notes.iter().any(|n| n.contains("holds THROWAWAY secrets")));
+}
+
+#[test]
+fn without_secrets_it_says_how_to_make_them() {
+    let dir = butane_copy();
+    let err = build(&Build { throwaway_secrets: false, ..job(dir.path(), None) }).unwrap_err();
+    assert!(err.contains("secrets.bu is missing") && err.contains("secrets.bu.example"), "{err}");
+    assert!(!dir.path().join("tailpod.ign").exists());
+}
+
+#[test]
+fn the_3_3_rendering_passes_debians_ignition_validate() {
+    let dir = butane_copy();
+    build(&job(dir.path(), Some("3.3.0"))).unwrap();
+    let output = dir.path().join("tailpod.ign");
+    let Ok(status) = std::process::Command::new("ignition-validate").arg(&output).status() else {
+        eprintln!("skipped: ignition-validate is not installed (apt-get install ignition)");
+        return;
+    };
+    assert!(status.success(), "ignition-validate refused {}", output.display());
+}
+
+#[test]
+fn newer_fields_refuse_the_3_3_rendering_and_bad_overlays_fail() {
+    let dir = butane_copy();
+    std::fs::write(
+        dir.path().join("disk.bu"),
+        "variant: fcos\nversion: 1.5.0\nstorage:\n  luks:\n    - name: data\n      device: /dev/vdb\n      discard: true\n",
+    )
+    .unwrap();
+    let err = build(&job(dir.path(), Some("3.3.0"))).unwrap_err();
+    assert!(
+        err.contains("(for Ignition 3.3.0)") && err.contains("discard: needs Ignition 3.4.0"),
+        "{err}"
+    );
+    build(&job(dir.path(), None)).unwrap();
+
+    std::fs::write(
+        dir.path().join("disk.bu"),
+        "variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/quadsync/config.env\n      mode: 0644\n",
+    )
+    .unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    assert!(err.contains("disagree on mode"), "{err}");
+
+    std::fs::write(
+        dir.path().join("disk.bu"),
+        "variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/x\n      mode: 644\n",
+    )
+    .unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    assert!(err.contains("disk.bu") && err.contains("remember to add a leading zero"), "{err}");
+}
+
+fn files(entries: &[(String, String)]) -> Value {
+    let files: Vec<Value> = entries
+        .iter()
+        .map(|(path, text)| {
+            let mut contents = serde_json::Map::new();
+            embed(&mut contents, text.as_bytes());
+            json!({"path": path, "mode": 0o644, "contents": contents})
+        })
+        .collect();
+    json!({"storage": {"files": files}})
+}
+
+proptest! {
+    #[test]
+    fn merging_file_sets_never_loses_content(
+        base in prop::collection::btree_map("/etc/[a-d]", "[ -~\n]{0,40}", 0..4),
+        overlay in prop::collection::btree_map("/etc/[a-d]", "[ -~\n]{0,40}", 0..4),
+    ) {
+        let as_vec = |m: &std::collections::BTreeMap<String, String>| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
+        let merged = overlay_merge(&files(&as_vec(&base)), &files(&as_vec(&overlay))).unwrap();
+        let paths: std::collections::BTreeSet<&String> = base.keys().chain(overlay.keys()).collect();
+        let merged_files = merged["storage"]["files"].as_array().cloned().unwrap_or_default();
+        prop_assert_eq!(merged_files.len(), paths.len());
+        for path in paths {
+            let expected = match (base.get(path), overlay.get(path)) {
+                (Some(a), Some(b)) if a == b => a.clone(),
+                (a, b) => format!("{}{}", a.cloned().unwrap_or_default(), b.cloned().unwrap_or_default()),
+            };
+            prop_assert_eq!(file_text(&merged, path), expected);
+        }
+    }
+}

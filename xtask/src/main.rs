@@ -103,9 +103,13 @@ fn translate(
             text
         }
     };
+    // Butane's lines, prefixed with the file they are about when there is one.
+    let prefix = input.map(|p| format!("{}: ", p.display())).unwrap_or_default();
+    let located =
+        |lines: Vec<String>| lines.into_iter().map(|l| format!("{prefix}{l}")).collect::<Vec<_>>();
     let (config, warnings) = butane::butane(&source, &Options { files_dir }, strict)
-        .map_err(|lines| lines.join("\n"))?;
-    for warning in warnings {
+        .map_err(|lines| located(lines).join("\n"))?;
+    for warning in located(warnings) {
         eprintln!("{warning}");
     }
     let json = to_json(&config, pretty);

@@ -381,6 +381,7 @@ pub fn translate(source: &str, options: &Options) -> Result<Translation, Report>
         object.remove("ignition").and_then(|v| v.as_object().cloned()).unwrap_or_default();
     ignition_section.insert("version".into(), json!(ignition));
     object.insert("ignition".into(), Value::Object(ignition_section));
-    let warnings = translator.warnings;
+    let mut warnings = translator.warnings;
+    warnings.sort_by_key(|w| w.mark.map(|m| (m.line, m.col)));
     Ok(Translation { config: super::order::go_order(config), warnings })
 }

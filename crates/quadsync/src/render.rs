@@ -172,7 +172,7 @@ pub fn check_spec(spec: &SpecFile, unit: &UnitFile) -> Result<(), SpecError> {
 }
 
 /// The checks that must also hold after the transforms.
-fn check_merged(spec: &SpecFile, unit: &UnitFile) -> Result<(), SpecError> {
+pub fn check_merged(spec: &SpecFile, unit: &UnitFile) -> Result<(), SpecError> {
     let section = match spec.kind {
         Kind::Container => "Container",
         Kind::Pod => "Pod",

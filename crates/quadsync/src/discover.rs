@@ -1,0 +1,399 @@
+//! From the files of a definitions repo to what each container user should have.
+//!
+//! Layout (the Go original's, with its holes closed):
+//!
+//! * The repo root and one level of non-hidden directories are read; `*.container`, `*.pod`,
+//!   `*.service` and `*.timer` count, everything else is ignored.
+//! * `NAME.container` runs as user `NAME`. `POD.pod` (no `-` in the name) runs as user `POD`, with
+//!   every `POD-*.container` of its directory as a member; a directory with pods holds only members.
+//! * `OWNER-LABEL.service` / `.timer` are sidecars of the container `OWNER` (longest prefix wins):
+//!   deployed verbatim into the user's systemd directory; timers are enabled.
+//! * `_base-SUFFIX.EXT` in the transform directory is a companion every container gets as
+//!   `NAME-SUFFIX.EXT`, with `{{.Name}}` replaced (and `Pod=` for members, unless it says
+//!   `# quadsync:no-pod`).
+//!
+//! Every problem is collected (a name used twice, an invalid name, a file that does not render, a
+//! sidecar without an owner, ...), and any problem fails the whole discovery, so a broken commit
+//! changes nothing on the host.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use tailpod_core::merge::substitute_name;
+use tailpod_core::names::{ContainerName, PodName};
+use tailpod_core::unit::{Entry, UnitFile};
+
+use crate::render::{SpecFile, render};
+use crate::transforms::{Kind, TransformSet};
+
+/// A file of the definitions repo: its path from the root, and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// Where a file goes in the user's home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitDir {
+    /// `~/.config/containers/systemd`: Quadlet files.
+    Quadlet,
+    /// `~/.config/systemd/user`: plain systemd units (sidecars).
+    Systemd,
+}
+
+impl UnitDir {
+    pub fn relative(self) -> &'static str {
+        match self {
+            UnitDir::Quadlet => ".config/containers/systemd",
+            UnitDir::Systemd => ".config/systemd/user",
+        }
+    }
+}
+
+/// One file to deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserFile {
+    pub dir: UnitDir,
+    pub text: String,
+}
+
+/// Everything one container user should have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    pub user: String,
+    /// The unit to (re)start: `NAME.service`, or `POD-pod.service` for a pod.
+    pub service: String,
+    /// File name to contents.
+    pub files: BTreeMap<String, UserFile>,
+    /// Repo paths this deployment comes from, for messages.
+    pub sources: Vec<String>,
+}
+
+impl Deployment {
+    /// Timers to enable.
+    pub fn timers(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().filter(|n| n.ends_with(".timer")).map(String::as_str)
+    }
+}
+
+/// The desired state: deployments by user name.
+pub type Desired = BTreeMap<String, Deployment>;
+
+fn split(path: &str) -> (Option<&str>, &str) {
+    match path.rsplit_once('/') {
+        Some((dir, name)) => (Some(dir), name),
+        None => (None, path),
+    }
+}
+
+fn extension(name: &str) -> &str {
+    name.rsplit_once('.').map(|(_, ext)| ext).unwrap_or_default()
+}
+
+fn stem(name: &str) -> &str {
+    name.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(name)
+}
+
+/// Reads a definitions directory from disk the way sync reads a commit: the root and one level.
+pub fn read_dir(root: &Path) -> Result<Vec<SourceFile>, String> {
+    let mut files = Vec::new();
+    let read = |dir: &Path| {
+        std::fs::read_dir(dir).map_err(|e| format!("reading directory {}: {e}", dir.display()))
+    };
+    for entry in read(root)? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            for inner in read(&path)? {
+                let inner = inner.map_err(|e| e.to_string())?;
+                let inner_name = inner.file_name().to_string_lossy().into_owned();
+                if !inner_name.starts_with('.') && inner.path().is_file() && wanted(&inner_name) {
+                    let text = std::fs::read_to_string(inner.path())
+                        .map_err(|e| format!("{}: {e}", inner.path().display()))?;
+                    files.push(SourceFile { path: format!("{name}/{inner_name}"), text });
+                }
+            }
+        } else if path.is_file() && wanted(&name) {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            files.push(SourceFile { path: name, text });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// Whether a file name is one quadsync deploys.
+pub fn wanted(name: &str) -> bool {
+    matches!(extension(name), "container" | "pod" | "service" | "timer")
+}
+
+/// Works out the desired state; see the module docs. Errors are every problem found.
+pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desired, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut desired: Desired = BTreeMap::new();
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+
+    let mut scopes: BTreeMap<Option<&str>, Vec<&SourceFile>> = BTreeMap::new();
+    for file in files.iter().filter(|f| wanted(split(&f.path).1)) {
+        scopes.entry(split(&file.path).0).or_default().push(file);
+    }
+
+    for (dir, scope) in &scopes {
+        let pods: Vec<PodName> = scope
+            .iter()
+            .filter(|f| extension(&f.path) == "pod")
+            .filter_map(|f| stem(split(&f.path).1).parse().ok())
+            .collect();
+        let mut stems: Vec<(String, String)> = Vec::new(); // container stem -> user
+        for file in scope.iter().filter(|f| matches!(extension(&f.path), "container" | "pod")) {
+            let name = split(&file.path).1;
+            let spec = match SpecFile::locate(Path::new(&file.path), Path::new(&file.path)) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            if UnitFile::parse(&file.text).has_section("Secrets") {
+                errors.push(format!(
+                    "{}: [Secrets] is not supported: use podman secrets or an EnvironmentFile= the host provides",
+                    file.path
+                ));
+                continue;
+            }
+            let text = match render(&spec, &file.text, transforms, &pods) {
+                Ok(text) => text,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            let (user, service) = match spec.kind {
+                Kind::Pod => (spec.stem.clone(), format!("{}-pod.service", spec.stem)),
+                Kind::Container => match crate::render::pod_of(&spec.stem, &pods) {
+                    Some(pod) => (pod.to_string(), format!("{pod}-pod.service")),
+                    None => (spec.stem.clone(), format!("{}.service", spec.stem)),
+                },
+            };
+            // A pod or a standalone container claims its user name; members join their pod's.
+            let is_member =
+                spec.kind == Kind::Container && crate::render::pod_of(&spec.stem, &pods).is_some();
+            if !is_member {
+                if let Some(previous) = claimed.get(&user) {
+                    errors.push(format!("duplicate name {user:?}: {previous} and {}", file.path));
+                    continue;
+                }
+                claimed.insert(user.clone(), file.path.clone());
+            }
+            let deployment = desired.entry(user.clone()).or_insert_with(|| Deployment {
+                user: user.clone(),
+                service: service.clone(),
+                files: BTreeMap::new(),
+                sources: Vec::new(),
+            });
+            deployment.sources.push(file.path.clone());
+            deployment.files.insert(name.to_owned(), UserFile { dir: UnitDir::Quadlet, text });
+            if spec.kind == Kind::Container {
+                stems.push((spec.stem.clone(), user.clone()));
+                let pod = crate::render::pod_of(&spec.stem, &pods);
+                for companion in &transforms.companions {
+                    let name = format!("{}{}", spec.stem, companion.suffix);
+                    let mut text = substitute_name(&companion.text, &spec.stem);
+                    if name.ends_with(".container") {
+                        if let (Some(pod), false) = (pod, text.contains("# quadsync:no-pod")) {
+                            let mut unit = UnitFile::parse(&text);
+                            if let Some(section) =
+                                unit.sections.iter_mut().find(|s| s.name() == "Container")
+                            {
+                                section.push_entry(Entry::new("Pod", format!("{pod}.pod")));
+                            }
+                            text = unit.to_string();
+                        }
+                        let companion_spec = SpecFile {
+                            path: companion.path.clone(),
+                            dir: None,
+                            stem: stem(&name).to_owned(),
+                            kind: Kind::Container,
+                        };
+                        if let Err(e) =
+                            crate::render::check_merged(&companion_spec, &UnitFile::parse(&text))
+                        {
+                            errors.push(format!(
+                                "companion {} for {}: {}",
+                                companion.path.display(),
+                                spec.stem,
+                                e.message
+                            ));
+                        }
+                    }
+                    deployment.files.insert(name, UserFile { dir: UnitDir::Quadlet, text });
+                }
+            }
+        }
+        // Sidecars: owned by the container with the longest matching `STEM-` prefix.
+        for file in scope.iter().filter(|f| matches!(extension(&f.path), "service" | "timer")) {
+            let name = split(&file.path).1;
+            if let Err(e) = stem(name).parse::<ContainerName>() {
+                errors.push(format!("{}: {e}", file.path));
+                continue;
+            }
+            let owner = stems
+                .iter()
+                .filter(|(s, _)| name.starts_with(&format!("{s}-")))
+                .max_by_key(|(s, _)| s.len());
+            let Some((_, user)) = owner else {
+                let place = dir.map_or("the repo root".to_owned(), |d| format!("{d}/"));
+                errors.push(format!(
+                    "{}: no container in {place} owns it (a sidecar is named CONTAINER-LABEL.{})",
+                    file.path,
+                    extension(name)
+                ));
+                continue;
+            };
+            let section = if extension(name) == "timer" { "Timer" } else { "Service" };
+            let unit = UnitFile::parse(&file.text);
+            if let Some(problem) = unit.problems().first() {
+                errors.push(problem.located(&file.path));
+                continue;
+            }
+            if !unit.has_section(section) {
+                errors.push(format!("{}: missing [{section}] section", file.path));
+                continue;
+            }
+            if let Some(deployment) = desired.get_mut(user) {
+                deployment.sources.push(file.path.clone());
+                deployment.files.insert(
+                    name.to_owned(),
+                    UserFile { dir: UnitDir::Systemd, text: file.text.clone() },
+                );
+            }
+        }
+    }
+    if errors.is_empty() { Ok(desired) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const C: &str = "[Container]\nImage=docker.io/library/nginx:latest\n";
+
+    fn source(files: &[(&str, &str)]) -> Vec<SourceFile> {
+        files.iter().map(|(p, t)| SourceFile { path: p.to_string(), text: t.to_string() }).collect()
+    }
+
+    fn transforms(files: &[(&str, &str)]) -> TransformSet {
+        TransformSet::from_files(files.iter().map(|(n, t)| (PathBuf::from(n), t.to_string())))
+            .unwrap()
+    }
+
+    fn names(desired: &Desired) -> Vec<(&str, &str, Vec<&str>)> {
+        desired
+            .values()
+            .map(|d| {
+                (d.user.as_str(), d.service.as_str(), d.files.keys().map(String::as_str).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn root_and_directory_containers_with_sidecars() {
+        let t = transforms(&[("tailscale.container", "[Container]\nNetwork=none\n")]);
+        let files = source(&[
+            ("library.container", C),
+            ("library-refresh.service", "[Service]\nExecStart=/bin/true\n"),
+            ("library-refresh.timer", "[Timer]\nOnCalendar=daily\n"),
+            ("tailscale/web.container", C),
+            ("README.md", "ignored"),
+            ("docs/notes.txt", "ignored"),
+        ]);
+        let desired = discover(&files, &t).unwrap();
+        assert_eq!(
+            names(&desired),
+            [
+                (
+                    "library",
+                    "library.service",
+                    vec!["library-refresh.service", "library-refresh.timer", "library.container"]
+                ),
+                ("web", "web.service", vec!["web.container"]),
+            ]
+        );
+        let library = &desired["library"];
+        assert_eq!(library.files["library-refresh.timer"].dir, UnitDir::Systemd);
+        assert_eq!(library.timers().collect::<Vec<_>>(), ["library-refresh.timer"]);
+        assert!(desired["web"].files["web.container"].text.contains("Network=none"));
+    }
+
+    #[test]
+    fn pods_group_their_members_and_companions_follow_every_container() {
+        // CASES 45 and 51.
+        let t = transforms(&[
+            ("_base-side.container", "[Container]\nImage=side\nContainerName={{.Name}}-side\n"),
+            ("_base-data.volume", "[Volume]\nLabel=app={{.Name}}\n"),
+        ]);
+        let files = source(&[
+            ("webapp.pod", "[Pod]\n"),
+            ("webapp-web.container", C),
+            ("webapp-web-refresh.timer", "[Timer]\nOnCalendar=daily\n"),
+            ("solo.container", C),
+        ]);
+        let desired = discover(&files, &t).unwrap();
+        let webapp = &desired["webapp"];
+        assert_eq!(webapp.service, "webapp-pod.service");
+        let names: Vec<_> = webapp.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "webapp-web-data.volume",
+                "webapp-web-refresh.timer",
+                "webapp-web-side.container",
+                "webapp-web.container",
+                "webapp.pod"
+            ]
+        );
+        assert!(webapp.files["webapp-web-side.container"].text.ends_with("Pod=webapp.pod\n"));
+        assert!(webapp.files["webapp-web.container"].text.ends_with("Pod=webapp.pod\n"));
+        assert_eq!(desired["solo"].files["solo-data.volume"].text, "[Volume]\nLabel=app=solo\n");
+    }
+
+    #[test]
+    fn every_problem_is_reported_and_nothing_is_desired() {
+        let t = transforms(&[("myhost.container", "")]);
+        let files = source(&[
+            ("foo.container", C),
+            ("myhost/foo.container", C),
+            ("Bad.container", C),
+            ("webapps/web.container", C),
+            ("other.container", C),
+            ("library-refresh.timer", "[Timer]\n"),
+            ("other-x.timer", "[Unit]\n"),
+            ("secret.container", "[Container]\nImage=x\n[Secrets]\nEnvironment=A=b\n"),
+            ("p/webapp.pod", "[Pod]\n"),
+            ("p/orphan.container", C),
+        ]);
+        let errors = discover(&files, &t).unwrap_err();
+        let expected = [
+            "duplicate name \"foo\": foo.container and myhost/foo.container",
+            "Bad.container: name \"Bad\" is not valid",
+            "webapps/web.container: no transform for directory webapps",
+            "library-refresh.timer: no container in the repo root owns it",
+            "other-x.timer: missing [Timer] section",
+            "secret.container: [Secrets] is not supported",
+            "p/orphan.container: a directory with pods may hold only their members",
+        ];
+        for want in expected {
+            assert!(errors.iter().any(|e| e.contains(want)), "missing {want:?} in {errors:#?}");
+        }
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    }
+}

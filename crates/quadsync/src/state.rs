@@ -1,0 +1,146 @@
+//! What quadsync remembers between runs (`STATE/state.json`): the deployed commit, the last
+//! sync's result, and every user it created, with the files it wrote for them.
+//!
+//! This record, not group membership, is what makes a user "managed": a user someone added to
+//! the group by hand is never touched, and a user quadsync did not create is never taken over.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::discover::{Deployment, UnitDir};
+
+/// One managed user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedUser {
+    /// The unit quadsync (re)starts.
+    pub service: String,
+    /// Every file quadsync wrote for this user, with the SHA-256 of what it wrote. Empty after
+    /// `redeploy`, which forces a full rewrite and restart.
+    pub files: BTreeMap<String, DeployedFile>,
+    /// What happened at the last deploy of this user.
+    pub result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployedFile {
+    pub dir: UnitDirName,
+    pub sha256: String,
+}
+
+/// [`UnitDir`] as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitDirName {
+    Quadlet,
+    Systemd,
+}
+
+impl From<UnitDir> for UnitDirName {
+    fn from(dir: UnitDir) -> Self {
+        match dir {
+            UnitDir::Quadlet => UnitDirName::Quadlet,
+            UnitDir::Systemd => UnitDirName::Systemd,
+        }
+    }
+}
+
+impl From<UnitDirName> for UnitDir {
+    fn from(dir: UnitDirName) -> Self {
+        match dir {
+            UnitDirName::Quadlet => UnitDir::Quadlet,
+            UnitDirName::Systemd => UnitDir::Systemd,
+        }
+    }
+}
+
+/// The outcome of the last sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSync {
+    /// Seconds since the epoch.
+    pub at: u64,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The commit whose definitions are deployed.
+    pub commit: Option<String>,
+    pub last_sync: Option<LastSync>,
+    pub users: BTreeMap<String, ManagedUser>,
+}
+
+pub fn sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The file records a deployment leaves behind.
+pub fn deployed_files(deployment: &Deployment) -> BTreeMap<String, DeployedFile> {
+    deployment
+        .files
+        .iter()
+        .map(|(name, file)| {
+            (name.clone(), DeployedFile { dir: file.dir.into(), sha256: sha256(&file.text) })
+        })
+        .collect()
+}
+
+impl State {
+    /// Reads the state; a missing file is an empty state, an unreadable one an error (quadsync
+    /// must not forget which users it owns).
+    pub fn load(path: &Path) -> Result<State, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename), mode 0600.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let temporary = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        };
+        write().map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(State::load(&path).unwrap(), State::default());
+        let mut state = State { commit: Some("abc".into()), ..State::default() };
+        let files = BTreeMap::from([(
+            "web.container".to_owned(),
+            DeployedFile { dir: UnitDirName::Quadlet, sha256: sha256("x") },
+        )]);
+        state.users.insert(
+            "web".into(),
+            ManagedUser { service: "web.service".into(), files, result: "started".into() },
+        );
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+        std::fs::write(&path, "{broken").unwrap();
+        assert!(State::load(&path).unwrap_err().contains("state.json"));
+    }
+}

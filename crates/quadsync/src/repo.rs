@@ -54,7 +54,7 @@ pub fn fetch(
         let command = ssh_command(key)?;
         let mut config = repo.config_snapshot_mut();
         config
-            .set_raw_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
+            .set_raw_value(gix::config::tree::Core::SSH_COMMAND, command.as_str())
             .map_err(|e| describe(&e))?;
         config.commit().map_err(|e| describe(&e))?;
     }

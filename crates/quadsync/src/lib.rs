@@ -1,13 +1,25 @@
 //! quadsync: deploy rootless Podman Quadlet containers from a git repository, one Linux user per
 //! container.
 //!
-//! * [`transforms`]: the transform directory and which transforms apply to which spec.
-//! * [`render`]: from a spec file to the exact text deployed (shared by `augment` and `sync`).
+//! The flow of a sync, one module a step:
+//!
+//! * [`config`] reads `/etc/quadsync/config.env`.
+//! * [`repo`] fetches the definitions repo (gix) and reads the commit's files.
+//! * [`transforms`] and [`render`]: from a spec file to the exact text deployed (shared by
+//!   `augment` and `sync`); [`discover`]: from all the files to each user's deployment.
+//! * [`state`]: what quadsync deployed and owns; [`plan`]: what to do, as data.
+//! * [`apply`]: doing it through [`system`], the narrow interface to the host; [`userfile`]: the
+//!   file work done as the container's user.
+//! * [`sync`]: the whole run, locked, with its safety rules.
 
+pub mod apply;
 pub mod config;
 pub mod discover;
 pub mod plan;
 pub mod render;
 pub mod repo;
 pub mod state;
+pub mod sync;
+pub mod system;
 pub mod transforms;
+pub mod userfile;

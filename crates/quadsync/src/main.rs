@@ -1,27 +1,72 @@
 //! The `quadsync` command line; the work is done in the library.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tailpod_core::names::PodName;
+use serde_json::json;
+use tailpod_core::names::{ContainerName, PodName};
 
+use quadsync::config::{self, Config};
+use quadsync::discover::discover;
 use quadsync::render::{SpecFile, render};
+use quadsync::state::State;
+use quadsync::sync::{self, Paths};
+use quadsync::system::{Host, System};
 use quadsync::transforms::{Kind, TransformSet};
+use quadsync::{plan, userfile};
 
 /// Deploy rootless Podman Quadlet containers from a git repository, one Linux user per
 /// container.
 ///
-/// Exit status: 0 on success, 1 on failure, 2 on a usage error.
+/// `sync` (run by quadsync-sync.timer every two minutes) fetches the repo, merges each
+/// definition with its directory's transform, checks everything, and makes the host match: one
+/// non-system user per container, its Quadlet files written as that user, linger on, the user's
+/// systemd reloaded and only what changed restarted. A definition removed from the repo removes
+/// its user. Nothing changes when the fetch fails or any definition is invalid.
+///
+/// Exit status: 0 success (a container that fails to start is a warning), 1 failure, 2 usage.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
+    /// quadsync's configuration file.
+    #[arg(long, global = true, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make the host match the repo.
+    ///
+    /// Example: quadsync sync
+    Sync {
+        /// Remove more than QUADSYNC_MAX_REMOVAL of the managed containers in one sync.
+        #[arg(long)]
+        allow_mass_removal: bool,
+    },
+    /// Fetch and show what `sync` would do, changing nothing on the host.
+    ///
+    /// Example: quadsync plan --json
+    Plan {
+        #[arg(long)]
+        json: bool,
+        /// Plan as if --allow-mass-removal were given to sync.
+        #[arg(long)]
+        allow_mass_removal: bool,
+    },
+    /// Check a definitions directory without a host (for the definitions repo's CI).
+    ///
+    /// Without --transforms, directories need no transform and only the definitions themselves
+    /// are checked. Example: quadsync check .
+    Check {
+        /// Also merge and check with these transforms.
+        #[arg(long, value_name = "DIR")]
+        transforms: Option<PathBuf>,
+        dir: PathBuf,
+    },
     /// Print the unit that would be deployed for a spec file: transforms merged, `{{.Name}}`
     /// substituted, `Pod=` set for pod members, and checked.
     ///
@@ -37,6 +82,29 @@ enum Command {
         /// A .container or .pod file in the repo.
         file: PathBuf,
     },
+    /// Rewrite and restart a container at the next sync.
+    ///
+    /// Example: quadsync redeploy web
+    Redeploy { name: String },
+    /// Show the deployed commit, the last sync and each container's state.
+    ///
+    /// Example: quadsync status --json
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// File work in a user's home, run by quadsync itself as that user.
+    #[command(hide = true)]
+    UserFile {
+        #[arg(value_parser = ["write", "remove"])]
+        action: String,
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long)]
+        dir: String,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,14 +117,155 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Sync { allow_mass_removal } => {
+            load(&cli.config).and_then(|c| run_sync(&c, allow_mass_removal))
+        }
+        Command::Plan { json, allow_mass_removal } => {
+            load(&cli.config).and_then(|c| run_plan(&c, json, allow_mass_removal))
+        }
+        Command::Check { transforms, dir } => check(transforms.as_deref(), &dir),
         Command::Augment { transforms, repo, file } => augment(&transforms, repo.as_deref(), &file),
+        Command::Redeploy { name } => load(&cli.config).and_then(|c| redeploy(&c, &name)),
+        Command::Status { json } => load(&cli.config).and_then(|c| status(&c, json)),
+        Command::UserFile { action, home, dir, name } => user_file(&action, &home, &dir, &name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            log::error!("{message}");
+            if !message.is_empty() {
+                log::error!("{message}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    let config = Config::load(path).map_err(|e| format!("loading config: {e}"))?;
+    for key in &config.unknown_keys {
+        log::warn!("{}: unknown key {key} ignored", path.display());
+    }
+    Ok(config)
+}
+
+fn run_sync(config: &Config, allow_mass_removal: bool) -> Result<(), String> {
+    let report = sync::sync(config, &Host::default(), allow_mass_removal)?;
+    match report.outcome.errors.len() {
+        0 => Ok(()),
+        n => Err(format!("sync failed: {n} error(s)")),
+    }
+}
+
+fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(), String> {
+    let host = Host::default();
+    let _lock = sync::lock(&config.state_dir)?;
+    let state = State::load(&Paths::new(&config.state_dir).state)?;
+    let (commit, desired) = sync::prepare(config, &host).map_err(|errors| errors.join("\n"))?;
+    let facts = sync::host_facts(&host, &desired, &state)?;
+    let plan =
+        plan::plan(&commit, &desired, &state, &facts, config.max_removal, allow_mass_removal);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?);
+    } else {
+        print!("{plan}");
+    }
+    Ok(())
+}
+
+fn check(transforms: Option<&Path>, dir: &Path) -> Result<(), String> {
+    let transforms = match transforms {
+        Some(path) => TransformSet::load(path).map_err(|e| e.to_string())?,
+        None => TransformSet::without_host(),
+    };
+    let files = quadsync::discover::read_dir(dir)?;
+    match discover(&files, &transforms) {
+        Ok(desired) => {
+            println!(
+                "All checks passed: {} container user(s), {} file(s).",
+                desired.len(),
+                files.len()
+            );
+            Ok(())
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            Err(format!("{} error(s)", errors.len()))
+        }
+    }
+}
+
+fn redeploy(config: &Config, name: &str) -> Result<(), String> {
+    let valid = name
+        .parse::<ContainerName>()
+        .map(drop)
+        .or_else(|e| name.parse::<PodName>().map(drop).map_err(|_| e));
+    valid.map_err(|e| format!("invalid name: {e}"))?;
+    let _lock = sync::lock(&config.state_dir)?;
+    let path = Paths::new(&config.state_dir).state;
+    let mut state = State::load(&path)?;
+    let managed =
+        state.users.get_mut(name).ok_or_else(|| format!("no tracked deployment for {name:?}"))?;
+    managed.files.values_mut().for_each(|f| f.sha256.clear());
+    state.save(&path)?;
+    log::info!("{name}: marked for redeployment (run 'quadsync sync' to apply)");
+    Ok(())
+}
+
+fn status(config: &Config, json: bool) -> Result<(), String> {
+    let state = State::load(&Paths::new(&config.state_dir).state)?;
+    let host = Host::default();
+    let active = |user: &str, unit: &str| -> String {
+        match host.user_systemctl(user, &["is-active", unit]) {
+            Ok(out) => out.trim().to_owned(),
+            Err(e) => e.rsplit(": ").next().unwrap_or("unknown").trim().to_owned(),
+        }
+    };
+    if json {
+        let users: serde_json::Map<String, serde_json::Value> = state
+            .users
+            .iter()
+            .map(|(name, m)| {
+                let value = json!({"service": m.service, "state": active(name, &m.service), "result": m.result, "files": m.files.keys().collect::<Vec<_>>()});
+                (name.clone(), value)
+            })
+            .collect();
+        let value = json!({"commit": state.commit, "last_sync": state.last_sync, "users": users});
+        println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!("deployed commit: {}", state.commit.as_deref().unwrap_or("(none yet)"));
+    match &state.last_sync {
+        Some(last) => println!(
+            "last sync: {} at {} (unix time): {}",
+            if last.ok { "ok" } else { "FAILED" },
+            last.at,
+            last.message
+        ),
+        None => println!("last sync: never"),
+    }
+    for (name, managed) in &state.users {
+        println!(
+            "{name}: {} {} — {}",
+            managed.service,
+            active(name, &managed.service),
+            managed.result
+        );
+    }
+    Ok(())
+}
+
+fn user_file(action: &str, home: &Path, dir: &str, name: &str) -> Result<(), String> {
+    match action {
+        "write" => {
+            let mut text = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut text)
+                .map_err(|e| format!("reading standard input: {e}"))?;
+            userfile::write(home, dir, name, &text)
+        }
+        _ => userfile::remove(home, dir, name),
     }
 }
 
@@ -90,8 +299,8 @@ fn augment(transforms: &Path, repo: Option<&Path>, file: &Path) -> Result<(), St
     Ok(())
 }
 
-/// The pods defined in a repo directory (valid names only; an invalid one is reported when
-/// its own file is rendered).
+/// The pods defined in a repo directory (valid names only; an invalid one is reported when its
+/// own file is rendered).
 fn pods_in(dir: &Path) -> std::io::Result<Vec<PodName>> {
     let mut pods = Vec::new();
     for entry in std::fs::read_dir(dir)? {

@@ -1,0 +1,374 @@
+//! Carrying out a plan, user by user, keeping the state record true after every step.
+//!
+//! A user whose deploy fails (useradd, a write, the user manager, daemon-reload, userdel) is
+//! skipped and reported, and the others still deploy; their files are marked so the next sync
+//! redoes them. A container that fails to start is only a warning: the deploy itself worked.
+
+use crate::discover::Desired;
+use crate::plan::{Action, Plan, Step};
+use crate::state::{ManagedUser, State, deployed_files};
+use crate::system::{System, UserInfo};
+
+/// What went wrong, for the log, `status` and the exit code.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Failures: the sync exits 1.
+    pub errors: Vec<String>,
+    /// Worth knowing, not failures.
+    pub warnings: Vec<String>,
+}
+
+fn user_info(system: &dyn System, name: &str) -> Result<UserInfo, String> {
+    system.user(name)?.ok_or_else(|| format!("user {name} does not exist"))
+}
+
+/// Applies `plan`; `save` is called after each user so a crash loses nothing.
+pub fn apply(
+    plan: &Plan,
+    desired: &Desired,
+    state: &mut State,
+    system: &dyn System,
+    group: &str,
+    save: &mut dyn FnMut(&State),
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    if plan.users.iter().any(|u| u.steps.contains(&Step::CreateUser))
+        && let Err(e) = system.ensure_group(group)
+    {
+        outcome.errors.push(format!("creating the group {group}: {e}"));
+        return outcome;
+    }
+    for user in &plan.users {
+        let name = &user.user;
+        match user.action {
+            Action::Unchanged => continue,
+            Action::Refused => {
+                let reason = user.reason.clone().unwrap_or_default();
+                log::error!("{name}: {reason}");
+                outcome.errors.push(format!("{name}: {reason}"));
+                continue;
+            }
+            Action::Remove => {
+                match remove(system, name, &user.steps) {
+                    Ok(()) => {
+                        log::info!("{name}: removed (no longer in the repo)");
+                        state.users.remove(name);
+                    }
+                    Err(e) => {
+                        log::error!("{name}: removing: {e}");
+                        outcome.errors.push(format!("{name}: removing: {e}"));
+                    }
+                }
+                save(state);
+                continue;
+            }
+            Action::Create | Action::Update => {}
+        }
+        let Some(deployment) = desired.get(name) else { continue };
+        match deploy(system, state, deployment, &user.steps, group, &mut outcome) {
+            Ok(result) => {
+                let managed = state.users.entry(name.clone()).or_insert_with(|| ManagedUser {
+                    service: deployment.service.clone(),
+                    files: Default::default(),
+                    result: String::new(),
+                });
+                managed.service = deployment.service.clone();
+                managed.files = deployed_files(deployment);
+                managed.result = result;
+            }
+            Err(e) => {
+                log::error!("{name}: {e}");
+                outcome.errors.push(format!("{name}: {e}"));
+                if let Some(managed) = state.users.get_mut(name) {
+                    // Make the next sync redo every file, the reload and the restart.
+                    managed.files.values_mut().for_each(|f| f.sha256.clear());
+                    managed.result = format!("error: {e}");
+                }
+            }
+        }
+        save(state);
+    }
+    outcome
+}
+
+/// Runs a create or update; returns the result to record.
+fn deploy(
+    system: &dyn System,
+    state: &mut State,
+    deployment: &crate::discover::Deployment,
+    steps: &[Step],
+    group: &str,
+    outcome: &mut Outcome,
+) -> Result<String, String> {
+    let name = &deployment.user;
+    let mut info: Option<UserInfo> = system.user(name)?;
+    let mut result = "deployed".to_owned();
+    for step in steps {
+        match step {
+            Step::CreateUser => {
+                system.create_user(name, group)?;
+                // Recorded at once: from here on the user is quadsync's, even if the rest fails.
+                state.users.insert(
+                    name.clone(),
+                    ManagedUser {
+                        service: deployment.service.clone(),
+                        files: Default::default(),
+                        result: "created".into(),
+                    },
+                );
+                info = Some(user_info(system, name)?);
+                log::info!("{name}: created the user");
+            }
+            Step::EnableLinger => system.set_linger(name, true)?,
+            Step::StartUserManager => {
+                let user = info.as_ref().ok_or_else(|| format!("user {name} does not exist"))?;
+                system.start_user_manager(user)?;
+            }
+            Step::WriteFile { dir, name: file } => {
+                let user = info.as_ref().ok_or_else(|| format!("user {name} does not exist"))?;
+                system.write_file(user, *dir, file, &deployment.files[file].text)?;
+            }
+            Step::RemoveFile { dir, name: file } => {
+                let user = info.as_ref().ok_or_else(|| format!("user {name} does not exist"))?;
+                system.remove_file(user, *dir, file)?;
+            }
+            Step::DisableTimer { name: timer } => {
+                if let Err(e) = system.user_systemctl(name, &["disable", "--now", timer]) {
+                    outcome.warnings.push(format!("{name}: disabling {timer}: {e}"));
+                }
+            }
+            Step::DaemonReload => {
+                system.user_systemctl(name, &["daemon-reload"])?;
+            }
+            Step::EnableTimer { name: timer } => {
+                if let Err(e) = system.user_systemctl(name, &["enable", "--now", timer]) {
+                    log::warn!("{name}: enabling {timer}: {e}");
+                    outcome.warnings.push(format!("{name}: enabling {timer}: {e}"));
+                }
+            }
+            Step::Restart { unit } => match system.user_systemctl(name, &["restart", unit]) {
+                Ok(_) => {
+                    log::info!("{name}: (re)started {unit}");
+                    result = format!("started {unit}");
+                }
+                Err(e) => {
+                    log::warn!("{name}: {unit} failed to start: {e}");
+                    outcome.warnings.push(format!("{name}: {unit} failed to start: {e}"));
+                    result = format!("deployed, but {unit} failed to start: {e}");
+                }
+            },
+            Step::StopUnit { .. } | Step::DisableLinger | Step::RemoveUser => {}
+        }
+    }
+    Ok(result)
+}
+
+fn remove(system: &dyn System, name: &str, steps: &[Step]) -> Result<(), String> {
+    for step in steps {
+        match step {
+            // The user goes anyway: these only make it go cleanly.
+            Step::DisableTimer { name: timer } => {
+                drop(system.user_systemctl(name, &["disable", "--now", timer]))
+            }
+            Step::StopUnit { unit } => drop(system.user_systemctl(name, &["stop", unit])),
+            Step::DisableLinger => drop(system.set_linger(name, false)),
+            Step::RemoveUser => system.remove_user(name)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::discover::{Deployment, UnitDir, UserFile};
+    use crate::plan::{HostFacts, plan};
+    use crate::system::Validation;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    /// A host that records every call and can be told to fail some.
+    #[derive(Default)]
+    pub(crate) struct Recorder {
+        pub calls: RefCell<Vec<String>>,
+        pub users: RefCell<BTreeMap<String, u32>>,
+        pub fail: Vec<String>,
+    }
+
+    impl Recorder {
+        fn call(&self, call: String) -> Result<String, String> {
+            let failing = self.fail.iter().any(|f| call.starts_with(f.as_str()));
+            self.calls.borrow_mut().push(call.clone());
+            if failing { Err(format!("{call} failed")) } else { Ok(String::new()) }
+        }
+    }
+
+    impl System for Recorder {
+        fn user(&self, name: &str) -> Result<Option<UserInfo>, String> {
+            Ok(self.users.borrow().get(name).map(|uid| UserInfo {
+                name: name.into(),
+                uid: *uid,
+                gid: *uid,
+                home: PathBuf::from(format!("/home/{name}")),
+            }))
+        }
+        fn lingering(&self, _: &str) -> bool {
+            true
+        }
+        fn ensure_group(&self, group: &str) -> Result<(), String> {
+            self.call(format!("groupadd {group}")).map(drop)
+        }
+        fn create_user(&self, name: &str, group: &str) -> Result<(), String> {
+            self.call(format!("useradd {name} -G {group}"))?;
+            let uid = 1000 + self.users.borrow().len() as u32;
+            self.users.borrow_mut().insert(name.into(), uid);
+            Ok(())
+        }
+        fn set_linger(&self, name: &str, on: bool) -> Result<(), String> {
+            self.call(format!("linger {name} {on}")).map(drop)
+        }
+        fn start_user_manager(&self, user: &UserInfo) -> Result<(), String> {
+            self.call(format!("start user@{}", user.uid)).map(drop)
+        }
+        fn write_file(
+            &self,
+            user: &UserInfo,
+            dir: UnitDir,
+            name: &str,
+            _: &str,
+        ) -> Result<(), String> {
+            self.call(format!("write {} ~/{}/{name}", user.name, dir.relative())).map(drop)
+        }
+        fn remove_file(&self, user: &UserInfo, dir: UnitDir, name: &str) -> Result<(), String> {
+            self.call(format!("rm {} ~/{}/{name}", user.name, dir.relative())).map(drop)
+        }
+        fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String> {
+            self.call(format!("systemctl {name}@ {}", args.join(" ")))
+        }
+        fn remove_user(&self, name: &str) -> Result<(), String> {
+            self.call(format!("userdel {name}"))?;
+            self.users.borrow_mut().remove(name);
+            Ok(())
+        }
+        fn validate(&self, _: &[(String, String)]) -> Validation {
+            Validation::Unavailable
+        }
+    }
+
+    fn deployment(user: &str, text: &str) -> Deployment {
+        Deployment {
+            user: user.into(),
+            service: format!("{user}.service"),
+            files: BTreeMap::from([(
+                format!("{user}.container"),
+                UserFile { dir: UnitDir::Quadlet, text: text.into() },
+            )]),
+            sources: Vec::new(),
+        }
+    }
+
+    fn run(system: &Recorder, desired: &Desired, state: &mut State, allow: bool) -> Outcome {
+        let names: Vec<String> = system.users.borrow().keys().cloned().collect();
+        let facts = HostFacts { existing_users: names.clone(), lingering: names };
+        let plan = plan("c", desired, state, &facts, 0.5, allow);
+        apply(&plan, desired, state, system, "cusers", &mut |_| {})
+    }
+
+    #[test]
+    fn deploy_then_nothing_then_edit_then_remove() {
+        let system = Recorder::default();
+        let mut state = State::default();
+        let desired: Desired = [deployment("a", "1"), deployment("b", "1")]
+            .into_iter()
+            .map(|d| (d.user.clone(), d))
+            .collect();
+        let outcome = run(&system, &desired, &mut state, false);
+        assert_eq!(outcome, Outcome::default());
+        assert_eq!(
+            system.calls.take(),
+            [
+                "groupadd cusers",
+                "useradd a -G cusers",
+                "linger a true",
+                "start user@1000",
+                "write a ~/.config/containers/systemd/a.container",
+                "systemctl a@ daemon-reload",
+                "systemctl a@ restart a.service",
+                "useradd b -G cusers",
+                "linger b true",
+                "start user@1001",
+                "write b ~/.config/containers/systemd/b.container",
+                "systemctl b@ daemon-reload",
+                "systemctl b@ restart b.service",
+            ]
+        );
+        assert_eq!(state.users["a"].result, "started a.service");
+
+        run(&system, &desired, &mut state, false);
+        assert!(system.calls.take().is_empty(), "an unchanged repo does nothing");
+
+        let mut edited = desired.clone();
+        edited.insert("a".into(), deployment("a", "2"));
+        run(&system, &edited, &mut state, false);
+        assert_eq!(
+            system.calls.take(),
+            [
+                "start user@1000",
+                "write a ~/.config/containers/systemd/a.container",
+                "systemctl a@ daemon-reload",
+                "systemctl a@ restart a.service"
+            ]
+        );
+
+        edited.remove("b");
+        run(&system, &edited, &mut state, false);
+        assert_eq!(
+            system.calls.take(),
+            ["systemctl b@ stop b.service", "linger b false", "userdel b"]
+        );
+        assert!(!state.users.contains_key("b"));
+    }
+
+    #[test]
+    fn one_failing_user_does_not_stop_the_others_and_is_redone() {
+        let system =
+            Recorder { fail: vec!["systemctl a@ daemon-reload".into()], ..Recorder::default() };
+        let mut state = State::default();
+        let desired: Desired = [deployment("a", "1"), deployment("b", "1")]
+            .into_iter()
+            .map(|d| (d.user.clone(), d))
+            .collect();
+        let outcome = run(&system, &desired, &mut state, false);
+        assert_eq!(outcome.errors.len(), 1, "{outcome:?}");
+        assert!(outcome.errors[0].starts_with("a: systemctl a@ daemon-reload failed"));
+        assert!(state.users["a"].result.starts_with("error:"));
+        assert_eq!(state.users["b"].result, "started b.service");
+
+        // Fixed: the next run redoes a (write, reload, restart), and leaves b alone.
+        let system = Recorder { users: system.users.clone(), ..Recorder::default() };
+        run(&system, &desired, &mut state, false);
+        let calls = system.calls.take();
+        assert!(
+            calls.contains(&"systemctl a@ daemon-reload".to_owned())
+                && calls.iter().all(|c| !c.contains(" b")),
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn a_container_that_fails_to_start_is_a_warning() {
+        let system = Recorder { fail: vec!["systemctl a@ restart".into()], ..Recorder::default() };
+        let mut state = State::default();
+        let desired: Desired =
+            [deployment("a", "1")].into_iter().map(|d| (d.user.clone(), d)).collect();
+        let outcome = run(&system, &desired, &mut state, false);
+        assert!(outcome.errors.is_empty() && outcome.warnings.len() == 1, "{outcome:?}");
+        assert!(state.users["a"].result.contains("failed to start"));
+        // The deploy worked, so the next sync does not retry it (no restart loop from quadsync).
+        system.calls.take();
+        run(&system, &desired, &mut state, false);
+        assert!(system.calls.take().is_empty());
+    }
+}

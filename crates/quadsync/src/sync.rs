@@ -1,0 +1,214 @@
+//! One sync: lock, fetch, discover, validate, plan, apply, record.
+//!
+//! Never destroy on doubt: a failed fetch, an unreadable transform, a definition that does not
+//! render or that podman's generator refuses stops the sync before anything on the host changes,
+//! and the error is recorded for `quadsync status`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::apply::{Outcome, apply};
+use crate::config::Config;
+use crate::discover::{Desired, UnitDir, discover};
+use crate::plan::{HostFacts, Plan, plan};
+use crate::state::{LastSync, State};
+use crate::system::{System, Validation};
+use crate::transforms::TransformSet;
+
+/// How long a fetch may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub state: PathBuf,
+    pub repo: PathBuf,
+    pub lock: PathBuf,
+}
+
+impl Paths {
+    pub fn new(state_dir: &Path) -> Paths {
+        Paths {
+            state: state_dir.join("state.json"),
+            repo: state_dir.join("repo.git"),
+            lock: state_dir.join("sync.lock"),
+        }
+    }
+}
+
+/// Held while a sync runs; a second sync fails at once instead of waiting.
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] Flock<File>);
+
+pub fn lock(state_dir: &Path) -> Result<Lock, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|e| format!("creating {}: {e}", state_dir.display()))?;
+    let path = Paths::new(state_dir).lock;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map(Lock)
+        .map_err(|_| "another sync is already running".to_owned())
+}
+
+/// The desired state of a commit, validated: every problem, or the deployments.
+pub fn desired_state(
+    files: &[crate::discover::SourceFile],
+    transforms: &TransformSet,
+    system: &dyn System,
+) -> Result<Desired, Vec<String>> {
+    let desired = discover(files, transforms)?;
+    let mut errors = Vec::new();
+    let mut used_generator = false;
+    for deployment in desired.values() {
+        let quadlets: Vec<(String, String)> = deployment
+            .files
+            .iter()
+            .filter(|(_, f)| f.dir == UnitDir::Quadlet)
+            .map(|(n, f)| (n.clone(), f.text.clone()))
+            .collect();
+        match system.validate(&quadlets) {
+            Validation::Generator => used_generator = true,
+            Validation::Unavailable => {}
+            Validation::Refused(message) => {
+                errors.push(format!(
+                    "{}: podman's generator refused it: {message}",
+                    deployment.sources.join(", ")
+                ));
+            }
+        }
+    }
+    if !desired.is_empty() {
+        if used_generator {
+            log::info!("validated {} deployment(s) with podman's Quadlet generator", desired.len());
+        } else {
+            log::info!(
+                "podman's Quadlet generator is not installed: validated with quadsync's own checks only"
+            );
+        }
+    }
+    if errors.is_empty() { Ok(desired) } else { Err(errors) }
+}
+
+/// What the host has, for the users a plan concerns.
+pub fn host_facts(
+    system: &dyn System,
+    desired: &Desired,
+    state: &State,
+) -> Result<HostFacts, String> {
+    let mut facts = HostFacts::default();
+    for name in desired.keys().chain(state.users.keys()) {
+        if facts.existing_users.contains(name) {
+            continue;
+        }
+        if system.user(name)?.is_some() {
+            facts.existing_users.push(name.clone());
+            if system.lingering(name) {
+                facts.lingering.push(name.clone());
+            }
+        }
+    }
+    Ok(facts)
+}
+
+/// The steps before anything changes: fetch, read transforms, discover, validate. Errors are
+/// the lines to report.
+pub fn prepare(config: &Config, system: &dyn System) -> Result<(String, Desired), Vec<String>> {
+    let paths = Paths::new(&config.state_dir);
+    let fetched = crate::repo::fetch(
+        &config.git_url,
+        &config.branch,
+        &paths.repo,
+        config.ssh_key.as_deref(),
+        FETCH_TIMEOUT,
+    )
+    .map_err(|e| vec![e])?;
+    log::debug!("fetched {} ({} definition file(s))", fetched.commit, fetched.files.len());
+    let transforms = TransformSet::load(&config.transform_dir).map_err(|e| vec![e.to_string()])?;
+    let desired = desired_state(&fetched.files, &transforms, system)?;
+    Ok((fetched.commit, desired))
+}
+
+/// The result of a sync.
+#[derive(Debug)]
+pub struct Report {
+    pub plan: Option<Plan>,
+    pub outcome: Outcome,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// A whole sync. `Err` only when the state itself cannot be read or written; every other failure
+/// is in the report (and recorded in the state).
+pub fn sync(
+    config: &Config,
+    system: &dyn System,
+    allow_mass_removal: bool,
+) -> Result<Report, String> {
+    let _lock = lock(&config.state_dir)?;
+    let paths = Paths::new(&config.state_dir);
+    let mut state = State::load(&paths.state)?;
+    let record = |state: &mut State, ok: bool, message: String| -> Result<(), String> {
+        state.last_sync = Some(LastSync { at: now(), ok, message });
+        state.save(&paths.state)
+    };
+    let (commit, desired) = match prepare(config, system) {
+        Ok(prepared) => prepared,
+        Err(errors) => {
+            for error in &errors {
+                log::error!("{error}");
+            }
+            let message = format!("nothing changed: {}", errors.join("; "));
+            record(&mut state, false, message)?;
+            return Ok(Report { plan: None, outcome: Outcome { errors, warnings: Vec::new() } });
+        }
+    };
+    let facts = host_facts(system, &desired, &state)?;
+    let plan = plan(&commit, &desired, &state, &facts, config.max_removal, allow_mass_removal);
+    let changes = plan.changes().count();
+    if changes == 0 {
+        log::info!("{}: {} container(s), nothing to do", short(&commit), desired.len());
+    }
+    let mut save_error = None;
+    let outcome = apply(&plan, &desired, &mut state, system, &config.user_group, &mut |s| {
+        if let Err(e) = s.save(&paths.state) {
+            save_error = Some(e);
+        }
+    });
+    if let Some(e) = save_error {
+        return Err(e);
+    }
+    let ok = outcome.errors.is_empty();
+    if ok {
+        state.commit = Some(commit.clone());
+    }
+    let message = if ok {
+        format!(
+            "deployed {} ({} change(s), {} warning(s))",
+            short(&commit),
+            changes,
+            outcome.warnings.len()
+        )
+    } else {
+        format!("{}: {}", short(&commit), outcome.errors.join("; "))
+    };
+    record(&mut state, ok, message)?;
+    Ok(Report { plan: Some(plan), outcome })
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}

@@ -1,0 +1,345 @@
+//! The narrow interface between quadsync's decisions and the host, and the real host behind it.
+//!
+//! Everything quadsync does to a host goes through [`System`], so plans and their application are
+//! tested with a recording fake, and [`Host`] is tested for real on a booted host (the box).
+//! [`Host`] runs commands with argument vectors (never a shell) and a timeout each.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::discover::UnitDir;
+
+/// What quadsync needs to know of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// How a unit set was checked before deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validation {
+    /// podman's own generator accepted it.
+    Generator,
+    /// The generator is not installed; only quadsync's own checks ran.
+    Unavailable,
+    /// The generator refused it; its messages.
+    Refused(String),
+}
+
+/// Every effect quadsync has on a host.
+pub trait System {
+    fn user(&self, name: &str) -> Result<Option<UserInfo>, String>;
+    fn lingering(&self, name: &str) -> bool;
+    fn ensure_group(&self, group: &str) -> Result<(), String>;
+    /// A non-system user (so subuid/subgid ranges are allocated), with a home, in `group`.
+    fn create_user(&self, name: &str, group: &str) -> Result<(), String>;
+    fn set_linger(&self, name: &str, on: bool) -> Result<(), String>;
+    /// Starts the user's systemd and waits for its bus.
+    fn start_user_manager(&self, user: &UserInfo) -> Result<(), String>;
+    /// Writes a file into the user's home, as the user.
+    fn write_file(
+        &self,
+        user: &UserInfo,
+        dir: UnitDir,
+        name: &str,
+        text: &str,
+    ) -> Result<(), String>;
+    /// Removes a file from the user's home, as the user.
+    fn remove_file(&self, user: &UserInfo, dir: UnitDir, name: &str) -> Result<(), String>;
+    /// `systemctl --user -M NAME@ ARGS`.
+    fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String>;
+    /// Ends the user's processes and removes the user with its home.
+    fn remove_user(&self, name: &str) -> Result<(), String>;
+    /// Checks one user's Quadlet files with podman's generator, if installed.
+    fn validate(&self, files: &[(String, String)]) -> Validation;
+}
+
+/// Runs `program ARGS` without a shell, feeding `stdin`, killing it after `timeout`. Returns its
+/// standard output; a failure carries its standard error.
+pub fn run(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let shown = format!("{program} {}", args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        std::thread::spawn(move || pipe.write_all(&data));
+    }
+    let mut stdout = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        })
+    });
+    let mut stderr = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        })
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("{shown}: {e}"))? {
+            break status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("command timed out after {}s: {shown}", timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = stdout.take().and_then(|h| h.join().ok()).unwrap_or_default();
+    let err = stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+    if status.success() { Ok(out) } else { Err(format!("{shown}: {status}: {}", err.trim())) }
+}
+
+/// Timeouts, as the Go original chose them.
+const QUICK: Duration = Duration::from_secs(30);
+const USERS: Duration = Duration::from_secs(60);
+const SYSTEMCTL: Duration = Duration::from_secs(90);
+
+/// The host quadsync runs on.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// quadsync's own binary, run as the user for file work.
+    pub exe: PathBuf,
+    /// podman's Quadlet generator.
+    pub generator: PathBuf,
+}
+
+impl Default for Host {
+    fn default() -> Host {
+        Host {
+            exe: std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/quadsync")),
+            generator: PathBuf::from("/usr/lib/systemd/system-generators/podman-system-generator"),
+        }
+    }
+}
+
+impl Host {
+    fn as_user(
+        &self,
+        user: &UserInfo,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<String, String> {
+        let uid = format!("--reuid={}", user.uid);
+        let gid = format!("--regid={}", user.gid);
+        let home = user.home.to_string_lossy().into_owned();
+        let exe = self.exe.to_string_lossy().into_owned();
+        let mut argv = vec![
+            uid.as_str(),
+            gid.as_str(),
+            "--init-groups",
+            "--reset-env",
+            "--",
+            exe.as_str(),
+            "user-file",
+        ];
+        argv.extend(args);
+        argv.extend(["--home", home.as_str()]);
+        run("setpriv", &argv, stdin, USERS)
+    }
+}
+
+impl System for Host {
+    fn user(&self, name: &str) -> Result<Option<UserInfo>, String> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("looking up user {name}: {e}"))?;
+        Ok(user.map(|u| UserInfo {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+        }))
+    }
+
+    fn lingering(&self, name: &str) -> bool {
+        Path::new("/var/lib/systemd/linger").join(name).exists()
+    }
+
+    fn ensure_group(&self, group: &str) -> Result<(), String> {
+        match nix::unistd::Group::from_name(group) {
+            Ok(Some(_)) => Ok(()),
+            _ => run("groupadd", &[group], None, USERS).map(drop),
+        }
+    }
+
+    fn create_user(&self, name: &str, group: &str) -> Result<(), String> {
+        let comment = format!("quadsync container {name}");
+        let args = [
+            "--create-home",
+            "--shell",
+            "/sbin/nologin",
+            "--groups",
+            group,
+            "--comment",
+            &comment,
+            name,
+        ];
+        run("useradd", &args, None, USERS).map(drop)
+    }
+
+    fn set_linger(&self, name: &str, on: bool) -> Result<(), String> {
+        let verb = if on { "enable-linger" } else { "disable-linger" };
+        run("loginctl", &[verb, name], None, USERS).map(drop)
+    }
+
+    fn start_user_manager(&self, user: &UserInfo) -> Result<(), String> {
+        run("systemctl", &["start", &format!("user@{}.service", user.uid)], None, SYSTEMCTL)?;
+        let bus = PathBuf::from(format!("/run/user/{}/bus", user.uid));
+        let started = Instant::now();
+        while !bus.exists() {
+            if started.elapsed() > QUICK {
+                return Err(format!(
+                    "{}'s systemd did not open {} within 30s",
+                    user.name,
+                    bus.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn write_file(
+        &self,
+        user: &UserInfo,
+        dir: UnitDir,
+        name: &str,
+        text: &str,
+    ) -> Result<(), String> {
+        self.as_user(
+            user,
+            &["write", "--dir", dir.relative(), "--name", name],
+            Some(text.as_bytes()),
+        )
+        .map(drop)
+    }
+
+    fn remove_file(&self, user: &UserInfo, dir: UnitDir, name: &str) -> Result<(), String> {
+        self.as_user(user, &["remove", "--dir", dir.relative(), "--name", name], None).map(drop)
+    }
+
+    fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        let machine = format!("{name}@");
+        let mut argv = vec!["--user", "-M", machine.as_str()];
+        argv.extend(args);
+        run("systemctl", &argv, None, SYSTEMCTL)
+    }
+
+    fn remove_user(&self, name: &str) -> Result<(), String> {
+        let _ = run("loginctl", &["terminate-user", name], None, SYSTEMCTL);
+        let mut attempt = 0;
+        loop {
+            match run("userdel", &["--remove", name], None, USERS) {
+                Ok(_) => return Ok(()),
+                // Processes that are still going away: give them a moment (up to 4 tries).
+                Err(e)
+                    if attempt < 3
+                        && (e.contains("busy") || e.contains("currently used by process")) =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn validate(&self, files: &[(String, String)]) -> Validation {
+        if !self.generator.exists() {
+            return Validation::Unavailable;
+        }
+        let staging = std::env::temp_dir().join(format!("quadsync-check-{}", std::process::id()));
+        let outcome = (|| -> Result<(), String> {
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+            for (name, text) in files {
+                std::fs::write(staging.join(name), text).map_err(|e| e.to_string())?;
+            }
+            let generator = self.generator.to_string_lossy().into_owned();
+            let mut command = Command::new(&generator);
+            command
+                .args(["--user", "--dryrun", "--no-kmsg-log"])
+                .env("QUADLET_UNIT_DIRS", &staging);
+            let output = command.output().map_err(|e| format!("{generator}: {e}"))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+            }
+        })();
+        let _ = std::fs::remove_dir_all(&staging);
+        match outcome {
+            Ok(()) => Validation::Generator,
+            Err(message) => Validation::Refused(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_captures_output_feeds_stdin_and_times_out() {
+        assert_eq!(run("cat", &[], Some(b"hello"), QUICK).unwrap(), "hello");
+        let err = run("sh", &["-c", "echo oops >&2; exit 3"], None, QUICK).unwrap_err();
+        assert!(err.contains("oops") && err.contains("exit status: 3"), "{err}");
+        let started = Instant::now();
+        let err = run("sleep", &["10"], None, Duration::from_millis(300)).unwrap_err();
+        assert!(err.starts_with("command timed out after 0s: sleep 10"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(run("/nonexistent/program", &[], None, QUICK).is_err());
+    }
+
+    #[test]
+    fn without_the_generator_validation_says_so() {
+        let host = Host {
+            exe: PathBuf::from("/bin/false"),
+            generator: PathBuf::from("/nonexistent/generator"),
+        };
+        assert_eq!(
+            host.validate(&[("a.container".into(), "[Container]\n".into())]),
+            Validation::Unavailable
+        );
+    }
+
+    #[test]
+    fn a_refusing_generator_is_reported_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("generator");
+        // A stand-in with the generator's contract: exit 1 and a message when a file is bad.
+        std::fs::write(&fake, "#!/bin/sh\ngrep -l Bogus \"$QUADLET_UNIT_DIRS\"/* >/dev/null && { echo \"unsupported key 'Bogus'\" >&2; exit 1; }\nexit 0\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let host = Host { exe: PathBuf::from("/bin/false"), generator: fake };
+        assert_eq!(
+            host.validate(&[("a.container".into(), "[Container]\nImage=x\n".into())]),
+            Validation::Generator
+        );
+        assert_eq!(
+            host.validate(&[("a.container".into(), "[Container]\nBogus=1\n".into())]),
+            Validation::Refused("unsupported key 'Bogus'".into())
+        );
+    }
+}

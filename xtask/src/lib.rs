@@ -5,6 +5,7 @@
 
 pub mod build_ign;
 pub mod butane;
+pub mod testbox;
 
 use std::path::{Path, PathBuf};
 

@@ -55,6 +55,11 @@ enum Task {
     },
     /// Print timings: build-ign on the shipped config, run by this xtask binary.
     Bench,
+    /// The end-to-end box: an FCOS-like host (systemd-nspawn, real Ignition) running tailpod.
+    Box {
+        #[arg(value_parser = ["up", "test", "down", "shell"], default_value = "test")]
+        action: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
             translate(strict, pretty, files_dir, output.as_deref(), input.as_deref())
         }
         Task::Bench => bench(),
+        Task::Box { action } => run_box(&action),
         Task::BuildIgn { throwaway_secrets, ignition_version, output, dir } => {
             let dir = dir.unwrap_or_else(|| root().join("butane"));
             let output = output.unwrap_or_else(|| dir.join("tailpod.ign"));
@@ -119,6 +125,51 @@ fn translate(
         }
         None => {
             print!("{json}");
+            Ok(())
+        }
+    }
+}
+
+/// `cargo xtask box up|test|down|shell`.
+fn run_box(action: &str) -> Result<(), String> {
+    use xtask::testbox::{Layout, machine, scenario, unavailable};
+    let layout = Layout::default();
+    if let Some(why) = unavailable() {
+        return Err(format!("box: cannot run here: {why}"));
+    }
+    match action {
+        "down" => {
+            machine::stop(&layout);
+            Ok(())
+        }
+        "shell" => {
+            let running = machine::Machine::running(&layout)
+                .ok_or("box: not running (cargo xtask box up)")?;
+            let status = running.shell().map_err(|e| e.to_string())?;
+            if status { Ok(()) } else { Err(String::new()) }
+        }
+        "up" => {
+            let (_, boot) = scenario::up(&layout)?;
+            eprintln!(
+                "box: up in {:.1}s; `cargo xtask box shell` to look around, `cargo xtask box down` to stop",
+                boot.as_secs_f64()
+            );
+            Ok(())
+        }
+        _ => {
+            let started = std::time::Instant::now();
+            let (running, boot) = scenario::up(&layout)?;
+            let result = scenario::test(&layout, &running);
+            machine::stop(&layout);
+            let timings = result?;
+            println!(
+                "box: boot {:.1}s; boot to containers deployed {:.1}s; push to change applied {:.1}s; whole test {:.1}s",
+                boot.as_secs_f64(),
+                timings.boot_to_deployed.as_secs_f64(),
+                timings.push_to_applied.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
+            println!("box: 1 passed, 0 failed");
             Ok(())
         }
     }

@@ -107,7 +107,9 @@ pub fn run(
     };
     let out = stdout.take().and_then(|h| h.join().ok()).unwrap_or_default();
     let err = stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
-    if status.success() { Ok(out) } else { Err(format!("{shown}: {status}: {}", err.trim())) }
+    // One line: these messages end up in the journal, one event per line.
+    let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    if status.success() { Ok(out) } else { Err(format!("{shown}: {status}: {err}")) }
 }
 
 /// Timeouts, as the Go original chose them.
@@ -303,8 +305,9 @@ mod tests {
     #[test]
     fn run_captures_output_feeds_stdin_and_times_out() {
         assert_eq!(run("cat", &[], Some(b"hello"), QUICK).unwrap(), "hello");
-        let err = run("sh", &["-c", "echo oops >&2; exit 3"], None, QUICK).unwrap_err();
-        assert!(err.contains("oops") && err.contains("exit status: 3"), "{err}");
+        let err = run("sh", &["-c", "echo oops >&2; echo see this >&2; exit 3"], None, QUICK)
+            .unwrap_err();
+        assert!(err.ends_with("exit status: 3: oops see this"), "{err}");
         let started = Instant::now();
         let err = run("sleep", &["10"], None, Duration::from_millis(300)).unwrap_err();
         assert!(err.starts_with("command timed out after 0s: sleep 10"), "{err}");

@@ -1,0 +1,67 @@
+//! `cargo xtask box`: an FCOS-like host in a container (systemd-nspawn, the real Ignition,
+//! rootless podman), provisioned from our own `tailpod.ign`, running tailpod for real.
+//!
+//! * [`rootfs`]: the Debian trixie root filesystem (cached), the box's tweaks, Ignition.
+//! * [`machine`]: boot, exec inside, stop.
+//! * [`scenario`]: the end-to-end test.
+
+pub mod machine;
+pub mod rootfs;
+pub mod scenario;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Where the box keeps its files.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The debootstrap tarball and downloaded packages, kept between runs.
+    pub cache: PathBuf,
+    /// This run's files (rootfs, repo, logs), made anew by `up`.
+    pub work: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+impl Default for Layout {
+    fn default() -> Layout {
+        let base = PathBuf::from("/var/tmp/tailpod-box");
+        Layout {
+            cache: base.join("cache"),
+            work: base.join("work"),
+            rootfs: base.join("work/rootfs"),
+        }
+    }
+}
+
+/// Runs a command (no shell), returning its standard output; a failure carries its output.
+pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}: {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Why the box cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    if !nix_is_root() {
+        return Some("needs root".into());
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/unified").is_dir()
+        && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        return Some("needs a cgroup v2 hierarchy".into());
+    }
+    None
+}
+
+fn nix_is_root() -> bool {
+    run("id", &["-u"]).is_ok_and(|uid| uid.trim() == "0")
+}

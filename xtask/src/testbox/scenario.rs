@@ -27,7 +27,8 @@ pub struct Timings {
 fn container(description: &str, port: u16) -> String {
     format!(
         "[Unit]\nDescription={description}\n\n[Container]\n# No registry in the box: a busybox root filesystem, copy-on-write.\n\
-         Rootfs=/opt/box/busybox:O\nExec=/bin/httpd -f -p 8080 -h /www\nPublishPort=127.0.0.1:{port}:8080\n\n[Install]\nWantedBy=default.target\n"
+         Rootfs=/opt/box/busybox:O\nExec=/bin/httpd -f -p 8080 -h /www\nPublishPort=127.0.0.1:{port}:8080\n\
+         # httpd as PID 1 would ignore SIGTERM and every stop would wait 10 s.\nRunInit=true\n\n[Install]\nWantedBy=default.target\n"
     )
 }
 

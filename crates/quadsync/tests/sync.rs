@@ -196,3 +196,20 @@ fn check_redeploy_and_usage() {
         assert_eq!(out.status.code(), Some(2), "{usage:?}");
     }
 }
+
+#[test]
+fn a_second_sync_fails_at_once_while_one_runs() {
+    let site = Site::new();
+    let held = quadsync::sync::lock(&site.tmp.path().join("state")).unwrap();
+    for command in [&["sync"][..], &["plan"], &["redeploy", "web"]] {
+        let out = site.quadsync(command);
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        assert!(
+            text(&out.stderr).contains("another sync is already running"),
+            "{command:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    drop(held);
+    assert!(site.quadsync(&["plan"]).status.success());
+}

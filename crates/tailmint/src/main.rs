@@ -37,14 +37,19 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// ACL tag for the key (tag:NAME); repeat for several. The OAuth client must own them.
-    #[arg(long = "tag", value_name = "TAG", required = true)]
+    #[arg(long = "tag", value_name = "TAG", required_unless_present = "caller")]
     tags: Vec<Tag>,
     /// Hostname the node will use: written as TS_HOSTNAME and used to find stale devices.
     #[arg(long, value_name = "HOST")]
     hostname: Option<Hostname>,
     /// File to write (atomically, mode 0600).
-    #[arg(long, value_name = "PATH")]
-    output: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "caller")]
+    output: Option<PathBuf>,
+    /// Mint for the sudo caller USER: hostname USER, tag tag:USER, output
+    /// /run/user/UID/tailmint/USER.env. One sudo rule with this flag and no wildcards lets each
+    /// container user mint its own key and nothing else.
+    #[arg(long, conflicts_with_all = ["tags", "hostname", "output"])]
+    caller: bool,
     /// Tailnet name [default: TS_TAILNET from the config, else "-", the client's own tailnet].
     #[arg(long, value_name = "NAME")]
     tailnet: Option<String>,
@@ -123,7 +128,8 @@ fn main() -> ExitCode {
 }
 
 fn description(cli: &Cli) -> Result<String, String> {
-    let text = match (&cli.description, &cli.hostname) {
+    let caller = cli.caller.then(|| std::env::var("SUDO_USER").ok()).flatten();
+    let text = match (&cli.description, cli.hostname.as_ref().map(Hostname::to_string).or(caller)) {
         (Some(text), _) => text.clone(),
         (None, Some(hostname)) => format!("tailmint {hostname}"),
         (None, None) => "tailmint".into(),
@@ -154,8 +160,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
         log::warn!("{}: unknown key {key} ignored", config_path.display());
     }
     let caller = privileges::sudo_caller(&env).map_err(Failure::Usage)?;
+    let (tags, hostname, output_path) = if cli.caller {
+        let caller = caller
+            .as_ref()
+            .ok_or_else(|| Failure::Usage("--caller needs to run as root through sudo".into()))?;
+        let user = env("SUDO_USER")
+            .ok_or_else(|| Failure::Usage("--caller needs SUDO_USER (set by sudo)".into()))?;
+        let tag: Tag =
+            format!("tag:{user}").parse().map_err(|e| Failure::Usage(format!("--caller: {e}")))?;
+        let hostname: Hostname =
+            user.parse().map_err(|e| Failure::Usage(format!("--caller: {e}")))?;
+        let path = output::runtime_dir(caller.uid).join("tailmint").join(format!("{user}.env"));
+        (vec![tag], Some(hostname), path)
+    } else {
+        (cli.tags.clone(), cli.hostname.clone(), cli.output.clone().unwrap_or_default())
+    };
     let confine = caller.as_ref().map(|c| output::runtime_dir(c.uid));
-    output::check_path(&cli.output, confine.as_deref()).map_err(Failure::Usage)?;
+    output::check_path(&output_path, confine.as_deref()).map_err(Failure::Usage)?;
     if let Some(caller) = &caller {
         privileges::become_caller(caller).map_err(Failure::Runtime)?;
         log::debug!("running as uid {} gid {}", caller.uid, caller.gid);
@@ -164,7 +185,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let api_url = cli.api_url.clone().or(config.api_url.clone());
     let api_url = api_url.as_deref().unwrap_or("https://api.tailscale.com");
     let tailnet = cli.tailnet.clone().or(config.tailnet.clone()).unwrap_or_else(|| "-".into());
-    let tags: Vec<String> = cli.tags.iter().map(|t| t.to_string()).collect();
+    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     let client = Client::new(api_url, cli.timeout);
 
     let token = client.token(&config.client_id, &config.client_secret).map_err(|e| {
@@ -190,8 +211,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let key = client
         .create_key(&token, &tailnet, &request)
         .map_err(|e| Failure::Runtime(explain_key_error(e, &tags, &tailnet)))?;
-    let hostname = cli.hostname.as_ref().map(Hostname::as_str);
-    output::write_atomically(&cli.output, &output::contents(&key, hostname))
+    let hostname = hostname.as_ref().map(Hostname::as_str);
+    output::write_atomically(&output_path, &output::contents(&key, hostname))
         .map_err(Failure::Runtime)?;
     log::info!(
         "wrote a {} key for {} (tags {}, valid {}s) to {}",
@@ -199,7 +220,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         hostname.unwrap_or("any hostname"),
         tags.join(","),
         cli.expiry.as_secs(),
-        cli.output.display()
+        output_path.display()
     );
 
     if let (Some(hostname), false) = (hostname, cli.no_replace_stale) {

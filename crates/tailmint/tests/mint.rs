@@ -15,8 +15,9 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    let caller_tag = format!("tag:u{}", 47_000 + (std::process::id() % 1000));
     let api = ApiServer::start(ApiConfig {
-        client_tags: vec!["tag:web".into(), "tag:tailpod".into()],
+        client_tags: vec!["tag:web".into(), "tag:tailpod".into(), caller_tag],
         ..ApiConfig::default()
     })
     .unwrap();
@@ -342,6 +343,29 @@ fn through_sudo_it_writes_as_the_caller_inside_their_runtime_dir() {
     assert!(stderr(&out).contains(&format!("must be inside /run/user/{uid}")));
     assert!(!elsewhere.exists());
     assert_eq!(s.api.requests().len(), before);
+
+    // --caller: everything derives from the sudo caller, so one pinned rule serves every user.
+    let name = format!("u{uid}");
+    let mut with_user = sudo.clone();
+    with_user.push(("SUDO_USER", name.as_str()));
+    let before = s.api.minted().len();
+    let out = run(&["--config", config, "--caller"], &with_user);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let caller_file = runtime.join(format!("tailmint/{name}.env"));
+    let text = std::fs::read_to_string(&caller_file).unwrap();
+    assert!(text.ends_with(&format!("TS_HOSTNAME={name}\n")), "{text}");
+    let minted = s.api.minted();
+    assert_eq!(minted.len(), before + 1);
+    assert_eq!(
+        minted[before].request["capabilities"]["devices"]["create"]["tags"],
+        json!([format!("tag:{name}")])
+    );
+    assert_eq!(std::fs::metadata(&caller_file).unwrap().uid(), uid);
+    let out = run(&["--config", config, "--caller", "--hostname", "other"], &with_user);
+    assert_eq!(out.status.code(), Some(2), "--caller pins the hostname");
+    let out = run(&["--config", config, "--caller"], &[]);
+    assert_eq!(out.status.code(), Some(2), "--caller needs sudo");
+    std::fs::remove_file(&caller_file).unwrap();
 
     // A symlink the caller planted is not followed.
     std::fs::remove_file(&target).unwrap();

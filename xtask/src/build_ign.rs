@@ -31,6 +31,8 @@ pub struct Build {
     pub ignition_version: Option<String>,
     /// Recorded in `/etc/tailpod/build`; `None` asks git.
     pub build_id: Option<String>,
+    /// The `SHA256SUMS` that `release.bu` must agree with [default: dist/SHA256SUMS].
+    pub sums: Option<PathBuf>,
 }
 
 /// The result: where it went and what to tell the user.
@@ -127,6 +129,17 @@ pub fn build(build: &Build) -> Result<Built, String> {
         ));
     } else if std::fs::read_to_string(&secrets).is_ok_and(|t| t.starts_with(THROWAWAY_MARK)) {
         notes.push(format!("{} holds THROWAWAY secrets: not for a real host", secrets.display()));
+    }
+
+    let release = dir.join(crate::dist::RELEASE_BU);
+    let sums = build.sums.clone().unwrap_or_else(|| crate::root().join("dist/SHA256SUMS"));
+    match (std::fs::read_to_string(&release), sums.exists()) {
+        (Ok(text), true) => crate::dist::check_release_butane(&text, &crate::dist::read_sums(&sums)?)?,
+        (Ok(_), false) => notes.push(format!("{} is not checked: no {}", release.display(), sums.display())),
+        (Err(_), _) => notes.push(format!(
+            "no {}: this config installs no tailpod binaries (cargo xtask dist --update-butane makes it)",
+            release.display()
+        )),
     }
 
     let base_path = dir.join("tailpod.bu");

@@ -2,9 +2,12 @@
 //!
 //! * [`butane`]: Butane `fcos` to Ignition, natively (no `butane`, no `jq`).
 //! * [`build_ign`]: the host's Ignition config from `butane/` and its overlays.
+//! * [`dist`]: release binaries and `SHA256SUMS`; the overlay that installs them.
+//! * [`testbox`]: the end-to-end box.
 
 pub mod build_ign;
 pub mod butane;
+pub mod dist;
 pub mod testbox;
 
 use std::path::{Path, PathBuf};

@@ -53,6 +53,24 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Release binaries (<tool>-<version>-linux-<arch>) and SHA256SUMS, into dist/.
+    Dist {
+        /// A target triple to build for (repeatable) [default: this machine's].
+        #[arg(long = "target", value_name = "TRIPLE")]
+        targets: Vec<String>,
+        /// Also write butane/release.bu, which installs these binaries at first boot.
+        #[arg(long)]
+        update_butane: bool,
+        /// Where hosts download the binaries from [default: the GitHub release of this version].
+        #[arg(long, value_name = "URL")]
+        release_url: Option<String>,
+        /// The architecture release.bu installs [default: x86_64].
+        #[arg(long, value_name = "ARCH", default_value = "x86_64")]
+        arch: String,
+        /// Build twice from scratch, in two places, and check the bytes are the same.
+        #[arg(long)]
+        verify_reproducible: bool,
+    },
     /// Print timings: build-ign on the shipped config, run by this xtask binary.
     Bench,
     /// The end-to-end box: an FCOS-like host (systemd-nspawn, real Ignition) running tailpod.
@@ -69,11 +87,21 @@ fn main() -> ExitCode {
             translate(strict, pretty, files_dir, output.as_deref(), input.as_deref())
         }
         Task::Bench => bench(),
+        Task::Dist { targets, update_butane, release_url, arch, verify_reproducible } => {
+            run_dist(&targets, update_butane, release_url, &arch, verify_reproducible)
+        }
         Task::Box { action } => run_box(&action),
         Task::BuildIgn { throwaway_secrets, ignition_version, output, dir } => {
             let dir = dir.unwrap_or_else(|| root().join("butane"));
             let output = output.unwrap_or_else(|| dir.join("tailpod.ign"));
-            let build = Build { dir, output, throwaway_secrets, ignition_version, build_id: None };
+            let build = Build {
+                dir,
+                output,
+                throwaway_secrets,
+                ignition_version,
+                build_id: None,
+                sums: None,
+            };
             build_ign::build(&build).map(|built| {
                 for note in built.notes {
                     eprintln!("build-ign: {note}");
@@ -128,6 +156,55 @@ fn translate(
             Ok(())
         }
     }
+}
+
+fn run_dist(
+    targets: &[String],
+    update_butane: bool,
+    release_url: Option<String>,
+    arch: &str,
+    verify_reproducible: bool,
+) -> Result<(), String> {
+    use xtask::dist;
+    let out = root().join("dist");
+    let artifacts = dist::dist(targets, &out, &root().join("target/dist"))?;
+    for artifact in &artifacts {
+        println!(
+            "dist: {} {} bytes ({:.2} MiB) sha256 {}",
+            artifact.name,
+            artifact.size,
+            artifact.size as f64 / 1048576.0,
+            artifact.sha256
+        );
+    }
+    if verify_reproducible {
+        let again = std::env::temp_dir().join(format!("tailpod-dist-again-{}", std::process::id()));
+        let second = dist::dist(targets, &again.join("dist"), &again.join("target"));
+        let _ = std::fs::remove_dir_all(&again);
+        let second = second?;
+        for (a, b) in artifacts.iter().zip(&second) {
+            if a.sha256 != b.sha256 {
+                return Err(format!(
+                    "dist: {} is not reproducible: {} then {}",
+                    a.name, a.sha256, b.sha256
+                ));
+            }
+        }
+        println!(
+            "dist: a second build from scratch elsewhere gave the same bytes for all {} files",
+            artifacts.len()
+        );
+    }
+    if update_butane {
+        let url = release_url
+            .unwrap_or_else(|| dist::default_release_url(&dist::version().unwrap_or_default()));
+        let sums = dist::read_sums(&out.join("SHA256SUMS"))?;
+        let text = dist::release_butane(&sums, arch, &url)?;
+        let path = root().join("butane").join(dist::RELEASE_BU);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("dist: wrote {} ({arch}, from {url})", path.display());
+    }
+    Ok(())
 }
 
 /// `cargo xtask box up|test|down|shell`.

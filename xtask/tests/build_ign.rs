@@ -38,6 +38,7 @@ fn job(dir: &Path, version: Option<&str>) -> Build {
         throwaway_secrets: true,
         ignition_version: version.map(str::to_owned),
         build_id: Some("test-build".into()),
+        sums: None,
     }
 }
 

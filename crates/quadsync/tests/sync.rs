@@ -213,3 +213,17 @@ fn a_second_sync_fails_at_once_while_one_runs() {
     drop(held);
     assert!(site.quadsync(&["plan"]).status.success());
 }
+
+#[test]
+fn the_shipped_example_passes_check_with_the_shipped_transforms() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_quadsync"))
+        .arg("check")
+        .arg("--transforms")
+        .arg(root.join("butane/transforms"))
+        .arg(root.join("deploy/containers"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "All checks passed: 2 container user(s), 4 file(s).\n");
+}

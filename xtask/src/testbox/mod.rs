@@ -8,6 +8,7 @@
 pub mod machine;
 pub mod rootfs;
 pub mod scenario;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -13,8 +13,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::machine::{self, Machine};
+use super::serve::serve;
 use super::{Layout, rootfs, run};
 use crate::build_ign::{Build, build};
+use crate::dist;
 
 /// What the scenario measured.
 #[derive(Debug, Default)]
@@ -70,10 +72,13 @@ fn repo(layout: &Layout) -> Result<(), String> {
 }
 
 /// `tailpod.ign` for the box: the shipped config plus an overlay with the box's values.
-fn ignition(layout: &Layout) -> Result<std::path::PathBuf, String> {
+fn ignition(layout: &Layout, release_url: &str) -> Result<std::path::PathBuf, String> {
     let dir = layout.work.join("butane");
     run("cp", &["-r", &crate::root().join("butane").to_string_lossy(), &dir.to_string_lossy()])?;
     let _ = std::fs::remove_file(dir.join("tailpod.ign"));
+    let sums_path = layout.work.join("dist/SHA256SUMS");
+    let sums = dist::read_sums(&sums_path)?;
+    write(&dir.join(dist::RELEASE_BU), &dist::release_butane(&sums, "x86_64", release_url)?)?;
     write(
         &dir.join("secrets.bu"),
         "# The box's overlay: its definitions repo, and placeholders for what it does not use yet.\n\
@@ -88,6 +93,7 @@ fn ignition(layout: &Layout) -> Result<std::path::PathBuf, String> {
         throwaway_secrets: false,
         ignition_version: Some("3.3.0".into()),
         build_id: Some(crate::build_ign::git_build_id(&crate::root())),
+        sums: Some(sums_path),
     })?;
     for note in built.notes {
         eprintln!("box: {note}");
@@ -95,17 +101,34 @@ fn ignition(layout: &Layout) -> Result<std::path::PathBuf, String> {
     Ok(output)
 }
 
-fn cargo_build() -> Result<std::path::PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "quadsync"])
-        .current_dir(crate::root())
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("building quadsync failed".into());
+/// The release binaries, built as `cargo xtask dist` builds them, and served on loopback.
+fn release(layout: &Layout) -> Result<String, String> {
+    let artifacts = dist::dist(&[], &layout.work.join("dist"), &crate::root().join("target/dist"))?;
+    eprintln!(
+        "box: built {}",
+        artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    serve(layout.work.join("dist"))
+}
+
+/// Ignition must refuse a binary whose hash is not the one the config gives.
+fn wrong_hash_is_refused(layout: &Layout, config: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(config).map_err(|e| e.to_string())?;
+    let mut tampered: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let files = tampered["storage"]["files"].as_array_mut().ok_or("no files in the config")?;
+    let binary = files
+        .iter_mut()
+        .find(|f| f["path"] == "/usr/local/bin/quadsync")
+        .ok_or("the config installs no quadsync")?;
+    binary["contents"]["verification"]["hash"] =
+        serde_json::json!(format!("sha256-{}", "0".repeat(64)));
+    let wrong = layout.work.join("wrong-hash.ign");
+    write(&wrong, &tampered.to_string())?;
+    match rootfs::apply_ignition(layout, &wrong) {
+        Err(e) if e.contains("hash verification failed") => Ok(()),
+        Err(e) => Err(format!("box: Ignition failed, but not on the hash: {e}")),
+        Ok(()) => Err("box: Ignition accepted a binary with the wrong hash".into()),
     }
-    Ok(crate::root().join("target/debug/quadsync"))
 }
 
 /// Everything up to a booted box; returns it and how long the boot took.
@@ -114,15 +137,14 @@ pub fn up(layout: &Layout) -> Result<(Machine, Duration), String> {
     machine::stop(layout);
     let _ = std::fs::remove_dir_all(&layout.work);
     std::fs::create_dir_all(&layout.work).map_err(|e| e.to_string())?;
-    let quadsync = cargo_build()?;
+    let release_url = release(layout)?;
     repo(layout)?;
-    let config = ignition(layout)?;
+    let config = ignition(layout, &release_url)?;
     rootfs::fresh(layout)?;
     rootfs::tweak(layout)?;
-    let bin = layout.rootfs.join("usr/local/bin");
-    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
-    std::fs::copy(&quadsync, bin.join("quadsync"))
-        .map_err(|e| format!("installing quadsync: {e}"))?;
+    wrong_hash_is_refused(layout, &config)?;
+    rootfs::fresh(layout)?;
+    rootfs::tweak(layout)?;
     rootfs::apply_ignition(layout, &config)?;
     let started = Instant::now();
     let machine = machine::boot(layout, &[(&layout.work.join("defs.git"), "/srv/defs.git")])?;
@@ -242,6 +264,21 @@ pub fn test(layout: &Layout, machine: &Machine) -> Result<Timings, String> {
         users.join(", "),
         timings.boot_to_deployed.as_secs_f64()
     );
+    // What Ignition installed: the release binaries, verified, and a sudo rule sudo accepts.
+    let sums = dist::read_sums(&layout.work.join("dist/SHA256SUMS"))?;
+    for tool in dist::TOOLS {
+        let installed = std::fs::read(layout.rootfs.join("usr/local/bin").join(tool))
+            .map_err(|e| format!("box: {tool}: {e}"))?;
+        let expected =
+            sums.iter().find(|(n, _)| n.starts_with(&format!("{tool}-"))).map(|(_, h)| h.as_str());
+        check(
+            Some(dist::sha256_hex(&installed).as_str()) == expected,
+            &format!("{tool} is not the released binary"),
+        )?;
+    }
+    machine
+        .exec(&["visudo", "-cf", "/etc/sudoers.d/tailmint"])
+        .map_err(|e| format!("box: the sudo rule: {e}"))?;
 
     let before: Vec<String> =
         users.iter().map(|u| main_pid(machine, u)).collect::<Result<_, _>>()?;

@@ -269,6 +269,10 @@ pub(crate) mod tests {
         }
     }
 
+    fn desired(deployments: Vec<Deployment>) -> Desired {
+        deployments.into_iter().map(|d| (d.user.clone(), d)).collect()
+    }
+
     fn run(system: &Recorder, desired: &Desired, state: &mut State, allow: bool) -> Outcome {
         let names: Vec<String> = system.users.borrow().keys().cloned().collect();
         let facts = HostFacts { existing_users: names.clone(), lingering: names };
@@ -280,10 +284,7 @@ pub(crate) mod tests {
     fn deploy_then_nothing_then_edit_then_remove() {
         let system = Recorder::default();
         let mut state = State::default();
-        let desired: Desired = [deployment("a", "1"), deployment("b", "1")]
-            .into_iter()
-            .map(|d| (d.user.clone(), d))
-            .collect();
+        let desired = desired(vec![deployment("a", "1"), deployment("b", "1")]);
         let outcome = run(&system, &desired, &mut state, false);
         assert_eq!(outcome, Outcome::default());
         assert_eq!(
@@ -336,10 +337,7 @@ pub(crate) mod tests {
         let system =
             Recorder { fail: vec!["systemctl a@ daemon-reload".into()], ..Recorder::default() };
         let mut state = State::default();
-        let desired: Desired = [deployment("a", "1"), deployment("b", "1")]
-            .into_iter()
-            .map(|d| (d.user.clone(), d))
-            .collect();
+        let desired = desired(vec![deployment("a", "1"), deployment("b", "1")]);
         let outcome = run(&system, &desired, &mut state, false);
         assert_eq!(outcome.errors.len(), 1, "{outcome:?}");
         assert!(outcome.errors[0].starts_with("a: systemctl a@ daemon-reload failed"));
@@ -361,8 +359,7 @@ pub(crate) mod tests {
     fn a_container_that_fails_to_start_is_a_warning() {
         let system = Recorder { fail: vec!["systemctl a@ restart".into()], ..Recorder::default() };
         let mut state = State::default();
-        let desired: Desired =
-            [deployment("a", "1")].into_iter().map(|d| (d.user.clone(), d)).collect();
+        let desired = desired(vec![deployment("a", "1")]);
         let outcome = run(&system, &desired, &mut state, false);
         assert!(outcome.errors.is_empty() && outcome.warnings.len() == 1, "{outcome:?}");
         assert!(state.users["a"].result.contains("failed to start"));

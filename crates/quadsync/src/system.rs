@@ -59,6 +59,15 @@ pub trait System {
     fn validate(&self, files: &[(String, String)]) -> Validation;
 }
 
+/// Reads a pipe to its end on its own thread, so a chatty child never blocks on a full pipe.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
 /// Runs `program ARGS` without a shell, feeding `stdin`, killing it after `timeout`. Returns its
 /// standard output; a failure carries its standard error.
 pub fn run(
@@ -79,20 +88,8 @@ pub fn run(
         let data = data.to_vec();
         std::thread::spawn(move || pipe.write_all(&data));
     }
-    let mut stdout = child.stdout.take().map(|mut out| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            text
-        })
-    });
-    let mut stderr = child.stderr.take().map(|mut err| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        })
-    });
+    let mut stdout = child.stdout.take().map(drain);
+    let mut stderr = child.stderr.take().map(drain);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| format!("{shown}: {e}"))? {

@@ -150,6 +150,16 @@ fn a_broken_commit_or_a_failed_fetch_changes_nothing_and_is_reported() {
     assert!(json["last_sync"]["message"].as_str().unwrap().contains("/nonexistent/repo"));
 }
 
+fn check_with(transforms: &Path, dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quadsync"))
+        .arg("check")
+        .arg("--transforms")
+        .arg(transforms)
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_redeploy_and_usage() {
     let site = Site::new();
@@ -161,22 +171,10 @@ fn check_redeploy_and_usage() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("All checks passed: 2 container user(s)"));
     let transforms = site.tmp.path().join("transforms");
-    let out = Command::new(env!("CARGO_BIN_EXE_quadsync"))
-        .arg("check")
-        .arg("--transforms")
-        .arg(&transforms)
-        .arg(site.repo())
-        .output()
-        .unwrap();
+    let out = check_with(&transforms, &site.repo());
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::remove_file(transforms.join("tailscale.container")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_quadsync"))
-        .arg("check")
-        .arg("--transforms")
-        .arg(&transforms)
-        .arg(site.repo())
-        .output()
-        .unwrap();
+    let out = check_with(&transforms, &site.repo());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no transform for directory tailscale"));
 
@@ -217,13 +215,7 @@ fn a_second_sync_fails_at_once_while_one_runs() {
 #[test]
 fn the_shipped_example_passes_check_with_the_shipped_transforms() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(env!("CARGO_BIN_EXE_quadsync"))
-        .arg("check")
-        .arg("--transforms")
-        .arg(root.join("butane/transforms"))
-        .arg(root.join("deploy/containers"))
-        .output()
-        .unwrap();
+    let out = check_with(&root.join("butane/transforms"), &root.join("deploy/containers"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "All checks passed: 2 container user(s), 4 file(s).\n");
 }

@@ -179,9 +179,7 @@ impl Client {
                 ("client_secret", secret.expose()),
             ])
         })?;
-        if status != 200 {
-            return Err(ApiError::Refused { status, message: error_message(&body) });
-        }
+        let body = ok_body(status, body)?;
         let answer: TokenAnswer = serde_json::from_str(&body)
             .map_err(|_| ApiError::Malformed("no access_token in the token answer".into()))?;
         if answer.access_token.is_empty() {
@@ -217,9 +215,7 @@ impl Client {
                 .header("Authorization", &Self::bearer(token))
                 .send_json(&body)
         })?;
-        if status != 200 {
-            return Err(ApiError::Refused { status, message: error_message(&answer) });
-        }
+        let answer = ok_body(status, answer)?;
         let answer: KeyAnswer = serde_json::from_str(&answer)
             .map_err(|_| ApiError::Malformed("no key in the create-key answer".into()))?;
         if answer.key.is_empty() {
@@ -228,21 +224,30 @@ impl Client {
         Ok(Secret::new(answer.key))
     }
 
-    /// Lists the tailnet's devices.
-    pub fn devices(&self, token: &Secret, tailnet: &str) -> Result<Vec<Device>, ApiError> {
-        let url = format!("{}/api/v2/tailnet/{tailnet}/devices", self.base);
-        let (status, body) = self.call("listing devices", |agent, timeout| {
-            agent
-                .get(&url)
+    /// A bodyless request with the bearer token; the body of a 200 answer.
+    fn authorized(
+        &self,
+        what: &str,
+        method: &str,
+        url: &str,
+        token: &Secret,
+    ) -> Result<String, ApiError> {
+        let (status, body) = self.call(what, |agent, timeout| {
+            let request = if method == "DELETE" { agent.delete(url) } else { agent.get(url) };
+            request
                 .config()
                 .timeout_global(Some(timeout))
                 .build()
                 .header("Authorization", &Self::bearer(token))
                 .call()
         })?;
-        if status != 200 {
-            return Err(ApiError::Refused { status, message: error_message(&body) });
-        }
+        ok_body(status, body)
+    }
+
+    /// Lists the tailnet's devices.
+    pub fn devices(&self, token: &Secret, tailnet: &str) -> Result<Vec<Device>, ApiError> {
+        let url = format!("{}/api/v2/tailnet/{tailnet}/devices", self.base);
+        let body = self.authorized("listing devices", "GET", &url, token)?;
         serde_json::from_str::<DevicesAnswer>(&body)
             .map(|answer| answer.devices)
             .map_err(|e| ApiError::Malformed(format!("devices list: {e}")))
@@ -251,19 +256,16 @@ impl Client {
     /// Deletes a device.
     pub fn delete_device(&self, token: &Secret, id: &str) -> Result<(), ApiError> {
         let url = format!("{}/api/v2/device/{id}", self.base);
-        let (status, body) = self.call("deleting a device", |agent, timeout| {
-            agent
-                .delete(&url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .header("Authorization", &Self::bearer(token))
-                .call()
-        })?;
-        if status != 200 {
-            return Err(ApiError::Refused { status, message: error_message(&body) });
-        }
-        Ok(())
+        self.authorized("deleting a device", "DELETE", &url, token).map(drop)
+    }
+}
+
+/// The body of a 200 answer; any other status is a refusal with the API's message.
+fn ok_body(status: u16, body: String) -> Result<String, ApiError> {
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(ApiError::Refused { status, message: error_message(&body) })
     }
 }
 

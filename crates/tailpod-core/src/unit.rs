@@ -282,6 +282,11 @@ impl UnitFile {
         file
     }
 
+    /// Every entry with its section's name, in file order: what systemd reads.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.sections.iter().flat_map(|s| s.entries().map(move |e| (s.name(), e)))
+    }
+
     /// Sections named `name`, in order (a name may appear more than once).
     pub fn sections_named<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s Section> {
         self.sections.iter().filter(move |s| s.name == name)

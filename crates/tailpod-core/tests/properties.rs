@@ -27,12 +27,7 @@ fn well_formed() -> impl Strategy<Value = String> {
 }
 
 fn entries(file: &UnitFile) -> Vec<(String, String, String)> {
-    file.sections
-        .iter()
-        .flat_map(|s| {
-            s.entries().map(|e| (s.name().to_owned(), e.key().to_owned(), e.value().to_owned()))
-        })
-        .collect()
+    file.entries().map(|(s, e)| (s.to_owned(), e.key().to_owned(), e.value().to_owned())).collect()
 }
 
 proptest! {

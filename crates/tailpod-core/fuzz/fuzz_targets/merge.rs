@@ -7,12 +7,7 @@ use tailpod_core::merge::{apply_transforms, substitute_name};
 use tailpod_core::unit::UnitFile;
 
 fn entries(file: &UnitFile) -> Vec<(String, String, String)> {
-    file.sections
-        .iter()
-        .flat_map(|s| {
-            s.entries().map(|e| (s.name().to_owned(), e.key().to_owned(), e.value().to_owned()))
-        })
-        .collect()
+    file.entries().map(|(s, e)| (s.to_owned(), e.key().to_owned(), e.value().to_owned())).collect()
 }
 
 fuzz_target!(|text: &str| {

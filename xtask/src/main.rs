@@ -67,7 +67,7 @@ enum Task {
         /// The architecture release.bu installs [default: x86_64].
         #[arg(long, value_name = "ARCH", default_value = "x86_64")]
         arch: String,
-        /// Build twice from scratch, in two places, and check the bytes are the same.
+        /// Build a second time from scratch and check the bytes are the same.
         #[arg(long)]
         verify_reproducible: bool,
     },
@@ -178,20 +178,28 @@ fn run_dist(
         );
     }
     if verify_reproducible {
+        // From scratch, at the same path: the first build's target dir is moved aside.
+        let target = root().join("target/dist");
+        let aside = root().join("target/dist.first");
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::rename(&target, &aside)
+            .map_err(|e| format!("moving {} aside: {e}", target.display()))?;
         let again = std::env::temp_dir().join(format!("tailpod-dist-again-{}", std::process::id()));
-        let second = dist::dist(targets, &again.join("dist"), &again.join("target"));
+        let second = dist::dist(targets, &again, &target);
         let _ = std::fs::remove_dir_all(&again);
+        let _ = std::fs::remove_dir_all(&aside);
         let second = second?;
-        for (a, b) in artifacts.iter().zip(&second) {
-            if a.sha256 != b.sha256 {
-                return Err(format!(
-                    "dist: {} is not reproducible: {} then {}",
-                    a.name, a.sha256, b.sha256
-                ));
-            }
+        let differ: Vec<String> = artifacts
+            .iter()
+            .zip(&second)
+            .filter(|(a, b)| a.sha256 != b.sha256)
+            .map(|(a, b)| format!("{} ({} then {})", a.name, a.sha256, b.sha256))
+            .collect();
+        if !differ.is_empty() {
+            return Err(format!("dist: not reproducible: {}", differ.join(", ")));
         }
         println!(
-            "dist: a second build from scratch elsewhere gave the same bytes for all {} files",
+            "dist: a second build from scratch gave the same bytes for all {} files",
             artifacts.len()
         );
     }

@@ -68,7 +68,16 @@ fn repo(layout: &Layout) -> Result<(), String> {
     write(&defs.join("hello.container"), &container("hello, first version", 18081))?;
     write(&defs.join("keep.container"), &container("keep, never changes", 18082))?;
     write(&defs.join("web.container"), &container("web, to be deleted", 18083))?;
-    push(&defs, "three containers")
+    // A sidecar timer of hello's, run by hello's own systemd.
+    write(
+        &defs.join("hello-tick.timer"),
+        "[Unit]\nDescription=hello's tick\n\n[Timer]\nOnActiveSec=1s\nOnUnitActiveSec=1h\n\n[Install]\nWantedBy=timers.target\n",
+    )?;
+    write(
+        &defs.join("hello-tick.service"),
+        "[Unit]\nDescription=hello's tick\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    )?;
+    push(&defs, "three containers and a sidecar timer")
 }
 
 /// `tailpod.ign` for the box: the shipped config plus an overlay with the box's values.
@@ -264,6 +273,25 @@ pub fn test(layout: &Layout, machine: &Machine) -> Result<Timings, String> {
         users.join(", "),
         timings.boot_to_deployed.as_secs_f64()
     );
+    let hello = "hello@";
+    let timer = machine
+        .exec(&["systemctl", "--user", "-M", hello, "is-enabled", "hello-tick.timer"])
+        .unwrap_or_default();
+    check(timer.trim() == "enabled", &format!("hello-tick.timer is {timer:?}, not enabled"))?;
+    wait_for("hello-tick.service to run once", Duration::from_secs(30), || {
+        let started = machine.exec(&[
+            "systemctl",
+            "--user",
+            "-M",
+            hello,
+            "show",
+            "-p",
+            "ExecMainStartTimestampMonotonic",
+            "--value",
+            "hello-tick.service",
+        ])?;
+        Ok(started.trim() != "0" && !started.trim().is_empty())
+    })?;
     // What Ignition installed: the release binaries, verified, and a sudo rule sudo accepts.
     let sums = dist::read_sums(&layout.work.join("dist/SHA256SUMS"))?;
     for tool in dist::TOOLS {

@@ -9,12 +9,14 @@ use serde_json::{Value, json};
 use xtask::build_ign::{Build, THROWAWAY_MARK, build};
 use xtask::butane::{dataurl, merge::overlay_merge, translate::embed};
 
-/// A copy of butane/ without any secrets.bu or built config.
+/// A copy of butane/ as shipped: without the files made locally (secrets.bu, release.bu and the
+/// built config), so no test depends on what a developer generated.
 fn butane_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&xtask::root().join("butane"), dir.path());
-    let _ = std::fs::remove_file(dir.path().join("secrets.bu"));
-    let _ = std::fs::remove_file(dir.path().join("tailpod.ign"));
+    for generated in ["secrets.bu", "release.bu", "tailpod.ign"] {
+        let _ = std::fs::remove_file(dir.path().join(generated));
+    }
     dir
 }
 
@@ -86,6 +88,38 @@ fn the_shipped_config_builds_merges_and_validates() {
     // A second build keeps the secrets it made and says they are throwaway.
     let again = build(&Build { throwaway_secrets: false, ..job(dir.path(), None) }).unwrap();
     assert!(again.notes.iter().any(|n| n.contains("holds THROWAWAY secrets")));
+}
+
+#[test]
+fn release_bu_must_agree_with_sha256sums() {
+    let dir = butane_copy();
+    let sums = dir.path().join("SHA256SUMS");
+    let listed: String = xtask::dist::TOOLS
+        .iter()
+        .map(|t| format!("{}  {t}-0.1.0-linux-x86_64\n", "a".repeat(64)))
+        .collect();
+    std::fs::write(&sums, &listed).unwrap();
+    let parsed = xtask::dist::read_sums(&sums).unwrap();
+    let release = xtask::dist::release_butane(&parsed, "x86_64", "http://127.0.0.1:9/").unwrap();
+    std::fs::write(dir.path().join("release.bu"), &release).unwrap();
+    let built = build(&Build { sums: Some(sums.clone()), ..job(dir.path(), None) }).unwrap();
+    let quadsync = built.config["storage"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/usr/local/bin/quadsync")
+        .cloned()
+        .unwrap();
+    assert_eq!(quadsync["contents"]["verification"]["hash"], format!("sha256-{}", "a".repeat(64)));
+    assert_eq!(quadsync["mode"], 0o755);
+
+    // A rebuilt binary whose hash release.bu does not carry fails the build.
+    std::fs::write(&sums, listed.replacen(&"a".repeat(64), &"b".repeat(64), 1)).unwrap();
+    let err = build(&Build { sums: Some(sums), ..job(dir.path(), None) }).unwrap_err();
+    assert!(
+        err.contains("quadsync-0.1.0-linux-x86_64") && err.contains("--update-butane"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::Report;
-use super::translate::{NO_FILES_DIR, Translator, embed, error};
+use super::translate::{Translator, embed, error};
 use super::yaml::{self, Node};
 
 /// `storage.trees`: every regular file under `local` becomes a file (mode 0755 if any execute bit
@@ -25,19 +25,7 @@ pub(crate) fn trees(
             .and_then(Node::text)
             .ok_or_else(|| error(&at, Some(tree.mark()), "local is required"))?;
         let dest = tree.get("path").and_then(Node::text).unwrap_or("/");
-        let files_dir = t
-            .options
-            .files_dir
-            .clone()
-            .ok_or_else(|| error(&at, Some(tree.mark()), NO_FILES_DIR))?;
-        if local.split('/').any(|p| p == "..") || local.starts_with('/') {
-            return Err(error(
-                &at,
-                Some(tree.mark()),
-                format!("local path {local:?} is outside the files directory"),
-            ));
-        }
-        let root = files_dir.join(local);
+        let root = t.local_path(local, &at, tree.mark())?;
         let mut found = Vec::new();
         walk(&root, &root, &mut found).map_err(|e| {
             error(&at, Some(tree.mark()), format!("reading tree {}: {e}", root.display()))
@@ -434,6 +422,17 @@ pub(crate) fn grub(node: &Node, path: &str) -> Result<Value, Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trees_read_only_inside_the_files_dir() {
+        let dir = std::env::temp_dir();
+        let options = crate::butane::Options { files_dir: Some(dir) };
+        let source = "variant: fcos\nversion: 1.6.0\nstorage:\n  trees:\n    - local: ../etc\n";
+        let err = crate::butane::translate(source, &options).unwrap_err();
+        assert!(err.message.contains("outside the files directory"), "{err}");
+        let err = crate::butane::translate(source, &crate::butane::Options::default()).unwrap_err();
+        assert!(err.message.contains("files directory that must be specified"), "{err}");
+    }
 
     #[test]
     fn systemd_path_escaping() {

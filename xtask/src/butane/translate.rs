@@ -205,13 +205,13 @@ impl Translator<'_> {
         }
     }
 
-    /// Reads `local` relative to the files dir, refusing paths that leave it.
-    pub(crate) fn read_local(
+    /// `local` inside the files dir, refusing a missing files dir and paths that leave it.
+    pub(crate) fn local_path(
         &self,
         local: &str,
         path: &str,
         mark: Mark,
-    ) -> Result<Vec<u8>, Report> {
+    ) -> Result<PathBuf, Report> {
         let Some(dir) = &self.options.files_dir else {
             return Err(error(path, Some(mark), NO_FILES_DIR));
         };
@@ -225,9 +225,19 @@ impl Translator<'_> {
                 format!("local path {local:?} is outside the files directory"),
             ));
         }
-        std::fs::read(dir.join(relative)).map_err(|e| {
-            error(path, Some(mark), format!("reading {}: {e}", dir.join(relative).display()))
-        })
+        Ok(dir.join(relative))
+    }
+
+    /// Reads `local` relative to the files dir.
+    pub(crate) fn read_local(
+        &self,
+        local: &str,
+        path: &str,
+        mark: Mark,
+    ) -> Result<Vec<u8>, Report> {
+        let file = self.local_path(local, path, mark)?;
+        std::fs::read(&file)
+            .map_err(|e| error(path, Some(mark), format!("reading {}: {e}", file.display())))
     }
 
     fn resource(

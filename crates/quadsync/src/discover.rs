@@ -176,17 +176,18 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                     continue;
                 }
             };
-            let (user, service) = match spec.kind {
-                Kind::Pod => (spec.stem.clone(), format!("{}-pod.service", spec.stem)),
-                Kind::Container => match crate::render::pod_of(&spec.stem, &pods) {
-                    Some(pod) => (pod.to_string(), format!("{pod}-pod.service")),
-                    None => (spec.stem.clone(), format!("{}.service", spec.stem)),
-                },
+            // The pod a container belongs to, if any (a pod file belongs to none).
+            let pod = match spec.kind {
+                Kind::Container => crate::render::pod_of(&spec.stem, &pods),
+                Kind::Pod => None,
+            };
+            let (user, service) = match (spec.kind, pod) {
+                (Kind::Pod, _) => (spec.stem.clone(), format!("{}-pod.service", spec.stem)),
+                (Kind::Container, Some(pod)) => (pod.to_string(), format!("{pod}-pod.service")),
+                (Kind::Container, None) => (spec.stem.clone(), format!("{}.service", spec.stem)),
             };
             // A pod or a standalone container claims its user name; members join their pod's.
-            let is_member =
-                spec.kind == Kind::Container && crate::render::pod_of(&spec.stem, &pods).is_some();
-            if !is_member {
+            if pod.is_none() {
                 if let Some(previous) = claimed.get(&user) {
                     errors.push(format!("duplicate name {user:?}: {previous} and {}", file.path));
                     continue;
@@ -203,7 +204,6 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
             deployment.files.insert(name.to_owned(), UserFile { dir: UnitDir::Quadlet, text });
             if spec.kind == Kind::Container {
                 stems.push((spec.stem.clone(), user.clone()));
-                let pod = crate::render::pod_of(&spec.stem, &pods);
                 for companion in &transforms.companions {
                     let name = format!("{}{}", spec.stem, companion.suffix);
                     let mut text = substitute_name(&companion.text, &spec.stem);

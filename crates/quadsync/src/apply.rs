@@ -18,8 +18,13 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
+/// The user, which the steps before (or the host) must have made by now.
+fn created<'a>(info: &'a Option<UserInfo>, name: &str) -> Result<&'a UserInfo, String> {
+    info.as_ref().ok_or_else(|| format!("user {name} does not exist"))
+}
+
 fn user_info(system: &dyn System, name: &str) -> Result<UserInfo, String> {
-    system.user(name)?.ok_or_else(|| format!("user {name} does not exist"))
+    created(&system.user(name)?, name).cloned()
 }
 
 /// Applies `plan`; `save` is called after each user so a crash loses nothing.
@@ -121,15 +126,15 @@ fn deploy(
             }
             Step::EnableLinger => system.set_linger(name, true)?,
             Step::StartUserManager => {
-                let user = info.as_ref().ok_or_else(|| format!("user {name} does not exist"))?;
+                let user = created(&info, name)?;
                 system.start_user_manager(user)?;
             }
             Step::WriteFile { dir, name: file } => {
-                let user = info.as_ref().ok_or_else(|| format!("user {name} does not exist"))?;
+                let user = created(&info, name)?;
                 system.write_file(user, *dir, file, &deployment.files[file].text)?;
             }
             Step::RemoveFile { dir, name: file } => {
-                let user = info.as_ref().ok_or_else(|| format!("user {name} does not exist"))?;
+                let user = created(&info, name)?;
                 system.remove_file(user, *dir, file)?;
             }
             Step::DisableTimer { name: timer } => {

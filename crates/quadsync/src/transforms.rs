@@ -179,11 +179,6 @@ impl TransformSet {
         }
         Ok(chain)
     }
-
-    /// Whether there is a transform for containers in `dir`.
-    pub fn has_dir(&self, kind: Kind, dir: &str) -> bool {
-        self.dirs.contains_key(&(kind, dir.to_owned()))
-    }
 }
 
 #[cfg(test)]

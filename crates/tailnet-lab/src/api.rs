@@ -13,7 +13,6 @@
 //! delays first (429, 500, slow...), then behave normally again.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -107,12 +106,6 @@ pub struct ApiServer {
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-}
-
-fn random_id() -> String {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u8(0);
-    format!("{:016x}", hasher.finish())
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -230,7 +223,7 @@ fn answer(route: Route, request: &Request, state: &mut State, config: &ApiConfig
         if !form || id != Some(&config.client_id) || secret != Some(&config.client_secret) {
             return error(401, "invalid client credentials");
         }
-        let token = format!("tskey-api-{}", random_id());
+        let token = format!("tskey-api-{}", crate::random_hex(16));
         state.tokens.push(token.clone());
         let body = json!({
             "access_token": token,
@@ -308,8 +301,8 @@ fn create_key(request: &Request, state: &mut State, config: &ApiConfig) -> (u16,
             &format!("requested tags [{}] are invalid or not permitted", refused.join(", ")),
         );
     }
-    let id = format!("k{}", &random_id()[..10]);
-    let key = format!("tskey-auth-{id}-{}", random_id());
+    let id = format!("k{}", &crate::random_hex(16)[..10]);
+    let key = format!("tskey-auth-{id}-{}", crate::random_hex(16));
     state.minted.push(MintedKey { key: key.clone(), request: body.clone() });
     let answer = json!({
         "id": id,

@@ -2,8 +2,64 @@
 //!
 //! * [`api`]: Tailscale's public HTTP API (OAuth token, auth keys, devices), as published, for
 //!   tailmint's tests and the end-to-end box.
+//! * [`control`] and [`derp`]: a minimal control server and DERP relay, so that real
+//!   tailscale-rs nodes (ts4nsnet, [`node`]) can form a tailnet with no internet.
+//! * [`node`]: a plain tailscale-rs node that answers TCP echo, UDP echo and ping.
 //!
 //! Nothing here is secure or meant for a real network; the crate is never part of a release.
 
 pub mod api;
+pub mod control;
+pub mod derp;
 mod http;
+pub mod node;
+mod noise;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub use control::{AuthKey, Control, ControlConfig, DerpEndpoint, LabNode};
+pub use derp::Derp;
+
+/// A control server and a DERP relay on one address: a whole tailnet.
+#[derive(Debug)]
+pub struct Tailnet {
+    pub control: Control,
+    pub derp: Derp,
+}
+
+impl Tailnet {
+    /// The MagicDNS suffix of every lab tailnet.
+    pub const SUFFIX: &str = "lab.ts.net";
+
+    /// Starts both servers on `ip` with ports picked by the kernel.
+    pub async fn start(ip: IpAddr) -> std::io::Result<Tailnet> {
+        Tailnet::start_on(SocketAddr::new(ip, 0), SocketAddr::new(ip, 0)).await
+    }
+
+    pub async fn start_on(control: SocketAddr, derp: SocketAddr) -> std::io::Result<Tailnet> {
+        let derp = Derp::start(derp).await?;
+        let config = ControlConfig {
+            tailnet: Tailnet::SUFFIX.to_owned(),
+            derp: DerpEndpoint { addr: derp.addr() },
+            keep_alive: Duration::from_secs(2),
+            ephemeral_grace: Duration::from_secs(1),
+        };
+        let control = Control::start(control, config).await?;
+        Ok(Tailnet { control, derp })
+    }
+}
+
+/// `bytes` random bytes as hex, from the standard library's per-process random keys: unique
+/// enough for test ids and keys, with no extra dependency.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    while out.len() < bytes * 2 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_usize(out.len());
+        out.push_str(&format!("{:016x}", hasher.finish()));
+    }
+    out.truncate(bytes * 2);
+    out
+}

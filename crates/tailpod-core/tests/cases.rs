@@ -87,12 +87,10 @@ fn run(case: &Case) -> Result<(), String> {
         Some(name) => substitute_name(&merged, name),
         None => merged,
     };
-    if let Some(exact) = &case.exact {
-        if &actual != exact {
-            return Err(format!(
-                "exact output differs\n  expected: {exact:?}\n  actual:   {actual:?}"
-            ));
-        }
+    if let Some(exact) = &case.exact
+        && &actual != exact
+    {
+        return Err(format!("exact output differs\n  expected: {exact:?}\n  actual:   {actual:?}"));
     }
     if let Some(semantic) = &case.semantic {
         let expected = semantics(&UnitFile::parse(semantic));

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use ts_netstack_smoltcp::CreateSocket as _;
 use ts_netstack_smoltcp::netcore::{Channel, smoltcp::wire::IpProtocol};
-use ts_runtime::{ActorRef, Runtime, Spawn as _};
+use ts4nsnet::node::{JoinSettings, Node};
+use ts4nsnet::packet::echo_reply4;
 
 /// How long joining may take before it counts as failed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running node; shut it down with [`LabPeer::shutdown`].
 pub struct LabPeer {
-    runtime: ActorRef<Runtime>,
+    node: Node,
     channel: Channel,
     pub ipv4: Ipv4Addr,
     pub ipv6: Ipv6Addr,
@@ -39,40 +40,21 @@ impl LabPeer {
         hostname: &str,
         ephemeral: bool,
     ) -> Result<LabPeer, String> {
-        let server_url = control_url.parse().map_err(|e| format!("control URL: {e}"))?;
-        let runtime = Runtime::spawn(ts_runtime::Config {
-            control_config: ts_control::Config {
-                server_url,
-                hostname: Some(hostname.to_owned()),
-                client_name: Some("tailnet-lab".to_owned()),
-                tags: Vec::new(),
-                ephemeral,
-            },
+        let settings = JoinSettings {
+            control_url: control_url.to_owned(),
             auth_key: Some(auth_key.to_owned()),
-            keys: ts_keys::NodeState::generate(),
-        });
-        let joined = async {
-            runtime.wait_for_startup_result().await.map_err(|e| e.to_string())?;
-            let (channel,) =
-                runtime.ask(ts_runtime::GetChannel).await.map_err(|e| e.to_string())?;
-            let node = runtime
-                .ask(ts_runtime::SelfNode)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("control sent no self node")?;
-            Ok::<_, String>((channel, node))
+            hostname: hostname.to_owned(),
+            tags: Vec::new(),
+            ephemeral,
+            client_name: "tailnet-lab".to_owned(),
         };
-        let (channel, node) = match tokio::time::timeout(JOIN_TIMEOUT, joined).await {
-            Ok(Ok(joined)) => joined,
-            Ok(Err(e)) => return Err(format!("joining the tailnet: {e}")),
-            Err(_) => return Err("joining the tailnet timed out".into()),
-        };
+        let node = Node::join(settings, ts_keys::NodeState::generate(), JOIN_TIMEOUT).await?;
         Ok(LabPeer {
-            runtime,
-            channel,
-            ipv4: node.tailnet_address.ipv4.addr(),
-            ipv6: node.tailnet_address.ipv6.addr(),
-            hostname: node.hostname,
+            ipv4: node.ipv4,
+            ipv6: node.ipv6,
+            hostname: node.hostname.clone(),
+            channel: node.channel().clone(),
+            node,
             tasks: Vec::new(),
         })
     }
@@ -102,7 +84,7 @@ impl LabPeer {
             self.channel.raw_open(true, IpProtocol::Icmp).await.map_err(|e| e.to_string())?;
         self.tasks.push(tokio::spawn(async move {
             while let Ok(packet) = icmp.recv_bytes().await {
-                if let Some(reply) = echo_reply(&packet) {
+                if let Some(reply) = echo_reply4(&packet) {
                     let _ = icmp.send(&reply).await;
                 }
             }
@@ -143,50 +125,10 @@ impl LabPeer {
         for task in &self.tasks {
             task.abort();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = self.runtime.stop_gracefully().await;
-            self.runtime.wait_for_shutdown().await;
-        })
-        .await;
-        self.runtime.kill();
+        self.node.shutdown().await;
     }
 }
 
 fn random_port_offset() -> u16 {
     u16::from_str_radix(&crate::random_hex(2), 16).unwrap_or(0) % 16000
-}
-
-/// The IPv4 ICMP echo reply to `packet`, if it is an echo request.
-pub fn echo_reply(packet: &[u8]) -> Option<Vec<u8>> {
-    let header_len = usize::from(packet.first()? & 0x0f) * 4;
-    if packet.first()? >> 4 != 4 || packet.len() < header_len + 8 || packet[9] != 1 {
-        return None;
-    }
-    if packet[header_len] != 8 {
-        return None;
-    }
-    let mut reply = packet.to_vec();
-    reply[12..16].copy_from_slice(&packet[16..20]);
-    reply[16..20].copy_from_slice(&packet[12..16]);
-    reply[8] = 64;
-    reply[header_len] = 0;
-    reply[header_len + 2..header_len + 4].fill(0);
-    let icmp_sum = checksum(&reply[header_len..]);
-    reply[header_len + 2..header_len + 4].copy_from_slice(&icmp_sum.to_be_bytes());
-    reply[10..12].fill(0);
-    let ip_sum = checksum(&reply[..header_len]);
-    reply[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    Some(reply)
-}
-
-/// The Internet checksum (RFC 1071).
-pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }

@@ -2,5 +2,20 @@
 //! tailnet node.
 //!
 //! * [`cli`]: the slirp4netns-compatible command line, in every form podman 4.3 and 5.x use.
+//! * [`config`]: the node's settings from the environment.
+//! * [`netns`] and [`netlink`]: the TUN inside the container's namespace, configured over
+//!   netlink.
+//! * [`node`]: the tailnet node on the official tailscale-rs runtime.
+//! * [`bridge`], [`packet`], [`dns`]: packets between the two, and quad-100 DNS.
+//! * [`run`]: the whole lifecycle podman sees.
 
+pub mod bridge;
 pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod netlink;
+pub mod netns;
+pub mod node;
+pub mod packet;
+pub mod run;
+pub mod sys;

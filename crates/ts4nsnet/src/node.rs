@@ -1,0 +1,186 @@
+//! One tailnet node on the official tailscale-rs runtime: join, identity, peer lookups, leave.
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::time::Duration;
+
+use ts_netstack_smoltcp::netcore::Channel;
+use ts_runtime::{ActorRef, Runtime, Spawn as _};
+
+use crate::config::STATE_FILE;
+
+/// What a node needs to join.
+#[derive(Debug, Clone)]
+pub struct JoinSettings {
+    pub control_url: String,
+    pub auth_key: Option<String>,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub ephemeral: bool,
+    pub client_name: String,
+}
+
+/// A node that has registered and received its first netmap.
+pub struct Node {
+    runtime: ActorRef<Runtime>,
+    channel: Channel,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+    /// The name control gave the node (the first label of its DNS name).
+    pub hostname: String,
+    /// The MagicDNS suffix, e.g. `example.ts.net`.
+    pub tailnet: Option<String>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("ipv4", &self.ipv4).field("hostname", &self.hostname).finish()
+    }
+}
+
+impl Node {
+    /// Starts the runtime, registers and waits for the node's own netmap entry.
+    ///
+    /// The library does not return until control answers, and stops its control actor on a
+    /// refused registration; `timeout` bounds the first case, the second is an error here.
+    pub async fn join(
+        settings: JoinSettings,
+        keys: ts_keys::NodeState,
+        timeout: Duration,
+    ) -> Result<Node, String> {
+        install_crypto_provider();
+        let server_url = settings
+            .control_url
+            .parse()
+            .map_err(|e| format!("control URL {}: {e}", settings.control_url))?;
+        let runtime = Runtime::spawn(ts_runtime::Config {
+            control_config: ts_control::Config {
+                server_url,
+                hostname: Some(settings.hostname),
+                client_name: Some(settings.client_name),
+                tags: settings.tags,
+                ephemeral: settings.ephemeral,
+            },
+            auth_key: settings.auth_key,
+            keys,
+        });
+        let joined = async {
+            runtime.wait_for_startup_result().await.map_err(|e| e.to_string())?;
+            let (channel,) =
+                runtime.ask(ts_runtime::GetChannel).await.map_err(|e| e.to_string())?;
+            let node = runtime
+                .ask(ts_runtime::SelfNode)
+                .await
+                .map_err(|_| "control refused the registration (is the auth key valid?)")?
+                .ok_or("control sent no node")?;
+            Ok::<_, String>((channel, node))
+        };
+        let outcome = tokio::time::timeout(timeout, joined).await;
+        let (channel, node) = match outcome {
+            Ok(Ok(joined)) => joined,
+            Ok(Err(e)) => {
+                runtime.kill();
+                return Err(format!("joining the tailnet: {e}"));
+            }
+            Err(_) => {
+                runtime.kill();
+                return Err(format!("joining the tailnet: no answer within {timeout:?}"));
+            }
+        };
+        Ok(Node {
+            runtime,
+            channel,
+            ipv4: node.tailnet_address.ipv4.addr(),
+            ipv6: node.tailnet_address.ipv6.addr(),
+            hostname: node.hostname.clone(),
+            tailnet: node.tailnet.clone(),
+        })
+    }
+
+    /// The library's network stack, for sockets on the node's addresses.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The name control gave us must be the one we asked for: a renamed node (`web-1`) means
+    /// another node holds the name, and the container would answer under the wrong one.
+    pub fn check_hostname(&self, requested: &str) -> Result<(), String> {
+        if self.hostname == requested {
+            return Ok(());
+        }
+        Err(format!(
+            "hostname collision: the tailnet already has a node named {requested:?}, so control \
+             named this one {:?}; remove the old node or choose another TS_HOSTNAME",
+            self.hostname
+        ))
+    }
+
+    /// A peer's (or our own) addresses by bare or fully qualified name.
+    pub async fn lookup(&self, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
+        let bare = name.trim_end_matches('.');
+        let own_fqdn = self.tailnet.as_ref().map(|t| format!("{}.{t}", self.hostname));
+        if bare == self.hostname || own_fqdn.as_deref() == Some(bare) {
+            return Some((self.ipv4, self.ipv6));
+        }
+        let peer = self
+            .runtime
+            .ask(ts_runtime::PeerByName { name: bare.to_owned() })
+            .await
+            .ok()
+            .flatten()?;
+        Some((peer.tailnet_address.ipv4.addr(), peer.tailnet_address.ipv6.addr()))
+    }
+
+    /// Stops the runtime; control then drops an ephemeral node (there is no logout call in
+    /// tailscale-rs 0.6, so this relies on control noticing the closed map stream).
+    pub async fn shutdown(self) {
+        let graceful = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = self.runtime.stop_gracefully().await;
+            self.runtime.wait_for_shutdown().await;
+        })
+        .await;
+        if graceful.is_err() {
+            self.runtime.kill();
+        }
+    }
+}
+
+/// The node's keys: kept in `state_dir` when given (created 0600 on first use), fresh otherwise.
+pub fn load_or_create_keys(state_dir: Option<&Path>) -> Result<ts_keys::NodeState, String> {
+    let Some(dir) = state_dir else { return Ok(ts_keys::NodeState::generate()) };
+    let path = dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let persisted: ts_keys::PersistState = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{}: not a ts4nsnet state file: {e}", path.display()))?;
+            return Ok((&persisted).into());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let keys = ts_keys::NodeState::generate();
+    let json = serde_json::to_vec(&ts_keys::PersistState::from(&keys)).expect("keys serialise");
+    let temporary = dir.join(format!(".{STATE_FILE}.tmp"));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut f| f.write_all(&json).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    written.map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(keys)
+}
+
+/// Picks rustls' process-wide crypto provider before the library's TLS clients need one.
+///
+/// rustls refuses to guess when a build enables more than one provider, which happens as soon as
+/// this crate shares a build with another user of rustls (cargo unifies features across a
+/// workspace). aws-lc-rs is the one the tailscale crates already bring; a second call is a no-op.
+pub fn install_crypto_provider() {
+    let _already_installed = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,135 @@
+//! The slirp4netns-compatible mode, start to finish: interface, node, bridge, ready byte, and
+//! waiting for the reason to stop.
+
+use std::io::Write as _;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::bridge::{self, RawSocketPath, Tun};
+use crate::cli::SlirpArgs;
+use crate::config::NodeConfig;
+use crate::netns::{self, Interface, TAILNET_MTU};
+use crate::node::{self, JoinSettings, Node};
+use crate::sys;
+
+/// How long registration may take; podman waits for the ready byte as long as we live.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often to check that the container's namespace still exists.
+const NETNS_POLL: Duration = Duration::from_secs(2);
+
+pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
+    let ready =
+        args.ready_fd.map(sys::take_fd).transpose().map_err(|e| format!("--ready-fd: {e}"))?;
+    let exit = args.exit_fd.map(sys::take_fd).transpose().map_err(|e| format!("--exit-fd: {e}"))?;
+    let netns = args.netns()?;
+    if args.mtu.is_some_and(|mtu| mtu != TAILNET_MTU) {
+        log::debug!("using the tailnet's MTU {TAILNET_MTU}, not the {:?} asked for", args.mtu);
+    }
+    let mut interface = Interface::create(&netns, &args.tap_name)?;
+    let keys = node::load_or_create_keys(config.state_dir.as_deref())?;
+    let settings = JoinSettings {
+        control_url: config.control_url.clone(),
+        auth_key: config.auth_key.clone(),
+        hostname: config.hostname.as_str().to_owned(),
+        tags: config.tags.iter().map(|t| t.as_str().to_owned()).collect(),
+        ephemeral: config.ephemeral(),
+        client_name: format!("ts4nsnet/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let node = Node::join(settings, keys, JOIN_TIMEOUT).await?;
+    if let Err(e) = node.check_hostname(config.hostname.as_str()) {
+        node.shutdown().await;
+        return Err(e);
+    }
+    let ipv6 = args.enable_ipv6.then_some(node.ipv6);
+    if args.configure
+        && let Err(e) = interface.configure(node.ipv4, ipv6)
+    {
+        node.shutdown().await;
+        return Err(e);
+    }
+    let path = match RawSocketPath::open(node.channel(), args.enable_ipv6).await {
+        Ok(path) => Arc::new(path),
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e);
+        }
+    };
+    let tun = Arc::new(Tun::new(interface.tun).map_err(|e| format!("TUN: {e}"))?);
+    let node = Arc::new(node);
+    let mut pump = tokio::spawn(bridge::pump(tun, path, node.clone()));
+    log::info!(
+        "{} is on the tailnet as {} ({}{}), interface {} in {}",
+        node.hostname,
+        node.ipv4,
+        node.ipv6,
+        node.tailnet.as_deref().map(|t| format!(", {t}")).unwrap_or_default(),
+        interface.name,
+        netns::netns_path(&netns).display()
+    );
+    if let Some(ready) = ready {
+        std::fs::File::from(ready).write_all(b"1").map_err(|e| format!("--ready-fd: {e}"))?;
+    }
+
+    let netns_path = netns::netns_path(&netns);
+    let reason = tokio::select! {
+        reason = exit_fd_closed(exit) => reason,
+        reason = terminated() => reason,
+        reason = netns_gone(&netns_path) => reason,
+        _ = &mut pump => "the container's interface went away".to_owned(),
+    };
+    log::info!("stopping: {reason}");
+    pump.abort();
+    let _ = pump.await;
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.shutdown().await,
+        Err(_) => log::warn!("the node is still in use; leaving without a graceful shutdown"),
+    }
+    Ok(())
+}
+
+async fn exit_fd_closed(exit: Option<OwnedFd>) -> String {
+    let Some(fd) = exit else { return std::future::pending().await };
+    let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map(nix::fcntl::OFlag::from_bits_truncate)
+        .unwrap_or(nix::fcntl::OFlag::empty());
+    let _ = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let Ok(fd) = sys::async_fd(fd) else { return "the exit fd cannot be watched".into() };
+    let mut buffer = [0u8; 64];
+    loop {
+        let Ok(mut ready) = fd.readable().await else { return "the exit fd failed".into() };
+        match ready
+            .try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buffer).map_err(std::io::Error::from))
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return "podman closed the exit fd".into(),
+            Ok(Ok(_)) | Err(_) => continue,
+        }
+    }
+}
+
+async fn terminated() -> String {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM".into(),
+        _ = int.recv() => "SIGINT".into(),
+    }
+}
+
+async fn netns_gone(path: &Path) -> String {
+    loop {
+        tokio::time::sleep(NETNS_POLL).await;
+        if std::fs::metadata(path).is_err() {
+            return format!("the network namespace {} is gone", path.display());
+        }
+    }
+}

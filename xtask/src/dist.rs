@@ -17,6 +17,13 @@ use sha2::{Digest, Sha256};
 /// The binaries a host runs.
 pub const TOOLS: [&str; 3] = ["quadsync", "tailmint", "ts4nsnet"];
 
+/// What ts4nsnet's `--version` carries when built with its `test-insecure` feature.
+const INSECURE_MARKER: &[u8] = b"test-insecure: ";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
 /// The generated overlay.
 pub const RELEASE_BU: &str = "release.bu";
 
@@ -103,6 +110,9 @@ pub fn dist(targets: &[String], out: &Path, target_dir: &Path) -> Result<Vec<Art
         for tool in TOOLS {
             let built = target_dir.join(target).join("release").join(tool);
             let bytes = std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))?;
+            if contains(&bytes, INSECURE_MARKER) {
+                return Err(format!("{}: built with test-only features", built.display()));
+            }
             let name = format!("{tool}-{version}-linux-{}", arch(target));
             std::fs::write(out.join(&name), &bytes).map_err(|e| e.to_string())?;
             let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);

@@ -24,13 +24,21 @@ pub enum NetnsType {
     Path,
 }
 
+/// `--version`, which says so when the build has the test-only knobs on; `cargo xtask dist`
+/// refuses a binary that carries this marker.
+#[cfg(feature = "test-insecure")]
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (test-insecure: plain-http control key, unverified DERP)");
+#[cfg(not(feature = "test-insecure"))]
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Put a podman container on the tailnet as its own node (a slirp4netns-compatible network
 /// command).
 ///
 /// Podman runs it with `--network-cmd-path`; the node's settings come from the environment:
 /// TS_AUTHKEY, TS_HOSTNAME, TS_TAGS, TS_CONTROL_URL, TS_STATE_DIR.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
-#[command(name = "ts4nsnet", version, about, long_about)]
+#[command(name = "ts4nsnet", version = VERSION, about, long_about)]
 pub struct SlirpArgs {
     /// Bring up the interface and configure its addresses and routes.
     #[arg(short = 'c', long)]

@@ -28,9 +28,10 @@ struct Netns(String);
 
 impl Netns {
     fn add(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        let netns = Netns(name.to_owned());
+        netns.delete();
         assert!(Command::new("ip").args(["netns", "add", name]).status().unwrap().success());
-        Netns(name.to_owned())
+        netns
     }
     fn path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.0))
@@ -245,8 +246,25 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
         assert_eq!(buffer[3] & 0x0f, 3, "NXDOMAIN");
     });
 
-    // Not yet: a peer's connection to a server inside the namespace is accepted but its data
-    // does not arrive (being investigated for #5), so that direction is not asserted here.
+    // Peer to container: a server inside the namespace, on a port nobody declared.
+    let listener = netns.run(|| std::net::TcpListener::bind("0.0.0.0:8080").unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, from) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut request = [0u8; 5];
+        stream.read_exact(&mut request).unwrap();
+        stream.write_all(&request).unwrap();
+        from
+    });
+    let echoed = rt.block_on(async {
+        let stream = peer.tcp_connect(SocketAddr::new(ours.ipv4.into(), 8080)).await?;
+        stream.send(b"hello").await.map_err(|e| e.to_string())?;
+        let reply = tokio::time::timeout(Duration::from_secs(10), stream.recv_bytes()).await;
+        reply.map_err(|_| "no reply within 10 s".to_owned())?.map_err(|e| e.to_string())
+    });
+    assert_eq!(echoed.as_deref(), Ok(&b"hello"[..]));
+    let from = server.join().unwrap();
+    assert_eq!(from.ip(), std::net::IpAddr::from(peer_ip), "the source address is preserved");
 
     // Podman closing the exit pipe ends it, and the ephemeral node leaves the tailnet.
     node.exit = None;

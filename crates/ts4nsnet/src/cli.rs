@@ -32,13 +32,17 @@ pub const VERSION: &str =
 #[cfg(not(feature = "test-insecure"))]
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+const PLUGIN_HELP: &str =
+    "As a netavark plugin (podman 5 and later), with JSON on stdin and stdout:
+  ts4nsnet info | create | setup NETNS | teardown NETNS";
+
 /// Put a podman container on the tailnet as its own node (a slirp4netns-compatible network
 /// command).
 ///
 /// Podman runs it with `--network-cmd-path`; the node's settings come from the environment:
 /// TS_AUTHKEY, TS_HOSTNAME, TS_TAGS, TS_CONTROL_URL, TS_STATE_DIR.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
-#[command(name = "ts4nsnet", version = VERSION, about, long_about)]
+#[command(name = "ts4nsnet", version = VERSION, about, long_about, after_help = PLUGIN_HELP)]
 pub struct SlirpArgs {
     /// Bring up the interface and configure its addresses and routes.
     #[arg(short = 'c', long)]
@@ -83,6 +87,10 @@ pub struct SlirpArgs {
     /// Accepted for compatibility.
     #[arg(long, value_name = "PATH")]
     pub userns_path: Option<PathBuf>,
+    /// Once ready, write the node's name and addresses here as JSON (the netavark plugin reads
+    /// it; scripts may too). Written before the ready byte, replaced atomically.
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
     /// The container's network namespace: a PID, or a path with --netns-type=path.
     #[arg(value_name = "PID|PATH")]
     pub target: String,

@@ -8,6 +8,7 @@
 //! * [`node`]: the tailnet node on the official tailscale-rs runtime.
 //! * [`bridge`], [`packet`], [`dns`]: packets between the two, and quad-100 DNS.
 //! * [`run`]: the whole lifecycle podman sees.
+//! * [`plugin`]: the same as a netavark plugin (podman 5 and later).
 
 pub mod bridge;
 pub mod cli;
@@ -17,5 +18,6 @@ pub mod netlink;
 pub mod netns;
 pub mod node;
 pub mod packet;
+pub mod plugin;
 pub mod run;
 pub mod sys;

@@ -7,10 +7,26 @@ use ts4nsnet::cli::SlirpArgs;
 use ts4nsnet::config::NodeConfig;
 
 fn main() -> ExitCode {
-    // Read the auth key and drop it from the environment before any thread exists, so nothing
-    // this process starts can inherit it.
-    let config = NodeConfig::from_env(|key| std::env::var(key).ok());
+    // Take the auth key out of the environment before any thread exists, so nothing this
+    // process starts can inherit it unasked.
+    let auth_key = std::env::var("TS_AUTHKEY").ok();
     ts4nsnet::sys::remove_env_before_threads("TS_AUTHKEY");
+    let env = move |key: &str| match key {
+        "TS_AUTHKEY" => auth_key.clone(),
+        _ => std::env::var(key).ok(),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(verb) = args.first().filter(|a| ts4nsnet::plugin::VERBS.contains(&a.as_str())) {
+        init_logging();
+        let mut stdin = String::new();
+        if verb != "info"
+            && let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut stdin)
+        {
+            return ts4nsnet::plugin::respond(Err(format!("reading stdin: {e}")));
+        }
+        return ts4nsnet::plugin::respond(ts4nsnet::plugin::main(verb, &args[1..], &stdin, &env));
+    }
+    let config = NodeConfig::from_env(env);
     // `--help` must work (podman probes it); parse errors exit 2.
     let args = SlirpArgs::parse();
     init_logging();

@@ -70,6 +70,16 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
         interface.name,
         netns::netns_path(&netns).display()
     );
+    if let Some(file) = &args.status_file {
+        let status = Status {
+            hostname: node.hostname.clone(),
+            tailnet: node.tailnet.clone(),
+            ipv4: node.ipv4,
+            ipv6: ipv6.is_some().then_some(node.ipv6),
+            interface: args.tap_name.clone(),
+        };
+        status.write(file).map_err(|e| format!("--status-file {}: {e}", file.display()))?;
+    }
     if let Some(ready) = ready {
         std::fs::File::from(ready).write_all(b"1").map_err(|e| format!("--ready-fd: {e}"))?;
     }
@@ -89,6 +99,26 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
         Err(_) => log::warn!("the node is still in use; leaving without a graceful shutdown"),
     }
     Ok(())
+}
+
+/// What `--status-file` holds once the node is ready.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub hostname: String,
+    /// The MagicDNS suffix, when control sent one.
+    pub tailnet: Option<String>,
+    pub ipv4: std::net::Ipv4Addr,
+    /// Set when the interface got the IPv6 address too.
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    pub interface: String,
+}
+
+impl Status {
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&partial, path)
+    }
 }
 
 async fn exit_fd_closed(exit: Option<OwnedFd>) -> String {

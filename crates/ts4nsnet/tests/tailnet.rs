@@ -292,3 +292,102 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
 
     rt.block_on(peer.shutdown());
 }
+
+/// Runs `ts4nsnet VERB ARGS` as netavark does: JSON on stdin, JSON on stdout.
+fn plugin(verb: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ts4nsnet"))
+        .arg(verb)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn the_netavark_plugin_sets_up_and_tears_down_a_node() {
+    if !can_run() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let net = rt.block_on(Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
+    let key = net.control.new_auth_key(AuthKey { reusable: true, ephemeral: true, tags: vec![] });
+    let url = net.control.url().to_owned();
+    let mut peer = rt.block_on(LabPeer::join(&url, &key, "peer", true)).unwrap();
+    rt.block_on(peer.serve_echo(7)).unwrap();
+
+    let netns = Netns::add(&format!("ts4nsnet-plugin-{}", std::process::id()));
+    let runtime_dir = std::env::temp_dir().join(format!("ts4nsnet-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let id = format!("{:064x}", std::process::id());
+    let request = serde_json::json!({
+        "container_id": id,
+        "container_name": "shop",
+        "port_mappings": [],
+        "network": {"name": "tailnet", "driver": "ts4nsnet", "options": {"control_url": url}},
+        "network_options": {"interface_name": "eth0", "static_ips": []}
+    })
+    .to_string();
+    let netns_path = netns.path().display().to_string();
+    let env = [("TS_AUTHKEY", key.as_str()), ("XDG_RUNTIME_DIR", runtime_dir.to_str().unwrap())];
+
+    let (ok, out) = plugin("info", &[], "", &[]);
+    assert!(ok && out.contains("\"api_version\":\"1.0.0\""), "{out}");
+
+    // setup: the node joins under the container's name and the status block says where.
+    let (ok, out) = plugin("setup", &[&netns_path], &request, &env);
+    assert!(ok, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ours = net.control.nodes().into_iter().find(|n| n.hostname == "shop").expect("joined");
+    assert_eq!(
+        status["interfaces"]["eth0"]["subnets"][0]["ipnet"],
+        format!("{}/32", ours.ipv4),
+        "{out}"
+    );
+    assert_eq!(status["dns_server_ips"][0], "100.100.100.100");
+    let peer_ip = peer.ipv4;
+    netns.run(|| {
+        let mut tcp = TcpStream::connect_timeout(
+            &SocketAddr::new(peer_ip.into(), 7),
+            Duration::from_secs(10),
+        )
+        .expect("TCP to the peer through the plugin's node");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(b"plugin").unwrap();
+        let mut back = [0u8; 6];
+        tcp.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"plugin");
+    });
+
+    // teardown: the daemon leaves the tailnet and its state goes; a second one is a no-op.
+    let (ok, out) = plugin("teardown", &[&netns_path], &request, &env);
+    assert!(ok && out.is_empty(), "{out}");
+    let gone = rt.block_on(
+        net.control.wait_for(Duration::from_secs(15), |n| n.iter().all(|n| n.hostname != "shop")),
+    );
+    assert!(gone.is_ok(), "the plugin's node stayed: {gone:?}");
+    assert!(!runtime_dir.join("ts4nsnet").join(&id).exists());
+    assert!(plugin("teardown", &[&netns_path], &request, &env).0);
+
+    // A key the control server refuses: an error for netavark, and nothing left running.
+    let bad = [("TS_AUTHKEY", "tskey-auth-nope"), env[1]];
+    let (ok, out) = plugin("setup", &[&netns_path], &request, &bad);
+    assert!(!ok && out.starts_with("{\"error\":"), "{out}");
+    assert!(!out.contains("tskey-auth-nope"), "the key leaked: {out}");
+    assert!(out.contains("auth"), "the error says why: {out}");
+    eprintln!("setup with a refused key: {out}");
+    let daemon =
+        std::fs::read_to_string(runtime_dir.join("ts4nsnet").join(&id).join("daemon.json"));
+    let pid = daemon.ok().and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok());
+    let pid = pid.and_then(|d| d["pid"].as_i64()).expect("the failed daemon was recorded");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next());
+    assert!(matches!(state, None | Some(Some('Z'))), "the failed daemon still runs: {stat}");
+
+    let _ = std::fs::remove_dir_all(&runtime_dir);
+    rt.block_on(peer.shutdown());
+}

@@ -40,7 +40,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let default = ts4nsnet::DEFAULT_LOG_FILTER;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { listen, derp_listen } => serve(listen, derp_listen).await,

@@ -59,27 +59,29 @@ impl LabPeer {
         })
     }
 
-    /// Answers TCP and UDP echo on `port` and ping, until shut down.
+    /// Answers TCP and UDP echo on `port` (both addresses) and ping, until shut down.
     pub async fn serve_echo(&mut self, port: u16) -> Result<(), String> {
-        let listen = SocketAddr::new(IpAddr::V4(self.ipv4), port);
-        let listener = self.channel.tcp_listen(listen).await.map_err(|e| e.to_string())?;
-        self.tasks.push(tokio::spawn(async move {
-            while let Ok(stream) = listener.accept().await {
-                tokio::spawn(async move {
-                    while let Ok(data) = stream.recv_bytes().await {
-                        if data.is_empty() || stream.send(&data).await.is_err() {
-                            break;
+        for ip in [IpAddr::V4(self.ipv4), IpAddr::V6(self.ipv6)] {
+            let listen = SocketAddr::new(ip, port);
+            let listener = self.channel.tcp_listen(listen).await.map_err(|e| e.to_string())?;
+            self.tasks.push(tokio::spawn(async move {
+                while let Ok(stream) = listener.accept().await {
+                    tokio::spawn(async move {
+                        while let Ok(data) = stream.recv_bytes().await {
+                            if data.is_empty() || stream.send(&data).await.is_err() {
+                                break;
+                            }
                         }
-                    }
-                });
-            }
-        }));
-        let udp = self.channel.udp_bind(listen).await.map_err(|e| e.to_string())?;
-        self.tasks.push(tokio::spawn(async move {
-            while let Ok((from, data)) = udp.recv_from_bytes().await {
-                let _ = udp.send_to(from, &data).await;
-            }
-        }));
+                    });
+                }
+            }));
+            let udp = self.channel.udp_bind(listen).await.map_err(|e| e.to_string())?;
+            self.tasks.push(tokio::spawn(async move {
+                while let Ok((from, data)) = udp.recv_from_bytes().await {
+                    let _ = udp.send_to(from, &data).await;
+                }
+            }));
+        }
         let icmp =
             self.channel.raw_open(true, IpProtocol::Icmp).await.map_err(|e| e.to_string())?;
         self.tasks.push(tokio::spawn(async move {

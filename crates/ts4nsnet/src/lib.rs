@@ -10,6 +10,11 @@
 //! * [`run`]: the whole lifecycle podman sees.
 //! * [`plugin`]: the same as a netavark plugin (podman 5 and later).
 
+/// The default `RUST_LOG` filter: one line per event of ours; tailscale-rs's spans and actor
+/// messages only from warnings up, or they bury the rest.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,tracing=off,kameo=warn,ts_=warn,rustls=warn,hyper=warn,h2=warn";
+
 pub mod bridge;
 pub mod cli;
 pub mod config;

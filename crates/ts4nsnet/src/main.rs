@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 
 /// One line per event for the journal; tailscale-rs's own events only from warnings up.
 fn init_logging() {
-    let default = "info,tracing=off,kameo=warn,ts_=warn,rustls=warn,hyper=warn,h2=warn";
+    let default = ts4nsnet::DEFAULT_LOG_FILTER;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format_timestamp(None)
         .init();

@@ -32,7 +32,8 @@ enum Command {
         auth_key: String,
         #[arg(long, default_value = "lab-peer")]
         hostname: String,
-        /// Port for TCP and UDP echo.
+        /// Port for TCP and UDP echo; bulk transfers (see `LabPeer::serve_bulk`) use the one two
+        /// above it.
         #[arg(long, default_value_t = 7)]
         port: u16,
     },
@@ -71,7 +72,12 @@ async fn serve(listen: SocketAddr, derp_listen: Option<SocketAddr>) -> Result<()
 async fn node(control_url: &str, auth_key: &str, hostname: &str, port: u16) -> Result<(), String> {
     let mut peer = LabPeer::join(control_url, auth_key, hostname, true).await?;
     peer.serve_echo(port).await?;
-    println!("{} is {} ({}); echo on port {port}", peer.hostname, peer.ipv4, peer.ipv6);
+    let bulk = port.checked_add(2).ok_or("--port must leave room for the bulk port")?;
+    peer.serve_bulk(bulk).await?;
+    println!(
+        "{} is {} ({}); echo on port {port}, bulk transfers on port {bulk}",
+        peer.hostname, peer.ipv4, peer.ipv6
+    );
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     peer.shutdown().await;
     Ok(())

@@ -68,7 +68,7 @@ impl LabPeer {
                 while let Ok(stream) = listener.accept().await {
                     tokio::spawn(async move {
                         while let Ok(data) = stream.recv_bytes().await {
-                            if data.is_empty() || stream.send(&data).await.is_err() {
+                            if data.is_empty() || send_all(&stream, &data).await.is_err() {
                                 break;
                             }
                         }
@@ -89,6 +89,51 @@ impl LabPeer {
                 if let Some(reply) = echo_reply4(&packet) {
                     let _ = icmp.send(&reply).await;
                 }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Serves throughput measurements on `port` (IPv4). A client sends a 9-byte header, `U` or
+    /// `D` and a big-endian u64 N: after `U` it uploads N bytes and gets the count received
+    /// back as 8 bytes once all arrived; after `D` it downloads N bytes.
+    pub async fn serve_bulk(&mut self, port: u16) -> Result<(), String> {
+        let listen = SocketAddr::new(IpAddr::V4(self.ipv4), port);
+        let listener = self.channel.tcp_listen(listen).await.map_err(|e| e.to_string())?;
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok(stream) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut received = Vec::new();
+                    while received.len() < 9 {
+                        match stream.recv_bytes().await {
+                            Ok(data) if !data.is_empty() => received.extend_from_slice(&data),
+                            _ => return,
+                        }
+                    }
+                    let n = u64::from_be_bytes(received[1..9].try_into().expect("8 bytes"));
+                    if received[0] == b'U' {
+                        let mut total = (received.len() - 9) as u64;
+                        while total < n {
+                            match stream.recv_bytes().await {
+                                Ok(data) if !data.is_empty() => total += data.len() as u64,
+                                _ => return,
+                            }
+                        }
+                        let _ = send_all(&stream, &total.to_be_bytes()).await;
+                    } else {
+                        let chunk = vec![0x5a; 64 * 1024];
+                        let mut left = n;
+                        while left > 0 {
+                            let part = left.min(chunk.len() as u64) as usize;
+                            if send_all(&stream, &chunk[..part]).await.is_err() {
+                                return;
+                            }
+                            left -= part as u64;
+                        }
+                    }
+                    // Dropping the socket closes it: let the last segments leave first.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                });
             }
         }));
         Ok(())
@@ -129,6 +174,18 @@ impl LabPeer {
         }
         self.node.shutdown().await;
     }
+}
+
+/// Sends all of `data`: the library's `send` queues only what fits.
+pub async fn send_all(
+    stream: &ts_netstack_smoltcp::netsock::TcpStream,
+    mut data: &[u8],
+) -> Result<(), String> {
+    while !data.is_empty() {
+        let sent = stream.send(data).await.map_err(|e| e.to_string())?;
+        data = &data[sent..];
+    }
+    Ok(())
 }
 
 fn random_port_offset() -> u16 {

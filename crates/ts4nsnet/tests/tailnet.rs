@@ -4,10 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::Duration;
 
 use nix::sys::socket::{
     self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
@@ -15,128 +14,8 @@ use nix::sys::socket::{
 use tailnet_lab::node::LabPeer;
 use tailnet_lab::{AuthKey, Tailnet};
 
-fn can_run() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    if !root || !ip {
-        eprintln!("skipped: needs root and iproute2 (root: {root}, ip: {ip})");
-    }
-    root && ip
-}
-
-struct Netns(String);
-
-impl Netns {
-    fn add(name: &str) -> Netns {
-        let netns = Netns(name.to_owned());
-        netns.delete();
-        assert!(Command::new("ip").args(["netns", "add", name]).status().unwrap().success());
-        netns
-    }
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.0))
-    }
-    fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip").args(["-n", &self.0]).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = std::fs::File::open(self.path()).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-    /// Quietly: the test may have deleted it already.
-    fn delete(&self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.delete();
-    }
-}
-
-/// ts4nsnet as podman runs it: `-c -r R -e E --netns-type=path PATH tap0`.
-struct Ts4nsnet {
-    child: Child,
-    ready: OwnedFd,
-    exit: Option<OwnedFd>,
-    /// Its stderr goes to a file, not a pipe nobody drains while the test runs (a full pipe
-    /// would stall the process and look like packet loss).
-    log: PathBuf,
-}
-
-impl Drop for Ts4nsnet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- ts4nsnet's log ---\n{log}--- end of ts4nsnet's log ---");
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn start(netns: &Netns, control_url: &str, key: &str, hostname: &str) -> Ts4nsnet {
-    // Without close-on-exec, so the child inherits them under the same numbers.
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::empty()).unwrap();
-    let (exit_r, exit_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let exit_r = nix::unistd::dup(&exit_r).unwrap(); // a copy without close-on-exec
-    let log = std::env::temp_dir().join(format!("ts4nsnet-{}-{hostname}.log", std::process::id()));
-    let child = Command::new(env!("CARGO_BIN_EXE_ts4nsnet"))
-        .args(["--mtu=65520", "--enable-sandbox", "-c", "-r"])
-        .arg(ready_w.as_raw_fd().to_string())
-        .arg("-e")
-        .arg(exit_r.as_raw_fd().to_string())
-        .arg("--netns-type=path")
-        .arg(netns.path())
-        .arg("tap0")
-        .env("TS_AUTHKEY", key)
-        .env("TS_HOSTNAME", hostname)
-        .env("TS_CONTROL_URL", control_url)
-        .env("RUST_LOG", "info")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    drop((ready_w, exit_r));
-    Ts4nsnet { child, ready: ready_r, exit: Some(exit_w), log }
-}
-
-impl Ts4nsnet {
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let mut ready = std::fs::File::from(self.ready.try_clone().unwrap());
-        let mut byte = [0u8; 1];
-        match ready.read(&mut byte) {
-            Ok(1) => Ok(()),
-            _ => Err(self.finish(Duration::from_secs(5)).1),
-        }
-    }
-    /// Waits for the process to end; its exit status and stderr.
-    fn finish(&mut self, within: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let stderr = std::fs::read_to_string(&self.log).unwrap();
-                return (status.code(), stderr);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        (None, "still running".into())
-    }
-}
+mod support;
+use support::{Netns, can_run, start};
 
 fn dns_query(name: &str) -> Vec<u8> {
     let mut q = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];

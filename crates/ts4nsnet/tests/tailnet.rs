@@ -67,6 +67,7 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
     let url = net.control.url().to_owned();
     let mut peer = rt.block_on(LabPeer::join(&url, &key, "peer", true)).unwrap();
     rt.block_on(peer.serve_echo(7)).unwrap();
+    rt.block_on(peer.serve_bulk(9)).unwrap();
 
     let netns = Netns::add(&format!("ts4nsnet-e2e-{}", std::process::id()));
     let mut node = start(&netns, &url, &key, "web");
@@ -96,6 +97,23 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
         let mut back = vec![0u8; sent.len()];
         tcp.read_exact(&mut back).expect("TCP echo");
         assert_eq!(back, sent);
+
+        // A download from the peer: its bursts must not outrun the packet path (this stalled
+        // before the namespace's receive buffer was capped).
+        let mut bulk = TcpStream::connect((peer_ip, 9)).expect("TCP to the bulk port");
+        bulk.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let size: u64 = 1 << 20;
+        let mut request = vec![b'D'];
+        request.extend_from_slice(&size.to_be_bytes());
+        bulk.write_all(&request).unwrap();
+        let mut received = 0;
+        let mut buffer = vec![0u8; 65536];
+        while received < size {
+            match bulk.read(&mut buffer) {
+                Ok(n) if n > 0 => received += n as u64,
+                other => panic!("download stalled after {received} bytes: {other:?}"),
+            }
+        }
 
         let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
         udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

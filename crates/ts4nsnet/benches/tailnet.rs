@@ -17,7 +17,7 @@ use tailnet_lab::{AuthKey, Tailnet};
 mod support;
 
 /// Bytes moved in each direction.
-const BULK: u64 = 32 << 20;
+const BULK: u64 = 8 << 20;
 /// One-byte TCP round trips timed.
 const ROUND_TRIPS: usize = 300;
 /// A transfer that makes no progress for this long is reported as stalled.
@@ -103,6 +103,7 @@ fn through_ts4nsnet(peer: Ipv4Addr) -> Figures {
         }
         Ok(BULK as f64 / started.elapsed().as_secs_f64())
     })();
+    eprintln!("bench: ts4nsnet upload and download done");
     let mut stream = connect(ECHO_PORT);
     stream.set_nodelay(true).unwrap();
     let round_trips = (0..ROUND_TRIPS)
@@ -151,6 +152,7 @@ async fn between_bare_nodes(from: &LabPeer, peer: Ipv4Addr) -> Figures {
         Ok(BULK as f64 / started.elapsed().as_secs_f64())
     };
     let download = download.await;
+    eprintln!("bench: bare upload and download done");
     let mut round_trips = Vec::new();
     if let Ok(stream) = from.tcp_connect(SocketAddr::new(peer.into(), ECHO_PORT)).await {
         for _ in 0..ROUND_TRIPS {
@@ -198,11 +200,15 @@ fn main() {
     std::thread::sleep(Duration::from_secs(1));
     let idle = memory(node.child.id());
     let peer_ip = peer.ipv4;
+    let started = Instant::now();
     let ours = netns.run(|| through_ts4nsnet(peer_ip));
     let busy = memory(node.child.id());
+    eprintln!("bench: through ts4nsnet took {:.1} s", started.elapsed().as_secs_f64());
 
+    let started = Instant::now();
     let bare = rt.block_on(LabPeer::join(&url, &key, "bare", true)).unwrap();
     let ceiling = rt.block_on(between_bare_nodes(&bare, peer_ip));
+    eprintln!("bench: between bare nodes took {:.1} s", started.elapsed().as_secs_f64());
 
     println!(
         "ts4nsnet benchmark, loopback lab tailnet, {} MiB each way, {ROUND_TRIPS} round trips:",

@@ -215,8 +215,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     output::write_atomically(&output_path, &output::contents(&key, hostname))
         .map_err(Failure::Runtime)?;
     log::info!(
-        "wrote a {} key for {} (tags {}, valid {}s) to {}",
-        if request.ephemeral { "ephemeral" } else { "persistent" },
+        "wrote {} key for {} (tags {}, valid {}s) to {}",
+        if request.ephemeral { "an ephemeral" } else { "a persistent" },
         hostname.unwrap_or("any hostname"),
         tags.join(","),
         cli.expiry.as_secs(),

@@ -115,7 +115,12 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 impl ApiServer {
     /// Starts the server on a free loopback port.
     pub fn start(config: ApiConfig) -> std::io::Result<ApiServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        ApiServer::start_on("127.0.0.1:0".parse().expect("an address"), config)
+    }
+
+    /// Starts the server on `listen`.
+    pub fn start_on(listen: std::net::SocketAddr, config: ApiConfig) -> std::io::Result<ApiServer> {
+        let listener = TcpListener::bind(listen)?;
         let url = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -141,6 +141,40 @@ impl Control {
         self.shared.lock().auth_keys.insert(key.to_owned(), grants);
     }
 
+    /// Accepts every key `api` mints from now on, with the capabilities it was minted with
+    /// (reusable, ephemeral, tags), as Tailscale's API and control server agree; until the
+    /// control server stops.
+    pub fn accept_keys_from(&self, api: Arc<crate::api::ApiServer>) {
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while let Some(shared) = shared.upgrade() {
+                let minted = api.minted();
+                for key in &minted[seen.min(minted.len())..] {
+                    let create = &key.request["capabilities"]["devices"]["create"];
+                    let grants = AuthKey {
+                        reusable: create["reusable"].as_bool().unwrap_or(false),
+                        ephemeral: create["ephemeral"].as_bool().unwrap_or(false),
+                        tags: create["tags"]
+                            .as_array()
+                            .map(|t| {
+                                t.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()
+                            })
+                            .unwrap_or_default(),
+                    };
+                    log::info!(
+                        "control: accepting a key minted through the API (tags {:?})",
+                        grants.tags
+                    );
+                    shared.lock().auth_keys.insert(key.key.clone(), grants);
+                }
+                seen = minted.len();
+                drop(shared);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
     /// Creates a new random auth key.
     pub fn new_auth_key(&self, grants: AuthKey) -> String {
         let key = format!("tskey-auth-lab{}", crate::random_hex(12));

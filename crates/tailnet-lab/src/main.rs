@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
+use tailnet_lab::api::{ApiConfig, ApiServer};
 use tailnet_lab::node::LabPeer;
 use tailnet_lab::{AuthKey, Tailnet};
 
@@ -22,6 +23,28 @@ enum Command {
         /// Where DERP listens (default: same address, any port).
         #[arg(long)]
         derp_listen: Option<SocketAddr>,
+        /// Also serve Tailscale's API here (for tailmint); the keys it mints join this tailnet.
+        #[arg(long)]
+        api_listen: Option<SocketAddr>,
+        /// Tags the API's OAuth client owns (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "tag:tailpod")]
+        api_tags: Vec<String>,
+    },
+    /// Join a tailnet, send a request to a peer over TCP and print the answer, then leave.
+    Probe {
+        #[arg(long)]
+        control_url: String,
+        /// The auth key (or set TS_AUTHKEY).
+        #[arg(long, env = "TS_AUTHKEY", hide_env_values = true)]
+        auth_key: String,
+        #[arg(long, default_value = "lab-probe")]
+        hostname: String,
+        /// NAME:PORT (a tailnet name, resolved from the netmap) or IP:PORT.
+        #[arg(long)]
+        to: String,
+        /// What to send once connected.
+        #[arg(long, default_value = "GET / HTTP/1.0\r\n\r\n")]
+        send: String,
     },
     /// Join a tailnet and answer TCP echo, UDP echo and ping until interrupted.
     Node {
@@ -45,7 +68,12 @@ async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { listen, derp_listen } => serve(listen, derp_listen).await,
+        Command::Serve { listen, derp_listen, api_listen, api_tags } => {
+            serve(listen, derp_listen, api_listen, api_tags).await
+        }
+        Command::Probe { control_url, auth_key, hostname, to, send } => {
+            probe(&control_url, &auth_key, &hostname, &to, &send).await
+        }
         Command::Node { control_url, auth_key, hostname, port } => {
             node(&control_url, &auth_key, &hostname, port).await
         }
@@ -59,13 +87,30 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(listen: SocketAddr, derp_listen: Option<SocketAddr>) -> Result<(), String> {
+async fn serve(
+    listen: SocketAddr,
+    derp_listen: Option<SocketAddr>,
+    api_listen: Option<SocketAddr>,
+    api_tags: Vec<String>,
+) -> Result<(), String> {
     let derp_listen = derp_listen.unwrap_or(SocketAddr::new(listen.ip(), 0));
     let tailnet = Tailnet::start_on(listen, derp_listen).await.map_err(|e| e.to_string())?;
     let key = tailnet.control.new_auth_key(AuthKey { reusable: true, ..AuthKey::default() });
     println!("control URL: {}", tailnet.control.url());
     println!("DERP: {}", tailnet.derp.addr());
     println!("auth key: {key}");
+    let _api = match api_listen {
+        Some(addr) => {
+            let config = ApiConfig { client_tags: api_tags, ..ApiConfig::default() };
+            let api = ApiServer::start_on(addr, config.clone()).map_err(|e| format!("API: {e}"))?;
+            let api = std::sync::Arc::new(api);
+            tailnet.control.accept_keys_from(api.clone());
+            println!("API URL: {}", api.url());
+            println!("API client: {} {}", config.client_id, config.client_secret);
+            Some(api)
+        }
+        None => None,
+    };
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
 }
 
@@ -80,5 +125,44 @@ async fn node(control_url: &str, auth_key: &str, hostname: &str, port: u16) -> R
     );
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     peer.shutdown().await;
+    Ok(())
+}
+
+async fn probe(
+    control_url: &str,
+    auth_key: &str,
+    hostname: &str,
+    to: &str,
+    send: &str,
+) -> Result<(), String> {
+    let (host, port) = to.rsplit_once(':').ok_or("--to is NAME:PORT or IP:PORT")?;
+    let port: u16 = port.parse().map_err(|_| format!("--to {to}: bad port"))?;
+    let peer = LabPeer::join(control_url, auth_key, hostname, true).await?;
+    let answer = async {
+        let ip = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => peer.lookup(host).await.ok_or(format!("{host} is not in the netmap"))?,
+        };
+        let stream = peer.tcp_connect(SocketAddr::new(ip, port)).await?;
+        let request = send.replace("\\r", "\r").replace("\\n", "\n");
+        tailnet_lab::node::send_all(&stream, request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        while let Ok(Ok(data)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.recv_bytes()).await
+        {
+            if data.is_empty() {
+                break;
+            }
+            answer.extend_from_slice(&data);
+        }
+        Ok::<_, String>(String::from_utf8_lossy(&answer).into_owned())
+    }
+    .await;
+    peer.shutdown().await;
+    let answer = answer?;
+    if answer.is_empty() {
+        return Err(format!("{to} answered nothing"));
+    }
+    print!("{answer}");
     Ok(())
 }

@@ -139,6 +139,11 @@ impl LabPeer {
         Ok(())
     }
 
+    /// A tailnet name's IPv4 address, from this node's netmap.
+    pub async fn lookup(&self, name: &str) -> Option<IpAddr> {
+        self.node.lookup(name).await.map(|(ipv4, _)| IpAddr::V4(ipv4))
+    }
+
     /// Opens a TCP connection from this node.
     pub async fn tcp_connect(
         &self,

@@ -24,6 +24,17 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
 }
 
+/// What a build is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// A release: no test-only features, and dist refuses a binary that has them.
+    Release,
+    /// The end-to-end box only: ts4nsnet with `test-insecure`, so the box's containers can
+    /// join the loopback test tailnet (plain-http control key, self-signed DERP). Never
+    /// published; `cargo xtask dist` cannot make it.
+    BoxTest,
+}
+
 /// The generated overlay.
 pub const RELEASE_BU: &str = "release.bu";
 
@@ -75,7 +86,12 @@ pub struct Artifact {
 
 /// Builds the binaries for `targets` (the host's if empty) into `out`, writes `SHA256SUMS`.
 /// `target_dir` is cargo's (a separate one keeps dev builds apart).
-pub fn dist(targets: &[String], out: &Path, target_dir: &Path) -> Result<Vec<Artifact>, String> {
+pub fn dist(
+    targets: &[String],
+    out: &Path,
+    target_dir: &Path,
+    flavor: Flavor,
+) -> Result<Vec<Artifact>, String> {
     let version = version()?;
     let targets = if targets.is_empty() { vec![host_target()?] } else { targets.to_vec() };
     let root = crate::root();
@@ -98,6 +114,9 @@ pub fn dist(targets: &[String], out: &Path, target_dir: &Path) -> Result<Vec<Art
         for tool in TOOLS {
             command.args(["-p", tool]);
         }
+        if flavor == Flavor::BoxTest {
+            command.args(["--features", "ts4nsnet/test-insecure"]);
+        }
         let status = command
             .env("CARGO_TARGET_DIR", target_dir)
             .env("RUSTFLAGS", &rustflags)
@@ -110,7 +129,7 @@ pub fn dist(targets: &[String], out: &Path, target_dir: &Path) -> Result<Vec<Art
         for tool in TOOLS {
             let built = target_dir.join(target).join("release").join(tool);
             let bytes = std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))?;
-            if contains(&bytes, INSECURE_MARKER) {
+            if flavor == Flavor::Release && contains(&bytes, INSECURE_MARKER) {
                 return Err(format!("{}: built with test-only features", built.display()));
             }
             let name = format!("{tool}-{version}-linux-{}", arch(target));

@@ -167,7 +167,7 @@ fn run_dist(
 ) -> Result<(), String> {
     use xtask::dist;
     let out = root().join("dist");
-    let artifacts = dist::dist(targets, &out, &root().join("target/dist"))?;
+    let artifacts = dist::dist(targets, &out, &root().join("target/dist"), dist::Flavor::Release)?;
     for artifact in &artifacts {
         println!(
             "dist: {} {} bytes ({:.2} MiB) sha256 {}",
@@ -185,7 +185,7 @@ fn run_dist(
         std::fs::rename(&target, &aside)
             .map_err(|e| format!("moving {} aside: {e}", target.display()))?;
         let again = std::env::temp_dir().join(format!("tailpod-dist-again-{}", std::process::id()));
-        let second = dist::dist(targets, &again, &target);
+        let second = dist::dist(targets, &again, &target, dist::Flavor::Release);
         let _ = std::fs::remove_dir_all(&again);
         let _ = std::fs::remove_dir_all(&aside);
         let second = second?;
@@ -224,7 +224,7 @@ fn run_box(action: &str) -> Result<(), String> {
     }
     match action {
         "down" => {
-            machine::stop(&layout);
+            scenario::down(&layout);
             Ok(())
         }
         "shell" => {
@@ -234,7 +234,8 @@ fn run_box(action: &str) -> Result<(), String> {
             if status { Ok(()) } else { Err(String::new()) }
         }
         "up" => {
-            let (_, boot) = scenario::up(&layout)?;
+            let (_, lab, boot) = scenario::up(&layout)?;
+            eprintln!("box: lab tailnet at {} (API {})", lab.control_url, lab.api_url);
             eprintln!(
                 "box: up in {:.1}s; `cargo xtask box shell` to look around, `cargo xtask box down` to stop",
                 boot.as_secs_f64()
@@ -243,14 +244,15 @@ fn run_box(action: &str) -> Result<(), String> {
         }
         _ => {
             let started = std::time::Instant::now();
-            let (running, boot) = scenario::up(&layout)?;
-            let result = scenario::test(&layout, &running);
-            machine::stop(&layout);
+            let (running, lab, boot) = scenario::up(&layout)?;
+            let result = scenario::test(&layout, &running, &lab);
+            scenario::down(&layout);
             let timings = result?;
             println!(
-                "box: boot {:.1}s; boot to containers deployed {:.1}s; push to change applied {:.1}s; whole test {:.1}s",
+                "box: boot {:.1}s; boot to containers deployed {:.1}s; boot to a container on the tailnet {:.1}s; push to change applied {:.1}s; whole test {:.1}s",
                 boot.as_secs_f64(),
                 timings.boot_to_deployed.as_secs_f64(),
+                timings.boot_to_tailnet.as_secs_f64(),
                 timings.push_to_applied.as_secs_f64(),
                 started.elapsed().as_secs_f64()
             );

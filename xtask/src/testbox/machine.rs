@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Layout, run};
+use super::{Layout, output, run};
 
 pub const NAME: &str = "tailpod-box";
 
@@ -61,7 +61,8 @@ pub fn boot(layout: &Layout, binds: &[(&Path, &str)]) -> Result<Machine, String>
         "--console=passive",
         "-M",
         NAME,
-        "--private-network",
+        // Its own network, joined to the host's lab tailnet by a veth pair (see tailnet.rs).
+        "--network-veth",
     ];
     let bind_args: Vec<String> = binds
         .iter()
@@ -114,10 +115,16 @@ impl Machine {
 
     /// Runs a command inside every namespace of the box.
     pub fn exec(&self, args: &[&str]) -> Result<String, String> {
+        self.exec_env(&[], args)
+    }
+
+    /// Runs a command inside the box with `env` added to its environment (never in its
+    /// arguments, where every process could read it).
+    pub fn exec_env(&self, env: &[(&str, &str)], args: &[&str]) -> Result<String, String> {
         let leader = self.leader()?;
         let mut argv = vec!["-t", leader.as_str(), "-a"];
         argv.extend(args);
-        run("nsenter", &argv)
+        output(Command::new("nsenter").args(&argv).envs(env.iter().copied()))
     }
 
     /// An interactive shell inside the box; whether it exited 0.

@@ -4,11 +4,13 @@
 //! * [`rootfs`]: the Debian trixie root filesystem (cached), the box's tweaks, Ignition.
 //! * [`machine`]: boot, exec inside, stop.
 //! * [`scenario`]: the end-to-end test.
+//! * [`tailnet`]: the lab tailnet on the host, and the box's link to it.
 
 pub mod machine;
 pub mod rootfs;
 pub mod scenario;
 pub mod serve;
+pub mod tailnet;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,13 +38,24 @@ impl Default for Layout {
 
 /// Runs a command (no shell), returning its standard output; a failure carries its output.
 pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    let mut command = Command::new(program);
+    command.args(args);
+    output(&mut command)
+}
+
+/// Runs `command`, returning its standard output; a failure carries its command line and output.
+pub fn output(command: &mut Command) -> Result<String, String> {
+    let line = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = command.output().map_err(|e| format!("{line}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
-            "{program} {}: {}: {}{}",
-            args.join(" "),
+            "{line}: {}: {}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout).trim(),
             String::from_utf8_lossy(&out.stderr).trim()

@@ -1,11 +1,17 @@
 //! The end-to-end test: a host provisioned from our `tailpod.ign` deploys a definitions repo with
-//! nobody touching it, then follows pushes.
+//! nobody touching it, puts a container on a tailnet, then follows pushes.
 //!
-//! 1. Builds the tools and `tailpod.ign` (Ignition 3.3.0) with a box overlay (the repo's URL).
-//! 2. Makes the rootfs, applies the config with the real Ignition, boots it.
+//! 1. Builds the tools (ts4nsnet with its test-only knobs) and serves them; starts, on the host,
+//!    `git daemon` with the definitions repo, the lab tailnet with Tailscale's API, and a peer.
+//! 2. Builds `tailpod.ign` (Ignition 3.3.0) with a box overlay (the repo's URL, the API's client,
+//!    the control server), makes the rootfs, applies the config with the real Ignition, boots it.
 //! 3. Waits for `quadsync-sync.timer` to deploy the repo; checks the users (subuid ranges, linger),
 //!    the rootless quadlets and what they serve.
-//! 4. Pushes a change (edit one, add one, delete one) and checks that only the edited one
+//! 4. Checks that the container in `tailscale/` joined the lab tailnet through tailmint (the
+//!    lab's Tailscale API) and ts4nsnet: the peer reaches its server by name and address, and it
+//!    reaches the peer by name; then that ts4nsnet as a netavark plugin does the same for a
+//!    container of root's podman 5.
+//! 5. Pushes a change (edit one, add one, delete one) and checks that only the edited one
 //!    restarted, the new one runs and the deleted one's user is gone; pushes a broken commit and
 //!    checks that nothing changed and `quadsync status` reports the error.
 
@@ -14,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::machine::{self, Machine};
 use super::serve::serve;
+use super::tailnet::{self, Lab, TAILNET_CONTAINER};
 use super::{Layout, rootfs, run};
 use crate::build_ign::{Build, build};
 use crate::dist;
@@ -23,6 +30,7 @@ use crate::dist;
 pub struct Timings {
     pub boot: Duration,
     pub boot_to_deployed: Duration,
+    pub boot_to_tailnet: Duration,
     pub push_to_applied: Duration,
 }
 
@@ -68,6 +76,11 @@ fn repo(layout: &Layout) -> Result<(), String> {
     write(&defs.join("hello.container"), &container("hello, first version", 18081))?;
     write(&defs.join("keep.container"), &container("keep, never changes", 18082))?;
     write(&defs.join("web.container"), &container("web, to be deleted", 18083))?;
+    // Its own node on the tailnet, through the tailscale transform: no published port.
+    let on_tailnet =
+        container("shop, on the tailnet", 0).replace("PublishPort=127.0.0.1:0:8080\n", "");
+    std::fs::create_dir_all(defs.join("tailscale")).map_err(|e| e.to_string())?;
+    write(&defs.join(format!("tailscale/{TAILNET_CONTAINER}.container")), &on_tailnet)?;
     // A sidecar timer of hello's, run by hello's own systemd.
     write(
         &defs.join("hello-tick.timer"),
@@ -81,20 +94,40 @@ fn repo(layout: &Layout) -> Result<(), String> {
 }
 
 /// `tailpod.ign` for the box: the shipped config plus an overlay with the box's values.
-fn ignition(layout: &Layout, release_url: &str) -> Result<std::path::PathBuf, String> {
+fn ignition(layout: &Layout, release_url: &str, lab: &Lab) -> Result<std::path::PathBuf, String> {
     let dir = layout.work.join("butane");
     run("cp", &["-r", &crate::root().join("butane").to_string_lossy(), &dir.to_string_lossy()])?;
     let _ = std::fs::remove_file(dir.join("tailpod.ign"));
     let sums_path = layout.work.join("dist/SHA256SUMS");
     let sums = dist::read_sums(&sums_path)?;
     write(&dir.join(dist::RELEASE_BU), &dist::release_butane(&sums, "x86_64", release_url)?)?;
-    write(
-        &dir.join("secrets.bu"),
-        "# The box's overlay: its definitions repo, and placeholders for what it does not use yet.\n\
-         variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - name: core\nstorage:\n  files:\n\
-         \x20   - path: /etc/quadsync/config.env\n      mode: 0600\n      contents:\n        inline: |\n          QUADSYNC_GIT_URL=file:///srv/defs.git\n\
-         \x20   - path: /etc/tailscale/oauth.env\n      mode: 0600\n      contents:\n        inline: |\n          TS_API_CLIENT_ID=box\n          TS_API_CLIENT_SECRET=box\n",
-    )?;
+    let file = |path: &str, mode: &str, lines: &[String]| {
+        let body: String = lines.iter().map(|l| format!("          {l}\n")).collect();
+        format!(
+            "    - path: {path}\n      mode: {mode}\n      contents:\n        inline: |\n{body}"
+        )
+    };
+    let overlay = [
+        "# The box's overlay: its definitions repo, and the host's lab tailnet and API.\n\
+         variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - name: core\nstorage:\n  files:\n"
+            .to_owned(),
+        file(
+            "/etc/quadsync/config.env",
+            "0600",
+            &[format!("QUADSYNC_GIT_URL={}", tailnet::repo_url())],
+        ),
+        file(
+            "/etc/tailscale/oauth.env",
+            "0600",
+            &[
+                format!("TS_API_CLIENT_ID={}", lab.client_id),
+                format!("TS_API_CLIENT_SECRET={}", lab.client_secret),
+                format!("TS_API_URL={}", lab.api_url),
+            ],
+        ),
+        file("/etc/ts4nsnet.env", "0644", &[format!("TS_CONTROL_URL={}", lab.control_url)]),
+    ];
+    write(&dir.join("secrets.bu"), &overlay.concat())?;
     let output = layout.work.join("tailpod.ign");
     let built = build(&Build {
         dir: dir.clone(),
@@ -110,9 +143,11 @@ fn ignition(layout: &Layout, release_url: &str) -> Result<std::path::PathBuf, St
     Ok(output)
 }
 
-/// The release binaries, built as `cargo xtask dist` builds them, and served on loopback.
+/// The binaries, built as `cargo xtask dist` builds them (but with ts4nsnet's test-only
+/// knobs, to join the lab tailnet), and served on loopback.
 fn release(layout: &Layout) -> Result<String, String> {
-    let artifacts = dist::dist(&[], &layout.work.join("dist"), &crate::root().join("target/dist"))?;
+    let target = crate::root().join("target/dist");
+    let artifacts = dist::dist(&[], &layout.work.join("dist"), &target, dist::Flavor::BoxTest)?;
     eprintln!(
         "box: built {}",
         artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
@@ -141,14 +176,15 @@ fn wrong_hash_is_refused(layout: &Layout, config: &Path) -> Result<(), String> {
 }
 
 /// Everything up to a booted box; returns it and how long the boot took.
-pub fn up(layout: &Layout) -> Result<(Machine, Duration), String> {
+pub fn up(layout: &Layout) -> Result<(Machine, Lab, Duration), String> {
     rootfs::host_tools()?;
-    machine::stop(layout);
+    down(layout);
     let _ = std::fs::remove_dir_all(&layout.work);
     std::fs::create_dir_all(&layout.work).map_err(|e| e.to_string())?;
     let release_url = release(layout)?;
     repo(layout)?;
-    let config = ignition(layout, &release_url)?;
+    let lab = tailnet::start(layout)?;
+    let config = ignition(layout, &release_url, &lab)?;
     rootfs::fresh(layout)?;
     rootfs::tweak(layout)?;
     wrong_hash_is_refused(layout, &config)?;
@@ -156,8 +192,16 @@ pub fn up(layout: &Layout) -> Result<(Machine, Duration), String> {
     rootfs::tweak(layout)?;
     rootfs::apply_ignition(layout, &config)?;
     let started = Instant::now();
-    let machine = machine::boot(layout, &[(&layout.work.join("defs.git"), "/srv/defs.git")])?;
-    Ok((machine, started.elapsed()))
+    let machine = machine::boot(layout, &[])?;
+    let boot = started.elapsed();
+    tailnet::connect(&machine)?;
+    Ok((machine, lab, boot))
+}
+
+/// Stops the box and the lab tailnet.
+pub fn down(layout: &Layout) {
+    machine::stop(layout);
+    tailnet::stop(layout);
 }
 
 /// Polls `check` every half second until it holds or `limit` passes.
@@ -225,8 +269,102 @@ fn sync_now(machine: &Machine) -> Result<String, String> {
     machine.exec(&["systemctl", "start", "quadsync-sync.service"])
 }
 
+/// The container in `tailscale/` is its own tailnet node: rootless, with a key tailmint minted
+/// from the lab's API, and ts4nsnet as its network; the peer reaches its server by name and by
+/// address, and it reaches the peer by MagicDNS name.
+fn on_the_tailnet(machine: &Machine, lab: &Lab) -> Result<(), String> {
+    let user = TAILNET_CONTAINER;
+    let request = "GET / HTTP/1.0\r\n\r\n";
+    eprintln!("box: waiting for {user} to join the lab tailnet");
+    wait_for(&format!("the peer to reach {user} by name"), Duration::from_secs(180), || {
+        Ok(lab.probe(&format!("{user}:8080"), request)?.contains("hello from the box"))
+    })?;
+    let uid = machine.exec(&["id", "-u", user])?;
+    let podman_exec = |command: &str| {
+        let runtime_dir = format!("XDG_RUNTIME_DIR=/run/user/{}", uid.trim());
+        let container = format!("systemd-{user}");
+        machine.exec(&[
+            "runuser",
+            "-u",
+            user,
+            "--",
+            "env",
+            &runtime_dir,
+            "podman",
+            "exec",
+            &container,
+            "/bin/sh",
+            "-c",
+            command,
+        ])
+    };
+    let address = podman_exec("ip -4 -o addr show tap0")?;
+    let ipv4 = address
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.strip_suffix("/32"))
+        .ok_or(format!("{user}'s tap0 has no tailnet /32: {address}"))?
+        .to_owned();
+    let by_address = lab.probe(&format!("{ipv4}:8080"), request)?;
+    check(by_address.contains("hello from the box"), &format!("{user} by {ipv4}: {by_address}"))?;
+    let echoed = podman_exec("echo from-the-box | nc -w 5 peer 7")?;
+    check(echoed.contains("from-the-box"), &format!("{user} to the peer by name: {echoed:?}"))?;
+    let minted = machine.exec(&[
+        "stat",
+        "-c",
+        "%U %a",
+        &format!("/run/user/{}/tailmint/{user}.env", uid.trim()),
+    ])?;
+    check(minted.trim() == format!("{user} 600"), &format!("tailmint's key file is {minted}"))
+}
+
+/// ts4nsnet as a netavark plugin under the box's real podman 5 and netavark: a network with the
+/// `ts4nsnet` driver puts a (rootful) container on the tailnet, where it reaches the peer.
+fn netavark_plugin(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<(), String> {
+    // Written from the host into the running box's root: configuration, not a product file.
+    let plugins = layout.rootfs.join("usr/local/libexec/netavark");
+    let conf_dir = layout.rootfs.join("etc/containers/containers.conf.d");
+    for dir in [&plugins, &conf_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(plugins.join("ts4nsnet"));
+    std::os::unix::fs::symlink("/usr/local/bin/ts4nsnet", plugins.join("ts4nsnet"))
+        .map_err(|e| format!("the plugin link: {e}"))?;
+    write(
+        &conf_dir.join("box-ts4nsnet.conf"),
+        "[network]\nnetavark_plugin_dirs = [\"/usr/local/libexec/netavark\"]\n",
+    )?;
+    let control = format!("control_url={}", lab.control_url);
+    machine.exec(&[
+        "podman", "network", "create", "--driver", "ts4nsnet", "-o", &control, "tailnet",
+    ])?;
+    let answer = machine.exec_env(
+        &[("TS_AUTHKEY", lab.auth_key())],
+        &[
+            "podman",
+            "run",
+            "--rm",
+            "--name",
+            "plugged",
+            "--network",
+            "tailnet",
+            "--rootfs",
+            "/opt/box/busybox:O",
+            "/bin/sh",
+            "-c",
+            "echo through-the-plugin | nc -w 5 peer 7",
+        ],
+    )?;
+    check(
+        answer.contains("through-the-plugin"),
+        &format!("the plugin's container to the peer: {answer:?}"),
+    )
+}
+
 /// The test itself, on a booted box.
-pub fn test(layout: &Layout, machine: &Machine) -> Result<Timings, String> {
+pub fn test(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<Timings, String> {
+    let started = Instant::now();
     let mut timings = Timings::default();
     let users = ["hello", "keep", "web"];
     eprintln!("box: waiting for quadsync-sync.timer to deploy the repo");
@@ -273,6 +411,14 @@ pub fn test(layout: &Layout, machine: &Machine) -> Result<Timings, String> {
         users.join(", "),
         timings.boot_to_deployed.as_secs_f64()
     );
+    on_the_tailnet(machine, lab)?;
+    timings.boot_to_tailnet = started.elapsed();
+    eprintln!(
+        "box: {TAILNET_CONTAINER} on the tailnet {:.1}s after boot",
+        timings.boot_to_tailnet.as_secs_f64()
+    );
+    netavark_plugin(layout, machine, lab)?;
+    eprintln!("box: a container on the tailnet through the netavark plugin, as root");
     let hello = "hello@";
     let timer = machine
         .exec(&["systemctl", "--user", "-M", hello, "is-enabled", "hello-tick.timer"])

@@ -1,0 +1,192 @@
+//! The box's network services, on the host: `tailnet-lab serve` (control, DERP, and Tailscale's
+//! API whose keys the control server accepts), a `tailnet-lab node` peer, and `git daemon`
+//! serving the definitions repo, all reached from the box over a veth pair. They run detached,
+//! so `cargo xtask box up` can leave them with the box; `stop` ends them.
+//!
+//! Addresses: the lab listens on [`LAB_IP`], added to the host's `lo` (so it exists before the
+//! box's veth does, and no dummy-interface module is needed); the box is [`BOX_IP`] on its
+//! `host0`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::machine::Machine;
+use super::{Layout, run};
+
+pub const LAB_IP: &str = "10.77.0.1";
+pub const BOX_IP: &str = "10.77.0.2";
+/// nspawn's host end of the box's veth: `ve-` and the machine's name.
+const VETH: &str = "ve-tailpod-box";
+/// The container in the box's repo that joins the tailnet, and the tag tailmint mints for it.
+pub const TAILNET_CONTAINER: &str = "shop";
+
+/// What the box's configuration and the test need to know about the running lab.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub control_url: String,
+    pub api_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// A reusable key for the host's own nodes (the peer, probes).
+    auth_key: String,
+    binary: PathBuf,
+}
+
+fn pid_files(layout: &Layout) -> [PathBuf; 3] {
+    ["lab-serve.pid", "lab-peer.pid", "git-daemon.pid"].map(|name| layout.work.join(name))
+}
+
+/// The definitions repo's URL, as the box fetches it.
+pub fn repo_url() -> String {
+    format!("git://{LAB_IP}/defs.git")
+}
+
+/// Starts the lab tailnet and the peer.
+pub fn start(layout: &Layout) -> Result<Lab, String> {
+    stop(layout);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "--locked", "-q", "-p", "tailnet-lab"])
+        .current_dir(crate::root())
+        .status()
+        .map_err(|e| format!("building tailnet-lab: {e}"))?;
+    if !built.success() {
+        return Err("building tailnet-lab failed".into());
+    }
+    let binary = crate::root().join("target/debug/tailnet-lab");
+    run("ip", &["addr", "add", &format!("{LAB_IP}/32"), "dev", "lo"])?;
+
+    let info = layout.work.join("lab-serve.out");
+    let listen = format!("{LAB_IP}:0");
+    let tag = format!("tag:{TAILNET_CONTAINER}");
+    spawn(
+        layout,
+        &binary,
+        &["serve", "--listen", &listen, "--api-listen", &listen, "--api-tags", &tag],
+        &[],
+        &info,
+        &pid_files(layout)[0],
+    )?;
+    let text = wait_for_line(&info, "API client: ", Duration::from_secs(20))?;
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_owned)
+            .ok_or(format!("tailnet-lab serve printed no {prefix:?}"))
+    };
+    let client = field("API client: ")?;
+    let (client_id, client_secret) = client.split_once(' ').ok_or("no client secret")?;
+    let lab = Lab {
+        control_url: field("control URL: ")?,
+        api_url: field("API URL: ")?,
+        client_id: client_id.to_owned(),
+        client_secret: client_secret.to_owned(),
+        auth_key: field("auth key: ")?,
+        binary,
+    };
+    let peer_out = layout.work.join("lab-peer.out");
+    spawn(
+        layout,
+        &lab.binary,
+        &["node", "--control-url", &lab.control_url, "--hostname", "peer", "--port", "7"],
+        &[("TS_AUTHKEY", &lab.auth_key)],
+        &peer_out,
+        &pid_files(layout)[1],
+    )?;
+    wait_for_line(&peer_out, "echo on port", Duration::from_secs(30))?;
+
+    // A real git server: git daemon, read-only, for the bare repos in the work dir.
+    let base = format!("--base-path={}", layout.work.display());
+    let git_out = layout.work.join("git-daemon.out");
+    let listen = format!("--listen={LAB_IP}");
+    let args = ["daemon", "--export-all", "--reuseaddr", &listen, &base, "--informative-errors"];
+    spawn(layout, Path::new("git"), &args, &[], &git_out, &pid_files(layout)[2])?;
+    Ok(lab)
+}
+
+/// Runs `binary ARGS` detached, stdout to `out`, stderr beside it, its PID in `pid_file`.
+fn spawn(
+    layout: &Layout,
+    binary: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    out: &Path,
+    pid_file: &Path,
+) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
+    let file =
+        |path: &Path| std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()));
+    let child = Command::new(binary)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(file(out)?)
+        .stderr(file(&out.with_extension("log"))?)
+        .current_dir(&layout.work)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    std::fs::write(pid_file, child.id().to_string()).map_err(|e| e.to_string())
+}
+
+fn wait_for_line(path: &Path, marker: &str, limit: Duration) -> Result<String, String> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(marker) {
+            return Ok(text);
+        }
+        if started.elapsed() > limit {
+            let log = std::fs::read_to_string(path.with_extension("log")).unwrap_or_default();
+            return Err(format!("{} did not say {marker:?}:\n{text}{log}", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Joins the booted box to the lab's network: the veth's host end routes to the box, `host0`
+/// gets the box's address.
+pub fn connect(machine: &Machine) -> Result<(), String> {
+    run("ip", &["link", "set", VETH, "up"])?;
+    run("ip", &["route", "replace", &format!("{BOX_IP}/32"), "dev", VETH])?;
+    machine.exec(&["ip", "link", "set", "host0", "up"])?;
+    machine.exec(&["ip", "addr", "replace", &format!("{BOX_IP}/24"), "dev", "host0"])?;
+    Ok(())
+}
+
+impl Lab {
+    /// A reusable key of the lab's, for test nodes that do not mint their own.
+    pub fn auth_key(&self) -> &str {
+        &self.auth_key
+    }
+
+    /// From a fresh node on the host: sends `request` to `to` (NAME:PORT or IP:PORT) over the
+    /// tailnet and returns the answer.
+    pub fn probe(&self, to: &str, request: &str) -> Result<String, String> {
+        let out = Command::new(&self.binary)
+            .args(["probe", "--control-url", &self.control_url, "--hostname", "probe"])
+            .args(["--to", to, "--send", request])
+            .env("TS_AUTHKEY", &self.auth_key)
+            .output()
+            .map_err(|e| format!("tailnet-lab probe: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("probe of {to}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+}
+
+/// Ends the lab's processes and takes the lab's address off `lo`; quiet when nothing runs.
+pub fn stop(layout: &Layout) {
+    for pid_file in pid_files(layout) {
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            let _ = run("kill", &[pid.trim()]);
+        }
+        let _ = std::fs::remove_file(pid_file);
+    }
+    let lab = format!("{LAB_IP}/32");
+    let _ =
+        Command::new("ip").args(["addr", "del", &lab, "dev", "lo"]).stderr(Stdio::null()).status();
+}

@@ -19,6 +19,8 @@ pub fn host_tools() -> Result<(), String> {
         ("systemd-nspawn", "systemd-container"),
         ("zstd", "zstd"),
         ("git", "git"),
+        // The box's veth link and the lab's address (tailnet.rs).
+        ("ip", "iproute2"),
     ];
     let missing: Vec<&str> = wanted
         .iter()

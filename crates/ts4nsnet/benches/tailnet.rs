@@ -10,8 +10,8 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use support::{BULK_PORT, ECHO_PORT};
 use tailnet_lab::node::{LabPeer, send_all};
-use tailnet_lab::{AuthKey, Tailnet};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -22,8 +22,6 @@ const BULK: u64 = 8 << 20;
 const ROUND_TRIPS: usize = 300;
 /// A transfer that makes no progress for this long is reported as stalled.
 const STALL: Duration = Duration::from_secs(10);
-const ECHO_PORT: u16 = 7;
-const BULK_PORT: u16 = 9;
 
 /// One path's figures; a transfer that stalled says how far it got.
 struct Figures {
@@ -186,13 +184,8 @@ fn main() {
     if !support::can_run() {
         return;
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let net = rt.block_on(Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
-    let key = net.control.new_auth_key(AuthKey { reusable: true, ephemeral: true, tags: vec![] });
-    let url = net.control.url().to_owned();
-    let mut peer = rt.block_on(LabPeer::join(&url, &key, "peer", true)).unwrap();
-    rt.block_on(peer.serve_echo(ECHO_PORT)).unwrap();
-    rt.block_on(peer.serve_bulk(BULK_PORT)).unwrap();
+    // `_tailnet` keeps control and DERP running until the end.
+    let support::Lab { rt, net: _tailnet, key, url, peer } = support::Lab::start();
 
     let netns = support::Netns::add(&format!("ts4nsnet-bench-{}", std::process::id()));
     let mut node = support::start(&netns, &url, &key, "bench");

@@ -7,14 +7,14 @@
 //! rootless podman needs: ts4nsnet runs as root of podman's user namespace, not of the host).
 //! No registry: containers run from a busybox root filesystem (`--rootfs`).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tailnet_lab::node::LabPeer;
-use tailnet_lab::{AuthKey, Tailnet};
+mod support;
+use support::Lab;
 
 const TEST_USER: &str = "ts4nsnet-podman";
 
@@ -140,12 +140,7 @@ fn rootless_user() -> &'static str {
 /// One container through its whole life: out to the peer by name over TCP, ping and DNS; the
 /// peer in to its HTTP server; gone from the tailnet once stopped.
 fn container_on_the_tailnet(user: Option<&str>, hostname: &str) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let net = rt.block_on(Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
-    let key = net.control.new_auth_key(AuthKey { reusable: true, ephemeral: true, tags: vec![] });
-    let url = net.control.url().to_owned();
-    let mut peer = rt.block_on(LabPeer::join(&url, &key, "peer", true)).unwrap();
-    rt.block_on(peer.serve_echo(7)).unwrap();
+    let Lab { rt, net, key, url, peer } = Lab::start();
     let ws = Workspace::new(hostname, user);
     let env = [("TS_AUTHKEY", key.as_str()), ("TS_HOSTNAME", hostname), ("TS_CONTROL_URL", &url)];
 

@@ -11,11 +11,8 @@ use std::time::Duration;
 use nix::sys::socket::{
     self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
 };
-use tailnet_lab::node::LabPeer;
-use tailnet_lab::{AuthKey, Tailnet};
-
 mod support;
-use support::{Netns, can_run, start};
+use support::{BULK_PORT, ECHO_PORT, Lab, Netns, can_run, start};
 
 fn dns_query(name: &str) -> Vec<u8> {
     let mut q = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -61,13 +58,7 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
     if !can_run() {
         return;
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let net = rt.block_on(Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
-    let key = net.control.new_auth_key(AuthKey { reusable: true, ephemeral: true, tags: vec![] });
-    let url = net.control.url().to_owned();
-    let mut peer = rt.block_on(LabPeer::join(&url, &key, "peer", true)).unwrap();
-    rt.block_on(peer.serve_echo(7)).unwrap();
-    rt.block_on(peer.serve_bulk(9)).unwrap();
+    let Lab { rt, net, key, url, peer } = Lab::start();
 
     let netns = Netns::add(&format!("ts4nsnet-e2e-{}", std::process::id()));
     let mut node = start(&netns, &url, &key, "web");
@@ -87,7 +78,7 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
     let peer_ip = peer.ipv4;
     netns.run(|| {
         let mut tcp = TcpStream::connect_timeout(
-            &SocketAddr::new(peer_ip.into(), 7),
+            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
             Duration::from_secs(10),
         )
         .expect("TCP to the peer");
@@ -100,7 +91,7 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
 
         // A download from the peer: its bursts must not outrun the packet path (this stalled
         // before the namespace's receive buffer was capped).
-        let mut bulk = TcpStream::connect((peer_ip, 9)).expect("TCP to the bulk port");
+        let mut bulk = TcpStream::connect((peer_ip, BULK_PORT)).expect("TCP to the bulk port");
         bulk.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let size: u64 = 1 << 20;
         let mut request = vec![b'D'];
@@ -117,10 +108,13 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
 
         let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
         udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        udp.send_to(b"datagram", (peer_ip, 7)).unwrap();
+        udp.send_to(b"datagram", (peer_ip, ECHO_PORT)).unwrap();
         let mut buffer = [0u8; 64];
         let (len, from) = udp.recv_from(&mut buffer).expect("UDP echo");
-        assert_eq!((&buffer[..len], from), (&b"datagram"[..], SocketAddr::new(peer_ip.into(), 7)));
+        assert_eq!(
+            (&buffer[..len], from),
+            (&b"datagram"[..], SocketAddr::new(peer_ip.into(), ECHO_PORT))
+        );
 
         assert!(ping(peer_ip), "no echo reply from the peer");
 
@@ -210,12 +204,7 @@ fn the_netavark_plugin_sets_up_and_tears_down_a_node() {
     if !can_run() {
         return;
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let net = rt.block_on(Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
-    let key = net.control.new_auth_key(AuthKey { reusable: true, ephemeral: true, tags: vec![] });
-    let url = net.control.url().to_owned();
-    let mut peer = rt.block_on(LabPeer::join(&url, &key, "peer", true)).unwrap();
-    rt.block_on(peer.serve_echo(7)).unwrap();
+    let Lab { rt, net, key, url, peer } = Lab::start();
 
     let netns = Netns::add(&format!("ts4nsnet-plugin-{}", std::process::id()));
     let runtime_dir = std::env::temp_dir().join(format!("ts4nsnet-plugin-{}", std::process::id()));
@@ -249,7 +238,7 @@ fn the_netavark_plugin_sets_up_and_tears_down_a_node() {
     let peer_ip = peer.ipv4;
     netns.run(|| {
         let mut tcp = TcpStream::connect_timeout(
-            &SocketAddr::new(peer_ip.into(), 7),
+            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
             Duration::from_secs(10),
         )
         .expect("TCP to the peer through the plugin's node");

@@ -1,12 +1,46 @@
-//! What the root tests and the benchmark share: test namespaces and ts4nsnet run in one as
-//! podman runs it. Included with `mod support;` (tests) or `#[path]` (benches).
+//! What the root tests and the benchmark share: a lab tailnet with a peer, test namespaces, and
+//! ts4nsnet run in one as podman runs it. Included with `mod support;` (tests) or `#[path]`
+//! (benches).
 #![allow(dead_code)] // each includer uses a different part
 
 use std::io::Read;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use tailnet_lab::node::LabPeer;
+use tailnet_lab::{AuthKey, Tailnet};
+
+/// The peer's echo port (TCP and UDP; it also answers ping).
+pub const ECHO_PORT: u16 = 7;
+/// The peer's bulk-transfer port (`LabPeer::serve_bulk`).
+pub const BULK_PORT: u16 = 9;
+
+/// A lab tailnet on loopback, a reusable ephemeral key for more nodes, and a peer named `peer`
+/// serving echo and bulk transfers.
+pub struct Lab {
+    pub rt: tokio::runtime::Runtime,
+    pub net: Tailnet,
+    pub key: String,
+    pub url: String,
+    pub peer: LabPeer,
+}
+
+impl Lab {
+    pub fn start() -> Lab {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let net = rt.block_on(Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
+        let grants = AuthKey { reusable: true, ephemeral: true, tags: vec![] };
+        let key = net.control.new_auth_key(grants);
+        let url = net.control.url().to_owned();
+        let mut peer = rt.block_on(LabPeer::join(&url, &key, "peer", true)).unwrap();
+        rt.block_on(peer.serve_echo(ECHO_PORT)).unwrap();
+        rt.block_on(peer.serve_bulk(BULK_PORT)).unwrap();
+        Lab { rt, net, key, url, peer }
+    }
+}
 
 pub fn can_run() -> bool {
     let root = nix::unistd::geteuid().is_root();

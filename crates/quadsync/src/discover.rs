@@ -2,8 +2,7 @@
 //!
 //! Layout (the Go original's, with its holes closed):
 //!
-//! * The repo root and one level of non-hidden directories are read; `*.container`, `*.pod`,
-//!   `*.service` and `*.timer` count, everything else is ignored.
+//! * Which files of the repo count is [`crate::source`]'s rule.
 //! * `NAME.container` runs as user `NAME`. `POD.pod` (no `-` in the name) runs as user `POD`, with
 //!   every `POD-*.container` of its directory as a member; a directory with pods holds only members.
 //! * `OWNER-LABEL.service` / `.timer` are sidecars of the container `OWNER` (longest prefix wins):
@@ -25,14 +24,8 @@ use tailpod_core::names::{ContainerName, PodName};
 use tailpod_core::unit::{Entry, UnitFile};
 
 use crate::render::{SpecFile, render};
+pub use crate::source::{SourceFile, wanted};
 use crate::transforms::{Kind, TransformSet};
-
-/// A file of the definitions repo: its path from the root, and its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFile {
-    pub path: String,
-    pub text: String,
-}
 
 /// Where a file goes in the user's home.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -97,49 +90,25 @@ fn stem(name: &str) -> &str {
     name.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(name)
 }
 
-/// Reads a definitions directory from disk the way sync reads a commit: the root and one level.
-pub fn read_dir(root: &Path) -> Result<Vec<SourceFile>, String> {
-    let mut files = Vec::new();
-    let read = |dir: &Path| {
-        std::fs::read_dir(dir).map_err(|e| format!("reading directory {}: {e}", dir.display()))
-    };
-    for entry in read(root)? {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            for inner in read(&path)? {
-                let inner = inner.map_err(|e| e.to_string())?;
-                let inner_name = inner.file_name().to_string_lossy().into_owned();
-                if !inner_name.starts_with('.') && inner.path().is_file() && wanted(&inner_name) {
-                    let text = std::fs::read_to_string(inner.path())
-                        .map_err(|e| format!("{}: {e}", inner.path().display()))?;
-                    files.push(SourceFile { path: format!("{name}/{inner_name}"), text });
-                }
-            }
-        } else if path.is_file() && wanted(&name) {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            files.push(SourceFile { path: name, text });
-        }
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
-}
-
-/// Whether a file name is one quadsync deploys.
-pub fn wanted(name: &str) -> bool {
-    matches!(extension(name), "container" | "pod" | "service" | "timer")
-}
-
 /// Works out the desired state; see the module docs. Errors are every problem found.
 pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desired, Vec<String>> {
     let mut errors = Vec::new();
     let mut desired: Desired = BTreeMap::new();
     let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+    // (user, file name) -> the source that put it there: one file name, one source.
+    let mut placed: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut add = |deployment: &mut Deployment, name: String, file: UserFile, source: String| {
+        let key = (deployment.user.clone(), name.clone());
+        if let Some(previous) = placed.get(&key) {
+            return Err(format!(
+                "{source}: would deploy {name} for user {}, which {previous} already deploys",
+                deployment.user
+            ));
+        }
+        placed.insert(key, source);
+        deployment.files.insert(name, file);
+        Ok(())
+    };
 
     let mut scopes: BTreeMap<Option<&str>, Vec<&SourceFile>> = BTreeMap::new();
     for file in files.iter().filter(|f| wanted(split(&f.path).1)) {
@@ -200,8 +169,20 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                 files: BTreeMap::new(),
                 sources: Vec::new(),
             });
+            if let Some(pod) = pod.filter(|_| joins_tailnet(&text)) {
+                errors.push(format!(
+                    "{}: a member of pod {pod} cannot join the tailnet yet (each member would get the \
+                     network options while only the pod's user gets a key); deploy it on its own",
+                    file.path
+                ));
+                continue;
+            }
             deployment.sources.push(file.path.clone());
-            deployment.files.insert(name.to_owned(), UserFile { dir: UnitDir::Quadlet, text });
+            let quadlet = UserFile { dir: UnitDir::Quadlet, text };
+            if let Err(e) = add(deployment, name.to_owned(), quadlet, file.path.clone()) {
+                errors.push(e);
+                continue;
+            }
             if spec.kind == Kind::Container {
                 stems.push((spec.stem.clone(), user.clone()));
                 for companion in &transforms.companions {
@@ -234,7 +215,12 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                             ));
                         }
                     }
-                    deployment.files.insert(name, UserFile { dir: UnitDir::Quadlet, text });
+                    let source =
+                        format!("companion {} for {}", companion.path.display(), file.path);
+                    let companion_file = UserFile { dir: UnitDir::Quadlet, text };
+                    if let Err(e) = add(deployment, name, companion_file, source) {
+                        errors.push(e);
+                    }
                 }
             }
         }
@@ -270,14 +256,26 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
             }
             if let Some(deployment) = desired.get_mut(user) {
                 deployment.sources.push(file.path.clone());
-                deployment.files.insert(
-                    name.to_owned(),
-                    UserFile { dir: UnitDir::Systemd, text: file.text.clone() },
-                );
+                let sidecar = UserFile { dir: UnitDir::Systemd, text: file.text.clone() };
+                if let Err(e) = add(deployment, name.to_owned(), sidecar, file.path.clone()) {
+                    errors.push(e);
+                }
             }
         }
     }
     if errors.is_empty() { Ok(desired) } else { Err(errors) }
+}
+
+/// Whether a rendered container joins the tailnet (ts4nsnet as its network command, or a key
+/// from tailmint), which a pod member cannot do yet.
+fn joins_tailnet(text: &str) -> bool {
+    let unit = UnitFile::parse(text);
+    let mentions = |section: &str, key: &str, tool: &str| {
+        unit.values(section, key).any(|value| value.contains(tool))
+    };
+    mentions("Container", "GlobalArgs", "ts4nsnet")
+        || mentions("Container", "Network", "ts4nsnet")
+        || mentions("Service", "ExecStartPre", "tailmint")
 }
 
 #[cfg(test)]
@@ -395,5 +393,51 @@ mod tests {
             assert!(errors.iter().any(|e| e.contains(want)), "missing {want:?} in {errors:#?}");
         }
         assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    }
+
+    #[test]
+    fn pods_on_the_tailnet_are_refused_until_they_can_work() {
+        let t = transforms(&[
+            (
+                "tailscale.container",
+                "[Container]\nGlobalArgs=--network-cmd-path=/usr/local/bin/ts4nsnet\n[Service]\n+ExecStartPre=/usr/bin/sudo /usr/local/bin/tailmint --caller\n",
+            ),
+            ("tailscale.pod", ""),
+        ]);
+        let files =
+            source(&[("tailscale/webapp.pod", "[Pod]\n"), ("tailscale/webapp-web.container", C)]);
+        let errors = discover(&files, &t).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with(
+                "tailscale/webapp-web.container: a member of pod webapp cannot join the tailnet yet"
+            ),
+            "{errors:#?}"
+        );
+        // The same pod elsewhere deploys, and a standalone tailnet container too.
+        let files = source(&[
+            ("webapp.pod", "[Pod]\n"),
+            ("webapp-web.container", C),
+            ("tailscale/web.container", C),
+        ]);
+        assert_eq!(discover(&files, &t).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn two_sources_of_one_file_name_are_an_error_not_a_silent_replacement() {
+        // A companion `-side.container` for webapp-web collides with the member of that name.
+        let t = transforms(&[("_base-side.container", "[Container]\nImage=side\n")]);
+        let files = source(&[
+            ("webapp.pod", "[Pod]\n"),
+            ("webapp-web.container", C),
+            ("webapp-web-side.container", C),
+        ]);
+        let errors = discover(&files, &t).unwrap_err();
+        assert!(
+            errors.iter().any(
+                |e| e.contains("would deploy webapp-web-side.container for user webapp, which")
+            ),
+            "{errors:#?}"
+        );
     }
 }

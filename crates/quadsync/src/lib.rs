@@ -4,7 +4,8 @@
 //! The flow of a sync, one module a step:
 //!
 //! * [`config`] reads `/etc/quadsync/config.env`.
-//! * [`repo`] fetches the definitions repo (gix) and reads the commit's files.
+//! * [`repo`] fetches the definitions repo (gix); [`source`] is the one rule for reading its
+//!   files, from a commit or a directory.
 //! * [`transforms`] and [`render`]: from a spec file to the exact text deployed (shared by
 //!   `augment` and `sync`); [`discover`]: from all the files to each user's deployment.
 //! * [`state`]: what quadsync deployed and owns; [`plan`]: what to do, as data.
@@ -18,6 +19,7 @@ pub mod discover;
 pub mod plan;
 pub mod render;
 pub mod repo;
+pub mod source;
 pub mod state;
 pub mod sync;
 pub mod system;

@@ -1,0 +1,418 @@
+//! The one rule for reading a definitions repo, whether from a fetched commit (`sync`, `plan`) or
+//! from a directory on disk (`check`, `augment`).
+//!
+//! Both go through [`read_sources`] over a [`SourceTree`], so what `check` passes is exactly what
+//! `sync` deploys:
+//!
+//! * The root and one level of non-hidden directories are read; `*.container`, `*.pod`,
+//!   `*.service` and `*.timer` count, everything else is ignored.
+//! * A wanted name must be a regular file committed in the repo. A symlink, a submodule or a
+//!   directory there is an error that stops the sync: quadsync never follows a link (it could
+//!   point out of the repo, at `/etc/shadow`), and it never treats such a name as "removed",
+//!   which would delete the container's user and its data.
+//! * A submodule at the root is an error too: definitions in it would silently not count.
+//! * Work is bounded: a file may have [`MAX_FILE_BYTES`], all of them [`MAX_TOTAL_BYTES`], and at
+//!   most [`MAX_ENTRIES`] entries are looked at. Text must be UTF-8 without NUL bytes.
+
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// A definition read from the repo: its path from the root, and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// The largest definition file quadsync reads (a unit file is a few kilobytes).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The most all definition files together may hold.
+pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
+/// The most directory entries one read looks at.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// What a name in the repo is, without following anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File {
+        size: u64,
+    },
+    Dir,
+    Symlink,
+    Submodule,
+    /// A FIFO, socket or device (only on disk).
+    Special,
+}
+
+/// One name in a directory of the repo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub kind: EntryKind,
+}
+
+/// A repo to read: a commit's tree or a directory.
+pub trait SourceTree {
+    /// The entries of `dir` (`""` is the root), never following a link.
+    fn list(&self, dir: &str) -> Result<Vec<Entry>, String>;
+    /// The contents of the regular file at `path`; at most `limit` bytes are read.
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, String>;
+}
+
+/// Whether a file name is one quadsync deploys.
+pub fn wanted(name: &str) -> bool {
+    matches!(
+        name.rsplit_once('.').map(|(_, ext)| ext),
+        Some("container" | "pod" | "service" | "timer")
+    )
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") }
+}
+
+/// Reads every definition by the rule in the module docs. Errors are every problem found.
+pub fn read_sources(tree: &dyn SourceTree) -> Result<Vec<SourceFile>, Vec<String>> {
+    let mut reader = Reader { tree, files: Vec::new(), errors: Vec::new(), entries: 0, bytes: 0 };
+    reader.dir("").map_err(|e| vec![e])?;
+    let Reader { mut files, errors, .. } = reader;
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+struct Reader<'a> {
+    tree: &'a dyn SourceTree,
+    files: Vec<SourceFile>,
+    errors: Vec<String>,
+    entries: usize,
+    bytes: u64,
+}
+
+impl Reader<'_> {
+    fn dir(&mut self, dir: &str) -> Result<(), String> {
+        let entries = self.tree.list(dir)?;
+        self.entries += entries.len();
+        if self.entries > MAX_ENTRIES {
+            return Err(format!(
+                "the repo has more than {MAX_ENTRIES} entries at its top two levels"
+            ));
+        }
+        for entry in entries {
+            if entry.name.starts_with('.') {
+                continue;
+            }
+            let path = join(dir, &entry.name);
+            match entry.kind {
+                EntryKind::Dir if dir.is_empty() => self.dir(&path)?,
+                _ if wanted(&entry.name) => self.file(&path, entry.kind),
+                EntryKind::Submodule if dir.is_empty() => self.errors.push(format!(
+                    "{path}: a submodule; quadsync reads only the repo itself, so definitions in it would not count"
+                )),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, path: &str, kind: EntryKind) {
+        let refuse = |what: &str| {
+            format!("{path}: {what}; a definition must be a regular file committed in the repo")
+        };
+        let size = match kind {
+            EntryKind::File { size } => size,
+            EntryKind::Symlink => return self.errors.push(refuse("a symlink (never followed)")),
+            EntryKind::Submodule => return self.errors.push(refuse("a submodule")),
+            EntryKind::Dir => return self.errors.push(refuse("a directory")),
+            EntryKind::Special => return self.errors.push(refuse("not a regular file")),
+        };
+        if size > MAX_FILE_BYTES {
+            return self.errors.push(format!(
+                "{path}: {size} bytes; a definition may have at most {MAX_FILE_BYTES}"
+            ));
+        }
+        self.bytes += size;
+        if self.bytes > MAX_TOTAL_BYTES {
+            return self.errors.push(format!(
+                "{path}: the definitions hold more than {MAX_TOTAL_BYTES} bytes together"
+            ));
+        }
+        match self.tree.read(path, MAX_FILE_BYTES).and_then(|data| text(path, data)) {
+            Ok(text) => self.files.push(SourceFile { path: path.to_owned(), text }),
+            Err(e) => self.errors.push(e),
+        }
+    }
+}
+
+/// Definition bytes as text: UTF-8, no NUL (systemd would cut the file there).
+pub fn text(path: &str, data: Vec<u8>) -> Result<String, String> {
+    if let Some(at) = data.iter().position(|&b| b == 0) {
+        let line = data[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        return Err(format!("{path}:{line}: a NUL byte; definitions are text"));
+    }
+    String::from_utf8(data).map_err(|e| {
+        let line = e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n');
+        format!("{path}:{}: not UTF-8", line.count() + 1)
+    })
+}
+
+/// A definitions directory on disk.
+#[derive(Debug, Clone)]
+pub struct DirTree {
+    pub root: PathBuf,
+}
+
+impl SourceTree for DirTree {
+    fn list(&self, dir: &str) -> Result<Vec<Entry>, String> {
+        let path = self.root.join(dir);
+        let shown = |e: std::io::Error| format!("reading directory {}: {e}", path.display());
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&path).map_err(shown)? {
+            let entry = entry.map_err(shown)?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // Not UTF-8, so not a name quadsync deploys.
+            };
+            let meta = std::fs::symlink_metadata(entry.path()).map_err(shown)?;
+            let file_type = meta.file_type();
+            let kind = if file_type.is_symlink() {
+                EntryKind::Symlink
+            } else if file_type.is_dir() {
+                EntryKind::Dir
+            } else if file_type.is_file() {
+                EntryKind::File { size: meta.len() }
+            } else {
+                EntryKind::Special
+            };
+            entries.push(Entry { name, kind });
+            if entries.len() > MAX_ENTRIES {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, String> {
+        read_regular_file(&self.root.join(path), limit)
+    }
+}
+
+/// Reads a regular file of at most `limit` bytes, never following a symlink at its name and
+/// never blocking on a FIFO or reading a device without end.
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => shown(&"a symlink; refusing to follow it"),
+            _ => shown(&e),
+        })?;
+    let meta = file.metadata().map_err(|e| shown(&e))?;
+    let file_type = meta.file_type();
+    if !file_type.is_file() {
+        let what = if file_type.is_fifo() { "a FIFO" } else { "not a regular file" };
+        return Err(shown(&what));
+    }
+    if meta.len() > limit {
+        return Err(shown(&format!("{} bytes; at most {limit} are read", meta.len())));
+    }
+    let mut data = Vec::new();
+    file.take(limit + 1).read_to_end(&mut data).map_err(|e| shown(&e))?;
+    if data.len() as u64 > limit {
+        return Err(shown(&format!("more than {limit} bytes")));
+    }
+    Ok(data)
+}
+
+/// A commit's tree in the bare clone.
+#[derive(Debug)]
+pub struct GitTree<'repo> {
+    pub root: gix::Tree<'repo>,
+}
+
+impl GitTree<'_> {
+    fn subtree(&self, dir: &str) -> Result<gix::Tree<'_>, String> {
+        if dir.is_empty() {
+            return Ok(self.root.clone());
+        }
+        let entry = self
+            .root
+            .lookup_entry_by_path(dir)
+            .map_err(|e| format!("{dir}: {e}"))?
+            .ok_or_else(|| format!("{dir}: not in the commit"))?;
+        let object = entry.object().map_err(|e| format!("{dir}: {e}"))?;
+        object.try_into_tree().map_err(|e| format!("{dir}: {e}"))
+    }
+}
+
+impl SourceTree for GitTree<'_> {
+    fn list(&self, dir: &str) -> Result<Vec<Entry>, String> {
+        use gix::object::tree::EntryKind as Git;
+        let tree = self.subtree(dir)?;
+        let repo = self.root.repo;
+        let mut entries = Vec::new();
+        for entry in tree.iter() {
+            let entry = entry.map_err(|e| format!("{dir}: {e}"))?;
+            let Ok(name) = std::str::from_utf8(entry.filename()) else {
+                continue; // Not UTF-8, so not a name quadsync deploys.
+            };
+            let kind = match entry.mode().kind() {
+                Git::Tree => EntryKind::Dir,
+                Git::Link => EntryKind::Symlink,
+                Git::Commit => EntryKind::Submodule,
+                Git::Blob | Git::BlobExecutable if wanted(name) => {
+                    // The size from the object's header: a huge blob is refused unread.
+                    let header =
+                        repo.find_header(entry.id()).map_err(|e| format!("{name}: {e}"))?;
+                    EntryKind::File { size: header.size() }
+                }
+                Git::Blob | Git::BlobExecutable => EntryKind::File { size: 0 },
+            };
+            entries.push(Entry { name: name.to_owned(), kind });
+            if entries.len() > MAX_ENTRIES {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, String> {
+        let entry = self
+            .root
+            .lookup_entry_by_path(path)
+            .map_err(|e| format!("{path}: {e}"))?
+            .ok_or_else(|| format!("{path}: not in the commit"))?;
+        let blob = entry.object().map_err(|e| format!("{path}: {e}"))?;
+        if blob.data.len() as u64 > limit {
+            return Err(format!("{path}: more than {limit} bytes"));
+        }
+        Ok(blob.detach().data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repo as data: (path, kind, contents).
+    struct Fake(Vec<(&'static str, EntryKind, &'static [u8])>);
+
+    impl SourceTree for Fake {
+        fn list(&self, dir: &str) -> Result<Vec<Entry>, String> {
+            Ok(self
+                .0
+                .iter()
+                .filter_map(|(path, kind, _)| {
+                    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+                    (parent == dir).then(|| Entry { name: name.to_owned(), kind: *kind })
+                })
+                .collect())
+        }
+        fn read(&self, path: &str, _: u64) -> Result<Vec<u8>, String> {
+            Ok(self.0.iter().find(|(p, ..)| *p == path).unwrap().2.to_vec())
+        }
+    }
+
+    const FILE: EntryKind = EntryKind::File { size: 12 };
+
+    #[test]
+    fn reads_the_root_and_one_level_of_wanted_regular_files() {
+        let tree = Fake(vec![
+            ("web.container", FILE, b"[Container]\n"),
+            ("README.md", FILE, b"x"),
+            ("tailscale", EntryKind::Dir, b""),
+            ("tailscale/db.container", FILE, b"[Container]\n"),
+            ("tailscale/deeper", EntryKind::Dir, b""),
+            ("tailscale/deeper/x.container", FILE, b"[Container]\n"),
+            (".hidden", EntryKind::Dir, b""),
+            (".hidden/y.container", FILE, b"[Container]\n"),
+            ("docs-link", EntryKind::Symlink, b""),
+        ]);
+        let files = read_sources(&tree).unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["tailscale/db.container", "web.container"]);
+    }
+
+    #[test]
+    fn a_link_submodule_or_directory_at_a_wanted_name_is_an_error_not_a_removal() {
+        let tree = Fake(vec![
+            ("web.container", EntryKind::Symlink, b""),
+            ("lib", EntryKind::Submodule, b""),
+            ("tailscale", EntryKind::Dir, b""),
+            ("tailscale/db.container", EntryKind::Submodule, b""),
+            ("tailscale/x.timer", EntryKind::Dir, b""),
+            ("fifo.pod", EntryKind::Special, b""),
+        ]);
+        let errors = read_sources(&tree).unwrap_err();
+        let expected = [
+            "fifo.pod: not a regular file;",
+            "lib: a submodule; quadsync reads only the repo itself",
+            "tailscale/db.container: a submodule;",
+            "tailscale/x.timer: a directory;",
+            "web.container: a symlink (never followed); a definition must be a regular file",
+        ];
+        let mut errors = errors;
+        errors.sort();
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, want) in errors.iter().zip(expected) {
+            assert!(error.starts_with(want), "{error:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_nul_bytes_and_encodings_are_bounded_and_named() {
+        let big = EntryKind::File { size: MAX_FILE_BYTES + 1 };
+        let tree = Fake(vec![
+            ("big.container", big, b""),
+            ("nul.container", FILE, b"[Container]\nImage=x\0\n"),
+            ("latin.container", FILE, b"[Container]\n\xe9\n"),
+        ]);
+        let mut errors = read_sources(&tree).unwrap_err();
+        errors.sort();
+        assert_eq!(
+            errors,
+            [
+                format!(
+                    "big.container: {} bytes; a definition may have at most {MAX_FILE_BYTES}",
+                    MAX_FILE_BYTES + 1
+                ),
+                "latin.container:2: not UTF-8".to_owned(),
+                "nul.container:2: a NUL byte; definitions are text".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn on_disk_links_fifos_and_devices_are_refused_unfollowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("outside-secret");
+        std::fs::write(&secret, "root:$6$hash\n").unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("tailscale")).unwrap();
+        std::fs::write(repo.join("ok.container"), "[Container]\nImage=x\n").unwrap();
+        std::os::unix::fs::symlink(&secret, repo.join("web.container")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), repo.join("linked")).unwrap();
+        nix::unistd::mkfifo(&repo.join("tailscale/db.container"), nix::sys::stat::Mode::S_IRWXU)
+            .unwrap();
+        let mut errors = read_sources(&DirTree { root: repo.clone() }).unwrap_err();
+        errors.sort();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].starts_with("tailscale/db.container: not a regular file"), "{errors:?}");
+        assert!(errors[1].starts_with("web.container: a symlink (never followed)"), "{errors:?}");
+        assert!(!errors.iter().any(|e| e.contains("root:$6$")), "{errors:?}");
+
+        // The single-file reader: no link, no FIFO, no endless device.
+        let err = read_regular_file(&repo.join("web.container"), 100).unwrap_err();
+        assert!(err.ends_with("a symlink; refusing to follow it"), "{err}");
+        let err = read_regular_file(&repo.join("tailscale/db.container"), 100).unwrap_err();
+        assert!(err.ends_with("a FIFO"), "{err}");
+        let err = read_regular_file(Path::new("/dev/zero"), 100).unwrap_err();
+        assert!(err.ends_with("not a regular file"), "{err}");
+        let err = read_regular_file(&repo.join("ok.container"), 5).unwrap_err();
+        assert!(err.ends_with("20 bytes; at most 5 are read"), "{err}");
+    }
+}

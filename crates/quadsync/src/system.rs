@@ -5,6 +5,7 @@
 //! [`Host`] runs commands with argument vectors (never a shell) and a timeout each.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -76,14 +77,49 @@ pub fn run(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<String, String> {
+    let mut command = Command::new(program);
+    command.args(args);
+    run_command(command, stdin, timeout).map_err(|e| e.to_string())
+}
+
+/// A command that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandFailed {
+    /// The command line, for messages.
+    pub command: String,
+    /// What happened: an exit status, a timeout, or why it could not start.
+    pub how: String,
+    /// Its standard error, on one line.
+    pub stderr: String,
+}
+
+impl std::fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.command, self.how)?;
+        if !self.stderr.is_empty() {
+            write!(f, ": {}", self.stderr)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`run`] for a command that needs more set up (its environment).
+pub fn run_command(
+    mut command: Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<String, CommandFailed> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     let shown = format!("{program} {}", args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
+    let failed =
+        |how: String, stderr: String| CommandFailed { command: shown.clone(), how, stderr };
+    let mut child = command
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|e| failed(e.to_string(), String::new()))?;
     if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let data = data.to_vec();
         std::thread::spawn(move || pipe.write_all(&data));
@@ -92,13 +128,13 @@ pub fn run(
     let mut stderr = child.stderr.take().map(drain);
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| format!("{shown}: {e}"))? {
+        if let Some(status) = child.try_wait().map_err(|e| failed(e.to_string(), String::new()))? {
             break status;
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("command timed out after {}s: {shown}", timeout.as_secs()));
+            return Err(failed(format!("timed out after {}s", timeout.as_secs()), String::new()));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -106,7 +142,7 @@ pub fn run(
     let err = stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
     // One line: these messages end up in the journal, one event per line.
     let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
-    if status.success() { Ok(out) } else { Err(format!("{shown}: {status}: {err}")) }
+    if status.success() { Ok(out) } else { Err(failed(status.to_string(), err)) }
 }
 
 /// Timeouts, as the Go original chose them.
@@ -121,6 +157,8 @@ pub struct Host {
     pub exe: PathBuf,
     /// podman's Quadlet generator.
     pub generator: PathBuf,
+    /// A directory only root may write, for staging files to validate (the state directory).
+    pub scratch: PathBuf,
 }
 
 impl Default for Host {
@@ -129,6 +167,7 @@ impl Default for Host {
             exe: std::env::current_exe()
                 .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/quadsync")),
             generator: PathBuf::from("/usr/lib/systemd/system-generators/podman-system-generator"),
+            scratch: std::env::temp_dir(),
         }
     }
 }
@@ -268,30 +307,53 @@ impl System for Host {
         if !self.generator.exists() {
             return Validation::Unavailable;
         }
-        let staging = std::env::temp_dir().join(format!("quadsync-check-{}", std::process::id()));
-        let outcome = (|| -> Result<(), String> {
-            let _ = std::fs::remove_dir_all(&staging);
-            std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
-            for (name, text) in files {
-                std::fs::write(staging.join(name), text).map_err(|e| e.to_string())?;
-            }
-            let generator = self.generator.to_string_lossy().into_owned();
-            let mut command = Command::new(&generator);
-            command
-                .args(["--user", "--dryrun", "--no-kmsg-log"])
-                .env("QUADLET_UNIT_DIRS", &staging);
-            let output = command.output().map_err(|e| format!("{generator}: {e}"))?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-            }
-        })();
-        let _ = std::fs::remove_dir_all(&staging);
-        match outcome {
+        match self.run_generator(files) {
             Ok(()) => Validation::Generator,
             Err(message) => Validation::Refused(message),
         }
+    }
+}
+
+impl Host {
+    /// Stages `files` in a fresh private directory and runs the generator over them.
+    ///
+    /// The directory is made by `mkdtemp` (a random name, mode 0700, never an existing one) and
+    /// each file is created new without following links, so a local user who plants a directory
+    /// or a symlink in /tmp cannot make root write anywhere. Not removing it is an error.
+    fn run_generator(&self, files: &[(String, String)]) -> Result<(), String> {
+        let staging = tempfile::Builder::new()
+            .prefix("quadsync-check-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(&self.scratch)
+            .map_err(|e| {
+                format!("making a staging directory in {}: {e}", self.scratch.display())
+            })?;
+        let outcome = (|| -> Result<(), String> {
+            for (name, text) in files {
+                crate::userfile::check_name(name)?;
+                let path = staging.path().join(name);
+                let mut file = std::fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(|e| format!("staging {}: {e}", path.display()))?;
+                file.write_all(text.as_bytes())
+                    .map_err(|e| format!("staging {}: {e}", path.display()))?;
+            }
+            let mut command = Command::new(&self.generator);
+            command
+                .args(["--user", "--dryrun", "--no-kmsg-log"])
+                .env("QUADLET_UNIT_DIRS", staging.path());
+            // The generator's own words when it refuses; the whole story when it did not run.
+            run_command(command, None, QUICK)
+                .map(drop)
+                .map_err(|e| if e.stderr.is_empty() { e.to_string() } else { e.stderr })
+        })();
+        let shown = staging.path().display().to_string();
+        staging.close().map_err(|e| format!("removing the staging directory {shown}: {e}"))?;
+        outcome
     }
 }
 
@@ -307,7 +369,7 @@ mod tests {
         assert!(err.ends_with("exit status: 3: oops see this"), "{err}");
         let started = Instant::now();
         let err = run("sleep", &["10"], None, Duration::from_millis(300)).unwrap_err();
-        assert!(err.starts_with("command timed out after 0s: sleep 10"), "{err}");
+        assert_eq!(err, "sleep 10: timed out after 0s");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(run("/nonexistent/program", &[], None, QUICK).is_err());
     }
@@ -317,6 +379,7 @@ mod tests {
         let host = Host {
             exe: PathBuf::from("/bin/false"),
             generator: PathBuf::from("/nonexistent/generator"),
+            scratch: std::env::temp_dir(),
         };
         assert_eq!(
             host.validate(&[("a.container".into(), "[Container]\n".into())]),
@@ -332,7 +395,8 @@ mod tests {
         std::fs::write(&fake, "#!/bin/sh\ngrep -l Bogus \"$QUADLET_UNIT_DIRS\"/* >/dev/null && { echo \"unsupported key 'Bogus'\" >&2; exit 1; }\nexit 0\n").unwrap();
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let host = Host { exe: PathBuf::from("/bin/false"), generator: fake };
+        let host =
+            Host { exe: PathBuf::from("/bin/false"), generator: fake, scratch: dir.path().into() };
         assert_eq!(
             host.validate(&[("a.container".into(), "[Container]\nImage=x\n".into())]),
             Validation::Generator
@@ -340,6 +404,48 @@ mod tests {
         assert_eq!(
             host.validate(&[("a.container".into(), "[Container]\nBogus=1\n".into())]),
             Validation::Refused("unsupported key 'Bogus'".into())
+        );
+    }
+
+    #[test]
+    fn staging_never_writes_through_a_planted_directory_or_link() {
+        // What a local user could prepare in a shared /tmp: the old predictable name as a link
+        // to a directory root would then write into, and as a directory of links.
+        let scratch = tempfile::tempdir().unwrap();
+        let victim = tempfile::tempdir().unwrap();
+        let fake = scratch.path().join("generator");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh
+ls -ld \"$QUADLET_UNIT_DIRS\" >&2; exit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let planted = scratch.path().join(format!("quadsync-check-{}", std::process::id()));
+        std::os::unix::fs::symlink(victim.path(), &planted).unwrap();
+        let host = Host {
+            exe: PathBuf::from("/bin/false"),
+            generator: fake,
+            scratch: scratch.path().into(),
+        };
+        let Validation::Refused(listing) =
+            host.validate(&[("web.container".into(), "[Container]\nImage=x\n".into())])
+        else {
+            panic!("the stand-in generator always refuses");
+        };
+        // It staged in a private directory of its own, not the planted one.
+        assert!(listing.starts_with("drwx------"), "{listing}");
+        assert!(!listing.contains(&planted.display().to_string()), "{listing}");
+        assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 0);
+        let left: Vec<_> =
+            std::fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 2, "the staging directory is removed: {left:?}");
+
+        let err = host.validate(&[("../escape.container".into(), "x".into())]);
+        assert_eq!(
+            err,
+            Validation::Refused("refusing the file name \"../escape.container\"".into())
         );
     }
 }

@@ -5,8 +5,13 @@
 //! a half-finished reset) can ever be deployed, and a changed URL or branch in the config takes
 //! effect at the next fetch. Fetches are shallow (depth 1). file, https and ssh URLs work; for
 //! ssh, `QUADSYNC_SSH_KEY` is the deploy key.
+//!
+//! A fetch has one deadline for all of it (connecting, the handshake, the pack), so a server
+//! that never answers cannot hold the sync lock. Credentials in the URL never leave this module:
+//! every message goes through [`Redactor`].
 
-use std::path::Path;
+use std::error::Error;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +19,7 @@ use std::time::Duration;
 use gix::remote::Direction;
 use gix::remote::fetch::Shallow;
 
-use crate::discover::{SourceFile, wanted};
+use crate::source::{GitTree, SourceFile, read_sources};
 
 /// A fetched commit and the files quadsync reads from it.
 #[derive(Debug, Clone)]
@@ -23,120 +28,217 @@ pub struct Fetched {
     pub files: Vec<SourceFile>,
 }
 
-/// The ssh command gix runs for ssh URLs: the deploy key only, never a prompt.
-fn ssh_command(key: &Path) -> Result<String, String> {
-    let key = key
-        .to_str()
-        .filter(|k| !k.contains('\''))
-        .ok_or_else(|| format!("unusable QUADSYNC_SSH_KEY path {}", key.display()))?;
-    Ok(format!(
-        "ssh -i '{key}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
-    ))
+/// More packs than this in the bare clone and it is fetched afresh (depth 1 keeps that small).
+const MAX_PACKS: usize = 16;
+
+/// Hides the credentials of a URL (`https://user:token@host/...`) in any text.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// The userinfo before the host is a secret, raw and percent-decoded, when it holds a
+    /// password (`user:password@`), which is then hidden on its own too (some messages show only
+    /// that), or when it is all there is over http(s) (`https://TOKEN@host`). A user name alone
+    /// over ssh (`ssh://git@host`, `git@host:path`) is no secret.
+    pub fn new(url: &str) -> Redactor {
+        let mut secrets = Vec::new();
+        if let Some((scheme, rest)) = url.split_once("://") {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                if let Some((_, password)) = userinfo.split_once(':') {
+                    secrets.extend([userinfo.to_owned(), password.to_owned()]);
+                } else if scheme.starts_with("http") {
+                    secrets.push(userinfo.to_owned());
+                }
+            }
+        }
+        let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+        secrets.extend(decoded);
+        secrets.retain(|s| !s.is_empty());
+        // Longest first, so a password inside the whole userinfo never leaves a piece behind.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    pub fn text(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An error with every cause under it, `outer: inner: innermost` ("handshake failed" alone
+/// does not tell a refused connection from a bad password).
+pub fn causes(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The ssh command gix runs for ssh URLs: the deploy key only, never a prompt, and a dead
+/// server noticed (the fetch's deadline covers the rest).
+fn ssh_command(key: Option<&Path>) -> Result<String, String> {
+    let mut command = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new \
+                       -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
+        .to_owned();
+    if let Some(key) = key {
+        let key = key
+            .to_str()
+            .filter(|k| !k.contains('\''))
+            .ok_or_else(|| format!("unusable QUADSYNC_SSH_KEY path {}", key.display()))?;
+        command.push_str(&format!(" -i '{key}' -o IdentitiesOnly=yes"));
+    }
+    Ok(command)
 }
 
 /// Fetches `branch` of `url` into the bare repo at `dest` (made if missing) and reads the
-/// definitions from its tip. Gives up after `timeout`.
+/// definitions from its tip. Gives up after `timeout`, whatever the server does. Errors are
+/// every problem found, with credentials redacted.
 pub fn fetch(
     url: &str,
     branch: &str,
     dest: &Path,
     ssh_key: Option<&Path>,
     timeout: Duration,
-) -> Result<Fetched, String> {
-    let describe = |e: &dyn std::fmt::Display| format!("fetching {branch} of {url}: {e}");
-    let mut repo = if dest.join("HEAD").exists() {
-        gix::open(dest).map_err(|e| describe(&e))?
-    } else {
-        std::fs::create_dir_all(dest).map_err(|e| describe(&e))?;
-        gix::init_bare(dest).map_err(|e| describe(&e))?
-    };
-    if let Some(key) = ssh_key {
-        let command = ssh_command(key)?;
-        let mut config = repo.config_snapshot_mut();
-        config
-            .set_raw_value(gix::config::tree::Core::SSH_COMMAND, command.as_str())
-            .map_err(|e| describe(&e))?;
-        config.commit().map_err(|e| describe(&e))?;
-    }
-
-    // The deadline: gix checks the flag while it transfers.
+) -> Result<Fetched, Vec<String>> {
+    let redactor = Redactor::new(url);
+    let shown = redactor.text(url);
     let interrupt = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
-    {
-        let (interrupt, done) = (interrupt.clone(), done.clone());
-        std::thread::spawn(move || {
-            let step = Duration::from_millis(50);
-            let mut waited = Duration::ZERO;
-            while waited < timeout && !done.load(Ordering::SeqCst) {
-                std::thread::sleep(step);
-                waited += step;
-            }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let job = FetchJob {
+        url: url.to_owned(),
+        branch: branch.to_owned(),
+        dest: dest.to_owned(),
+        ssh_key: ssh_key.map(Path::to_owned),
+        interrupt: interrupt.clone(),
+    };
+    // The fetch runs on its own thread so the deadline holds even while gix blocks in a connect
+    // or a read; a thread left behind ends with the process, which exits after the sync.
+    std::thread::spawn(move || sender.send(job.run()));
+    let result = match receiver.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => {
             interrupt.store(true, Ordering::SeqCst);
-        });
-    }
-    let tracking = format!("refs/remotes/origin/{branch}");
-    let refspec = format!("+refs/heads/{branch}:{tracking}");
-    let result = (|| -> Result<(), String> {
-        let remote = repo
-            .remote_at(url)
-            .map_err(|e| describe(&e))?
-            .with_refspecs([refspec.as_str()], Direction::Fetch)
-            .map_err(|e| describe(&e))?;
-        let depth = 1.try_into().map_err(|_| describe(&"depth"))?;
-        remote
-            .connect(Direction::Fetch)
-            .map_err(|e| describe(&e))?
-            .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|e| describe(&e))?
-            .with_shallow(Shallow::DepthAtRemote(depth))
-            .receive(gix::progress::Discard, &interrupt)
-            .map_err(|e| describe(&e))?;
-        Ok(())
-    })();
-    done.store(true, Ordering::SeqCst);
-    if interrupt.load(Ordering::SeqCst) && result.is_err() {
-        return Err(format!("fetching {branch} of {url}: timed out after {}s", timeout.as_secs()));
-    }
-    result?;
-    read_commit(&repo, &tracking).map_err(|e| format!("reading {branch} of {url}: {e}"))
+            return Err(vec![format!(
+                "fetching {branch} of {shown}: no complete answer within {}s",
+                timeout.as_secs()
+            )]);
+        }
+    };
+    result.map_err(|errors| errors.iter().map(|e| redactor.text(e)).collect())
 }
 
-/// The files quadsync reads from the commit `reference` points to: the root and one level.
-pub fn read_commit(repo: &gix::Repository, reference: &str) -> Result<Fetched, String> {
-    let id = repo
-        .find_reference(reference)
-        .map_err(|e| e.to_string())?
-        .into_fully_peeled_id()
-        .map_err(|e| e.to_string())?;
-    let commit = repo.find_commit(id).map_err(|e| e.to_string())?;
-    let tree = commit.tree().map_err(|e| e.to_string())?;
-    let mut files = Vec::new();
-    let blob_text = |oid: gix::Id<'_>, path: &str| -> Result<String, String> {
-        let blob = oid.object().map_err(|e| e.to_string())?;
-        String::from_utf8(blob.data.clone()).map_err(|_| format!("{path}: not UTF-8"))
-    };
-    for entry in tree.iter() {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let name = entry.filename().to_string();
-        if name.starts_with('.') {
-            continue;
+struct FetchJob {
+    url: String,
+    branch: String,
+    dest: PathBuf,
+    ssh_key: Option<PathBuf>,
+    interrupt: Arc<AtomicBool>,
+}
+
+impl FetchJob {
+    fn run(&self) -> Result<Fetched, Vec<String>> {
+        let describe =
+            |e: &dyn Error| format!("fetching {} of {}: {}", self.branch, self.url, causes(e));
+        if pack_count(&self.dest) > MAX_PACKS {
+            log::info!("{}: more than {MAX_PACKS} packs; fetching afresh", self.dest.display());
+            std::fs::remove_dir_all(&self.dest).map_err(|e| vec![describe(&e)])?;
         }
-        if entry.mode().is_tree() {
-            let subtree = entry.object().map_err(|e| e.to_string())?.into_tree();
-            for inner in subtree.iter() {
-                let inner = inner.map_err(|e| e.to_string())?;
-                let inner_name = inner.filename().to_string();
-                if inner.mode().is_blob() && !inner_name.starts_with('.') && wanted(&inner_name) {
-                    let path = format!("{name}/{inner_name}");
-                    files.push(SourceFile { text: blob_text(inner.id(), &path)?, path });
-                }
-            }
-        } else if entry.mode().is_blob() && wanted(&name) {
-            files.push(SourceFile { text: blob_text(entry.id(), &name)?, path: name });
-        }
+        let repo = self.open().map_err(|e| vec![describe(&*e)])?;
+        let tracking = format!("refs/remotes/origin/{}", self.branch);
+        self.transfer(&repo, &tracking).map_err(|e| vec![describe(&*e)])?;
+        let commit = (|| -> Result<_, Box<dyn Error + Send + Sync>> {
+            let id = repo.find_reference(tracking.as_str())?.into_fully_peeled_id()?;
+            Ok(repo.find_commit(id)?)
+        })()
+        .map_err(|e| vec![format!("reading {} of {}: {}", self.branch, self.url, causes(&*e))])?;
+        let root = commit.tree().map_err(|e| vec![describe(&e)])?;
+        let files = read_sources(&GitTree { root })?;
+        Ok(Fetched { commit: commit.id.to_string(), files })
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Fetched { commit: commit.id.to_string(), files })
+
+    fn open(&self) -> Result<gix::Repository, Box<dyn Error + Send + Sync>> {
+        let mut repo = if self.dest.join("HEAD").exists() {
+            gix::open(&self.dest)?
+        } else {
+            std::fs::create_dir_all(&self.dest)?;
+            gix::init_bare(&self.dest)?
+        };
+        let command = ssh_command(self.ssh_key.as_deref())?;
+        let mut config = repo.config_snapshot_mut();
+        config.set_raw_value(gix::config::tree::Core::SSH_COMMAND, command.as_str())?;
+        config.commit()?;
+        Ok(repo)
+    }
+
+    /// Brings the branch's tip into the clone; nothing is transferred when it is already here.
+    fn transfer(
+        &self,
+        repo: &gix::Repository,
+        tracking: &str,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let refspec = format!("+refs/heads/{}:{tracking}", self.branch);
+        let remote = repo
+            .remote_at(self.url.as_str())?
+            .with_refspecs([refspec.as_str()], Direction::Fetch)?;
+        let prepared = remote
+            .connect(Direction::Fetch)?
+            .prepare_fetch(gix::progress::Discard, Default::default())?;
+        let advertised = prepared.ref_map().mappings.first().and_then(|m| m.remote.as_id());
+        let Some(advertised) = advertised.map(ToOwned::to_owned) else {
+            return Err(format!("the remote has no branch {}", self.branch).into());
+        };
+        let local = repo.try_find_reference(tracking)?.and_then(|r| r.into_fully_peeled_id().ok());
+        if local.is_some_and(|id| id == advertised) && repo.has_object(advertised) {
+            log::debug!("{tracking} is already at {advertised}");
+            return Ok(());
+        }
+        let depth = 1.try_into().map_err(|_| "depth")?;
+        prepared
+            .with_shallow(Shallow::DepthAtRemote(depth))
+            .receive(gix::progress::Discard, &self.interrupt)?;
+        Ok(())
+    }
+}
+
+/// How many packs the clone holds (each fetch that transfers adds one).
+fn pack_count(repo: &Path) -> usize {
+    std::fs::read_dir(repo.join("objects/pack"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                .count()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -144,11 +246,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_deploy_key_is_quoted_and_checked() {
+    fn the_ssh_command_is_quoted_and_bounded() {
         assert_eq!(
-            ssh_command(Path::new("/etc/quadsync/deploy-key")).unwrap(),
-            "ssh -i '/etc/quadsync/deploy-key' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+            ssh_command(Some(Path::new("/etc/quadsync/deploy-key"))).unwrap(),
+            "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=30 \
+             -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
+             -i '/etc/quadsync/deploy-key' -o IdentitiesOnly=yes"
         );
-        assert!(ssh_command(Path::new("/tmp/it's")).is_err());
+        assert!(ssh_command(Some(Path::new("/tmp/it's"))).is_err());
+        assert!(ssh_command(None).unwrap().contains("ConnectTimeout=30"));
+    }
+
+    #[test]
+    fn credentials_are_redacted_raw_and_decoded() {
+        let redactor = Redactor::new("https://deploy:s3cr%21t@git.example.com/defs.git");
+        let message = "fetching main of https://deploy:s3cr%21t@git.example.com/defs.git: \
+                       password s3cr!t rejected for deploy:s3cr!t";
+        assert_eq!(
+            redactor.text(message),
+            "fetching main of https://***@git.example.com/defs.git: password *** rejected for ***"
+        );
+        let token = Redactor::new("https://ghp_abcdef@github.com/o/r.git");
+        assert_eq!(
+            token.text("https://ghp_abcdef@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        // No credentials, nothing hidden (an @ in the path is not userinfo).
+        let plain = Redactor::new("git@github.com:o/r.git");
+        assert_eq!(plain.text("git@github.com:o/r.git"), "git@github.com:o/r.git");
+        let ssh = Redactor::new("ssh://git@host/defs.git");
+        assert_eq!(ssh.text("ssh://git@host/defs.git"), "ssh://git@host/defs.git");
+        let ssh = Redactor::new("ssh://git:pw@host/defs.git");
+        assert_eq!(ssh.text("ssh://git:pw@host/defs.git"), "ssh://***@host/defs.git");
+        let path = Redactor::new("https://host/a@b/r.git");
+        assert_eq!(path.text("https://host/a@b/r.git"), "https://host/a@b/r.git");
+    }
+
+    #[test]
+    fn causes_are_chained_once() {
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("Transport handshake failed")
+            }
+        }
+        impl Error for Outer {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(causes(&Outer(inner)), "Transport handshake failed: connection refused");
     }
 }

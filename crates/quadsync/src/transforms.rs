@@ -9,8 +9,9 @@
 //! | `_base-SUFFIX.EXT` | a companion file deployed beside every container as `NAME-SUFFIX.EXT` |
 //!
 //! Any other regular file is an error, so a typo (`tailscale.conatiner`) cannot silently leave a
-//! directory untransformed. Hidden files (editor swap files) and subdirectories are ignored; a
-//! missing directory is an empty one.
+//! directory untransformed. Hidden files (editor swap files) and subdirectories are ignored. A
+//! missing directory is an error, not an empty set: a mistyped path must not deploy containers
+//! without the transforms the host relies on.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,13 +93,7 @@ impl TransformSet {
         let read_error = |e: std::io::Error| {
             TransformError(format!("reading transform directory {}: {e}", dir.display()))
         };
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(TransformSet::default());
-            }
-            Err(e) => return Err(read_error(e)),
-        };
+        let entries = std::fs::read_dir(dir).map_err(read_error)?;
         let mut files = Vec::new();
         for entry in entries {
             let entry = entry.map_err(read_error)?;

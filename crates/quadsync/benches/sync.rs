@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use quadsync::config::Config;
@@ -134,7 +135,8 @@ fn scenario(name: &str, dir: &Path) {
             let started = Instant::now();
             match name {
                 "noop" => {
-                    let report = sync(&config, &host, false).expect("sync");
+                    let report =
+                        sync(&config, &host, false, &AtomicBool::new(false)).expect("sync");
                     assert!(report.plan.expect("plan").changes().next().is_none(), "not a no-op");
                 }
                 _ => {
@@ -172,7 +174,8 @@ fn main() {
     std::fs::create_dir_all(dir.path().join("transforms")).expect("transforms dir");
     git(&repo, &["init", "-q"]);
     commit_definitions(&repo, "v1");
-    let first = sync(&config(dir.path()), &InstantHost::default(), false).expect("first sync");
+    let first = sync(&config(dir.path()), &InstantHost::default(), false, &AtomicBool::new(false))
+        .expect("first sync");
     assert!(first.outcome.errors.is_empty(), "{:?}", first.outcome.errors);
 
     let me = std::env::current_exe().expect("bench binary");

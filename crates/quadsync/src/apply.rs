@@ -3,6 +3,11 @@
 //! A user whose deploy fails (useradd, a write, the user manager, daemon-reload, userdel) is
 //! skipped and reported, and the others still deploy; their files are marked so the next sync
 //! redoes them. A container that fails to start is only a warning: the deploy itself worked.
+//!
+//! Ownership is written ahead: a user is recorded (and the record saved) *before* `useradd`
+//! runs, so a sync killed at any moment never leaves a user quadsync made but refuses to manage.
+//! A stop request (SIGTERM from `systemctl stop` or a reboot) is honoured between steps: the
+//! step under way finishes, the state is saved, and the next sync goes on from there.
 
 use crate::discover::Desired;
 use crate::plan::{Action, Plan, Step};
@@ -27,7 +32,11 @@ fn user_info(system: &dyn System, name: &str) -> Result<UserInfo, String> {
     created(&system.user(name)?, name).cloned()
 }
 
-/// Applies `plan`; `save` is called after each user so a crash loses nothing.
+/// Why a deploy stopped early.
+const STOPPED: &str = "stopped on request; the next sync goes on from here";
+
+/// Applies `plan`; `save` is called whenever ownership changes and after each user, so a crash
+/// loses nothing; `stop` is asked between steps.
 pub fn apply(
     plan: &Plan,
     desired: &Desired,
@@ -35,6 +44,7 @@ pub fn apply(
     system: &dyn System,
     group: &str,
     save: &mut dyn FnMut(&State),
+    stop: &dyn Fn() -> bool,
 ) -> Outcome {
     let mut outcome = Outcome::default();
     if plan.users.iter().any(|u| u.steps.contains(&Step::CreateUser))
@@ -45,6 +55,11 @@ pub fn apply(
     }
     for user in &plan.users {
         let name = &user.user;
+        if user.action != Action::Unchanged && stop() {
+            log::warn!("{name}: {STOPPED}");
+            outcome.errors.push(format!("{name}: {STOPPED}"));
+            break;
+        }
         match user.action {
             Action::Unchanged => continue,
             Action::Refused => {
@@ -70,7 +85,8 @@ pub fn apply(
             Action::Create | Action::Update => {}
         }
         let Some(deployment) = desired.get(name) else { continue };
-        match deploy(system, state, deployment, &user.steps, group, &mut outcome) {
+        let mut context = Context { system, state: &mut *state, save: &mut *save, stop };
+        match deploy(&mut context, deployment, &user.steps, group, &mut outcome) {
             Ok(result) => {
                 let managed = state.users.entry(name.clone()).or_insert_with(|| ManagedUser {
                     service: deployment.service.clone(),
@@ -96,31 +112,33 @@ pub fn apply(
     outcome
 }
 
+/// What a deploy works with.
+struct Context<'a> {
+    system: &'a dyn System,
+    state: &'a mut State,
+    save: &'a mut dyn FnMut(&State),
+    stop: &'a dyn Fn() -> bool,
+}
+
 /// Runs a create or update; returns the result to record.
 fn deploy(
-    system: &dyn System,
-    state: &mut State,
+    context: &mut Context<'_>,
     deployment: &crate::discover::Deployment,
     steps: &[Step],
     group: &str,
     outcome: &mut Outcome,
 ) -> Result<String, String> {
+    let system = context.system;
     let name = &deployment.user;
     let mut info: Option<UserInfo> = system.user(name)?;
     let mut result = "deployed".to_owned();
-    for step in steps {
+    for (index, step) in steps.iter().enumerate() {
+        if index > 0 && (context.stop)() {
+            return Err(STOPPED.to_owned());
+        }
         match step {
             Step::CreateUser => {
-                system.create_user(name, group)?;
-                // Recorded at once: from here on the user is quadsync's, even if the rest fails.
-                state.users.insert(
-                    name.clone(),
-                    ManagedUser {
-                        service: deployment.service.clone(),
-                        files: Default::default(),
-                        result: "created".into(),
-                    },
-                );
+                create_user(context, deployment, group)?;
                 info = Some(user_info(system, name)?);
                 log::info!("{name}: created the user");
             }
@@ -166,6 +184,37 @@ fn deploy(
         }
     }
     Ok(result)
+}
+
+/// `useradd`, with the user recorded as quadsync's before it runs (and forgotten again only if
+/// it certainly failed), so no kill in between can orphan the user.
+fn create_user(
+    context: &mut Context<'_>,
+    deployment: &crate::discover::Deployment,
+    group: &str,
+) -> Result<(), String> {
+    let name = &deployment.user;
+    let known = context.state.users.contains_key(name);
+    if !known {
+        let record = ManagedUser {
+            service: deployment.service.clone(),
+            files: Default::default(),
+            result: "creating".into(),
+        };
+        context.state.users.insert(name.clone(), record);
+        (context.save)(context.state);
+    }
+    match context.system.create_user(name, group) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // Still absent: it was never ours. Present (a race with an admin): keep no claim.
+            if !known {
+                context.state.users.remove(name);
+                (context.save)(context.state);
+            }
+            Err(e)
+        }
+    }
 }
 
 fn remove(system: &dyn System, name: &str, steps: &[Step]) -> Result<(), String> {
@@ -282,7 +331,7 @@ pub(crate) mod tests {
         let names: Vec<String> = system.users.borrow().keys().cloned().collect();
         let facts = HostFacts { existing_users: names.clone(), lingering: names };
         let plan = plan("c", desired, state, &facts, 0.5, allow);
-        apply(&plan, desired, state, system, "cusers", &mut |_| {})
+        apply(&plan, desired, state, system, "cusers", &mut |_| {}, &|| false)
     }
 
     #[test]
@@ -372,5 +421,67 @@ pub(crate) mod tests {
         system.calls.take();
         run(&system, &desired, &mut state, false);
         assert!(system.calls.take().is_empty());
+    }
+
+    #[test]
+    fn ownership_is_saved_before_useradd_so_a_kill_never_orphans_a_user() {
+        let system = Recorder::default();
+        let mut state = State::default();
+        let desired = desired(vec![deployment("a", "1")]);
+        let facts = HostFacts::default();
+        let plan = plan("c", &desired, &state, &facts, 0.5, false);
+        // Each save as a kill right after it would leave it: the state on disk, and whether
+        // useradd had run.
+        let mut saves: Vec<(State, bool)> = Vec::new();
+        let mut save = |s: &State| {
+            let ran = system.calls.borrow().iter().any(|c| c.starts_with("useradd a"));
+            saves.push((s.clone(), ran));
+        };
+        apply(&plan, &desired, &mut state, &system, "cusers", &mut save, &|| false);
+        let (first, useradd_ran) = &saves[0];
+        assert!(!useradd_ran, "the first save comes before useradd");
+        assert_eq!(first.users["a"].result, "creating");
+
+        // Killed just after useradd: the saved record owns the user, so the next sync takes it
+        // over and finishes the deploy instead of refusing it forever.
+        let mut state = first.clone();
+        system.calls.take();
+        let outcome = run(&system, &desired, &mut state, false);
+        assert_eq!(outcome, Outcome::default());
+        assert_eq!(state.users["a"].result, "started a.service");
+        assert!(
+            system
+                .calls
+                .take()
+                .contains(&"write a ~/.config/containers/systemd/a.container".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_failed_useradd_leaves_no_claim() {
+        let system = Recorder { fail: vec!["useradd a".into()], ..Recorder::default() };
+        let mut state = State::default();
+        let outcome = run(&system, &desired(vec![deployment("a", "1")]), &mut state, false);
+        assert_eq!(outcome.errors, ["a: useradd a -G cusers failed"]);
+        assert!(!state.users.contains_key("a"), "{state:?}");
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_sync_between_steps_with_the_rest_redone_later() {
+        let system = Recorder::default();
+        let mut state = State::default();
+        let desired = desired(vec![deployment("a", "1"), deployment("b", "1")]);
+        let facts = HostFacts::default();
+        let plan = plan("c", &desired, &state, &facts, 0.5, false);
+        // SIGTERM arrives while a's user is being created.
+        let stop = || system.calls.borrow().iter().any(|c| c.starts_with("useradd a"));
+        let outcome = apply(&plan, &desired, &mut state, &system, "cusers", &mut |_| {}, &stop);
+        assert_eq!(outcome.errors, [format!("a: {STOPPED}"), format!("b: {STOPPED}")]);
+        assert_eq!(system.calls.take(), ["groupadd cusers", "useradd a -G cusers"]);
+        assert!(state.users["a"].files.is_empty(), "a is marked for a full deploy");
+        assert!(!state.users.contains_key("b"));
+        run(&system, &desired, &mut state, false);
+        assert_eq!(state.users["a"].result, "started a.service");
+        assert_eq!(state.users["b"].result, "started b.service");
     }
 }

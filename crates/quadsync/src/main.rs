@@ -3,6 +3,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -11,6 +13,9 @@ use tailpod_core::names::{ContainerName, PodName};
 use quadsync::config::{self, Config};
 use quadsync::discover::discover;
 use quadsync::render::{SpecFile, render};
+use quadsync::source::{
+    DirTree, MAX_FILE_BYTES, read_regular_file, read_sources, text as source_text,
+};
 use quadsync::state::State;
 use quadsync::sync::{self, Paths};
 use quadsync::system::{Host, System};
@@ -149,18 +154,33 @@ fn load(path: &Path) -> Result<Config, String> {
 }
 
 fn run_sync(config: &Config, allow_mass_removal: bool) -> Result<(), String> {
-    let report = sync::sync(config, &Host::default(), allow_mass_removal)?;
+    // SIGTERM (systemctl stop, a reboot) and SIGINT ask the sync to stop after the step under
+    // way, with the state saved, instead of dying in the middle of a user.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("installing the signal handler: {e}"))?;
+    }
+    let report = sync::sync(config, &host_for(config), allow_mass_removal, &stop)?;
     match report.outcome.errors.len() {
         0 => Ok(()),
         n => Err(format!("sync failed: {n} error(s)")),
     }
 }
 
+/// The real host, staging what it validates in the state directory (root's alone).
+fn host_for(config: &Config) -> Host {
+    Host { scratch: config.state_dir.clone(), ..Host::default() }
+}
+
 fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(), String> {
-    let host = Host::default();
+    let host = host_for(config);
     let _lock = sync::lock(&config.state_dir)?;
     let state = State::load(&Paths::new(&config.state_dir).state)?;
-    let (commit, desired) = sync::prepare(config, &host).map_err(|errors| errors.join("\n"))?;
+    let (commit, desired) = sync::prepare(config, &host).map_err(|errors| {
+        errors.iter().for_each(|e| log::error!("{e}"));
+        format!("nothing to plan: {} error(s)", errors.len())
+    })?;
     let facts = sync::host_facts(&host, &desired, &state)?;
     let plan =
         plan::plan(&commit, &desired, &state, &facts, config.max_removal, allow_mass_removal);
@@ -169,7 +189,11 @@ fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(),
     } else {
         print!("{plan}");
     }
-    Ok(())
+    // A refused user is a failure of the sync this plan shows, so the plan says so too.
+    match plan.users.iter().filter(|u| u.action == plan::Action::Refused).count() {
+        0 => Ok(()),
+        n => Err(format!("sync would fail: {n} user(s) refused")),
+    }
 }
 
 fn check(transforms: Option<&Path>, dir: &Path) -> Result<(), String> {
@@ -177,9 +201,9 @@ fn check(transforms: Option<&Path>, dir: &Path) -> Result<(), String> {
         Some(path) => TransformSet::load(path).map_err(|e| e.to_string())?,
         None => TransformSet::without_host(),
     };
-    let files = quadsync::discover::read_dir(dir)?;
-    match discover(&files, &transforms) {
-        Ok(desired) => {
+    let files = read_sources(&DirTree { root: dir.to_owned() });
+    match files.and_then(|files| discover(&files, &transforms).map(|d| (d, files))) {
+        Ok((desired, files)) => {
             println!(
                 "All checks passed: {} container user(s), {} file(s).",
                 desired.len(),
@@ -289,8 +313,8 @@ fn augment(transforms: &Path, repo: Option<&Path>, file: &Path) -> Result<(), St
         .strip_prefix(&root)
         .map_err(|_| format!("{} is not inside the repo {}", file.display(), root.display()))?;
     let spec = SpecFile::locate(relative, file).map_err(|e| e.to_string())?;
-    let text =
-        std::fs::read_to_string(&absolute).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = read_regular_file(&absolute, MAX_FILE_BYTES)
+        .and_then(|data| source_text(&file.display().to_string(), data))?;
     let transforms = TransformSet::load(transforms).map_err(|e| e.to_string())?;
     let dir = absolute.parent().unwrap_or(&root);
     let pods = pods_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

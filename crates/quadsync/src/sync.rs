@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -18,7 +19,7 @@ use crate::state::{LastSync, State};
 use crate::system::{System, Validation};
 use crate::transforms::TransformSet;
 
-/// How long a fetch may take.
+/// How long a whole fetch may take, from connecting to the last byte.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Paths inside the state directory.
@@ -132,8 +133,7 @@ pub fn prepare(config: &Config, system: &dyn System) -> Result<(String, Desired)
         &paths.repo,
         config.ssh_key.as_deref(),
         FETCH_TIMEOUT,
-    )
-    .map_err(|e| vec![e])?;
+    )?;
     log::debug!("fetched {} ({} definition file(s))", fetched.commit, fetched.files.len());
     let transforms = TransformSet::load(&config.transform_dir).map_err(|e| vec![e.to_string()])?;
     let desired = desired_state(&fetched.files, &transforms, system)?;
@@ -152,11 +152,13 @@ fn now() -> u64 {
 }
 
 /// A whole sync. `Err` only when the state itself cannot be read or written; every other failure
-/// is in the report (and recorded in the state).
+/// is in the report (and recorded in the state). `stop`, once set (by SIGTERM), ends the sync
+/// cleanly after the step under way.
 pub fn sync(
     config: &Config,
     system: &dyn System,
     allow_mass_removal: bool,
+    stop: &AtomicBool,
 ) -> Result<Report, String> {
     let _lock = lock(&config.state_dir)?;
     let paths = Paths::new(&config.state_dir);
@@ -183,11 +185,13 @@ pub fn sync(
         log::info!("{}: {} container(s), nothing to do", short(&commit), desired.len());
     }
     let mut save_error = None;
-    let outcome = apply(&plan, &desired, &mut state, system, &config.user_group, &mut |s| {
+    let mut save = |s: &State| {
         if let Err(e) = s.save(&paths.state) {
-            save_error = Some(e);
+            save_error.get_or_insert(e);
         }
-    });
+    };
+    let stop = || stop.load(Ordering::SeqCst);
+    let outcome = apply(&plan, &desired, &mut state, system, &config.user_group, &mut save, &stop);
     if let Some(e) = save_error {
         return Err(e);
     }

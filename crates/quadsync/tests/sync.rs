@@ -219,3 +219,164 @@ fn the_shipped_example_passes_check_with_the_shipped_transforms() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "All checks passed: 2 container user(s), 4 file(s).\n");
 }
+
+/// Commits everything in the site's repo.
+fn commit(site: &Site, message: &str) {
+    git(&site.repo(), &["add", "-A"]);
+    git(&site.repo(), &["commit", "-qm", message]);
+}
+
+/// A state that says quadsync deployed `hello` (its user exists on the host it ran on).
+fn managed_hello(site: &Site) {
+    let state = site.tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    write(
+        &state.join("state.json"),
+        r#"{"commit":null,"last_sync":null,"users":{"hello":{"service":"hello.service","files":{},"result":"started"}}}"#,
+    );
+}
+
+#[test]
+fn a_spec_committed_as_a_symlink_stops_the_sync_instead_of_removing_the_container() {
+    let site = Site::new();
+    managed_hello(&site);
+    let secret = site.tmp.path().join("secret.txt");
+    write(&secret, "root:$6$very-secret-hash:19000::::::\n");
+    std::fs::remove_file(site.repo().join("hello.container")).unwrap();
+    write(&site.repo().join("shared/hello.tmpl"), "[Container]\nImage=x\n");
+    std::os::unix::fs::symlink("shared/hello.tmpl", site.repo().join("hello.container")).unwrap();
+    commit(&site, "hello as a link");
+
+    // sync (through plan, which needs no root) refuses the commit: no removal is planned.
+    let out = site.quadsync(&["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let log = text(&out.stderr);
+    assert!(log.contains("hello.container: a symlink (never followed)"), "{log}");
+    assert!(!text(&out.stdout).contains("remove"), "{}", text(&out.stdout));
+
+    // check reads by the same rule, and never follows a link out of the repo.
+    std::fs::remove_file(site.repo().join("hello.container")).unwrap();
+    std::os::unix::fs::symlink(&secret, site.repo().join("hello.container")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quadsync"))
+        .arg("check")
+        .arg(site.repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("hello.container: a symlink (never followed)"), "{all}");
+    assert!(!all.contains("very-secret-hash"), "{all}");
+}
+
+#[test]
+fn credentials_in_the_url_never_reach_logs_state_or_status() {
+    let site = Site::new();
+    // A closed port: the fetch fails, and every message about it names the URL.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    site.configure(&format!("https://deploy:Sup3r%2Fsecret@127.0.0.1:{port}/defs.git"));
+    let out = Command::new(env!("CARGO_BIN_EXE_quadsync"))
+        .args(["sync", "--config"])
+        .arg(site.tmp.path().join("config.env"))
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let status = site.quadsync(&["status", "--json"]);
+    let stored = std::fs::read_to_string(site.tmp.path().join("state/state.json")).unwrap();
+    for (what, shown) in
+        [("log", text(&out.stderr)), ("status", text(&status.stdout)), ("state", stored)]
+    {
+        assert!(!shown.contains("Sup3r") && !shown.contains("secret"), "{what}: {shown}");
+        assert!(shown.contains("https://***@127.0.0.1"), "{what}: {shown}");
+    }
+    // The cause is there, not only "handshake failed".
+    assert!(text(&out.stderr).to_lowercase().contains("connect"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_server_that_never_answers_cannot_hold_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts, then says nothing, for as long as the test runs.
+    let held = std::thread::spawn(move || {
+        let connections: Vec<_> = listener.incoming().take(2).collect();
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(connections);
+    });
+    for url in [
+        format!("http://127.0.0.1:{port}/defs.git"),
+        format!("ssh://git@127.0.0.1:{port}/defs.git"),
+    ] {
+        let started = std::time::Instant::now();
+        let errors = quadsync::repo::fetch(
+            &url,
+            "main",
+            &dir.path().join("repo.git"),
+            None,
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{url}");
+        assert_eq!(errors, [format!("fetching main of {url}: no complete answer within 2s")]);
+    }
+    drop(held);
+}
+
+#[test]
+fn plan_fails_when_sync_would_refuse_a_user() {
+    let site = Site::new();
+    // `root` exists on every host and quadsync did not create it.
+    write(&site.repo().join("root.container"), "[Container]\nImage=x\n");
+    commit(&site, "root");
+    let out = site.quadsync(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("root: REFUSED"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("sync would fail: 1 user(s) refused"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_bare_clone_stays_small() {
+    let site = Site::new();
+    let packs = || {
+        std::fs::read_dir(site.tmp.path().join("state/repo.git/objects/pack"))
+            .map(|d| {
+                d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "pack"))
+                    .count()
+            })
+            .unwrap_or_default()
+    };
+    assert!(site.quadsync(&["plan"]).status.success());
+    let after_first = packs();
+    for _ in 0..3 {
+        assert!(site.quadsync(&["plan"]).status.success());
+    }
+    assert_eq!(packs(), after_first, "a fetch with nothing new transfers nothing");
+    for n in 0..20 {
+        write(&site.repo().join("extra.container"), &format!("[Container]\nImage=x{n}\n"));
+        commit(&site, "change");
+        let out = site.quadsync(&["plan"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(packs() <= 17, "{} packs after {n} changes", packs());
+    }
+    let plan = text(&site.quadsync(&["plan", "--json"]).stdout);
+    assert!(plan.contains("extra"), "{plan}");
+}
+
+#[test]
+fn a_missing_transform_directory_is_an_error() {
+    let site = Site::new();
+    let out = check_with(&site.tmp.path().join("no-such-dir"), &site.repo());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("reading transform directory"), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(site.tmp.path().join("transforms")).unwrap();
+    let out = site.quadsync(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("reading transform directory"), "{}", text(&out.stderr));
+}

@@ -60,17 +60,53 @@ impl Config {
             let line = env.var("QUADSYNC_USER_GROUP").map(|v| v.line).unwrap_or_default();
             return Err(format!("{origin}:{line}: QUADSYNC_USER_GROUP: {e}"));
         }
+        let located = |key: &str, message: &str| {
+            let line = env.var(key).map(|v| v.line).unwrap_or_default();
+            format!("{origin}:{line}: {key}: {message}")
+        };
+        // Paths are absolute: a relative one would depend on the directory quadsync started in.
+        let absolute = |key: &str, default: &str| -> Result<PathBuf, String> {
+            let path = PathBuf::from(or(key, default));
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(located(key, "must be an absolute path"))
+            }
+        };
+        let git_url = env.require("QUADSYNC_GIT_URL").map_err(|e| e.to_string())?.to_owned();
+        if !is_remote_url(&git_url) && !git_url.starts_with('/') {
+            return Err(located(
+                "QUADSYNC_GIT_URL",
+                "must be an https://, ssh://, git:// or file:// URL, user@host:path, or an absolute path",
+            ));
+        }
+        let ssh_key = match env.get("QUADSYNC_SSH_KEY").filter(|v| !v.is_empty()) {
+            Some(_) => Some(absolute("QUADSYNC_SSH_KEY", "")?),
+            None => None,
+        };
         Ok(Config {
-            git_url: env.require("QUADSYNC_GIT_URL").map_err(|e| e.to_string())?.to_owned(),
+            git_url,
             branch: or("QUADSYNC_GIT_BRANCH", "main"),
-            transform_dir: PathBuf::from(or("QUADSYNC_TRANSFORM_DIR", "/etc/quadsync/transforms")),
-            state_dir: PathBuf::from(or("QUADSYNC_STATE_DIR", "/var/lib/quadsync")),
+            transform_dir: absolute("QUADSYNC_TRANSFORM_DIR", "/etc/quadsync/transforms")?,
+            state_dir: absolute("QUADSYNC_STATE_DIR", "/var/lib/quadsync")?,
             user_group: group,
-            ssh_key: env.get("QUADSYNC_SSH_KEY").filter(|v| !v.is_empty()).map(PathBuf::from),
+            ssh_key,
             max_removal,
             unknown_keys: env.unknown(KEYS).map(|v| v.key.clone()).collect(),
         })
     }
+}
+
+/// A URL with a scheme git knows, or scp-like `user@host:path`.
+fn is_remote_url(url: &str) -> bool {
+    let scheme = ["https://", "http://", "ssh://", "git://", "file://", "git+ssh://", "ssh+git://"];
+    if scheme.iter().any(|s| url.starts_with(s)) {
+        return true;
+    }
+    // scp-like: a host before the first ':', and no '/' before it.
+    url.split_once(':').is_some_and(|(host, path)| {
+        !host.is_empty() && !host.contains('/') && !path.is_empty() && !path.starts_with("//")
+    })
 }
 
 #[cfg(test)]
@@ -113,10 +149,40 @@ mod tests {
     fn export_prefix_and_typos() {
         let config = Config::parse(
             "c.env",
-            "export QUADSYNC_GIT_URL=u\nexport QUADSYNC_USER_GROUP=x\nQUADSYNC_BRANCH=dev\n",
+            "export QUADSYNC_GIT_URL=https://h/r.git\nexport QUADSYNC_USER_GROUP=x\nQUADSYNC_BRANCH=dev\n",
         )
         .unwrap();
         assert_eq!(config.user_group, "x");
         assert_eq!(config.unknown_keys, ["QUADSYNC_BRANCH"]);
+    }
+
+    #[test]
+    fn relative_paths_and_urls_are_refused() {
+        for (line, key) in [
+            ("QUADSYNC_STATE_DIR=state", "QUADSYNC_STATE_DIR"),
+            ("QUADSYNC_TRANSFORM_DIR=./t", "QUADSYNC_TRANSFORM_DIR"),
+            ("QUADSYNC_SSH_KEY=key", "QUADSYNC_SSH_KEY"),
+        ] {
+            let err =
+                Config::parse("c.env", &format!("QUADSYNC_GIT_URL=https://h/r.git\n{line}\n"))
+                    .unwrap_err();
+            assert_eq!(err, format!("c.env:2: {key}: must be an absolute path"));
+        }
+        for url in ["defs", "./defs", "../defs.git", "defs/x.git"] {
+            let err = Config::parse("c.env", &format!("QUADSYNC_GIT_URL={url}\n")).unwrap_err();
+            assert!(
+                err.starts_with("c.env:1: QUADSYNC_GIT_URL: must be an https://"),
+                "{url}: {err}"
+            );
+        }
+        for url in [
+            "https://h/r.git",
+            "ssh://git@h/r",
+            "git@github.com:o/r.git",
+            "file:///srv/r",
+            "/srv/r.git",
+        ] {
+            assert!(Config::parse("c.env", &format!("QUADSYNC_GIT_URL={url}\n")).is_ok(), "{url}");
+        }
     }
 }

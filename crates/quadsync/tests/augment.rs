@@ -81,3 +81,25 @@ fn failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
     assert_eq!(quadsync(&["bogus"], tmp.path()).status.code(), Some(2));
     assert_eq!(quadsync(&[], tmp.path()).status.code(), Some(2));
 }
+
+#[test]
+fn a_fifo_or_a_link_to_a_device_is_refused_at_once() {
+    let tmp = layout();
+    let repo = tmp.path().join("repo");
+    mkfifo(&repo.join("fifo.container"));
+    std::os::unix::fs::symlink("/dev/zero", repo.join("zero.container")).unwrap();
+    for (file, why) in
+        [("fifo.container", "a FIFO"), ("zero.container", "a symlink; refusing to follow it")]
+    {
+        // Without the checks, the first blocks forever and the second reads without end.
+        let out = quadsync(&["augment", "--transforms", "../t", file], &repo);
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{file}: {why}")), "{file}: {err}");
+    }
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}

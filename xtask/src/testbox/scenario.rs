@@ -14,6 +14,8 @@
 //! 5. Pushes a change (edit one, add one, delete one) and checks that only the edited one
 //!    restarted, the new one runs and the deleted one's user is gone; pushes a broken commit and
 //!    checks that nothing changed and `quadsync status` reports the error.
+//! 6. Faults: the git server stops (nothing changes; the host catches up when it is back), and
+//!    quadsync is killed in the middle of a first deploy (the next sync finishes it).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -496,5 +498,59 @@ pub fn test(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<Timings, St
         status.contains("FAILED") && status.contains("Broken.container"),
         &format!("status does not report the error:\n{status}"),
     )?;
+    faults(layout, machine, &defs)?;
     Ok(timings)
+}
+
+/// Faults the host must ride out, each with how long recovery took.
+fn faults(layout: &Layout, machine: &Machine, defs: &Path) -> Result<(), String> {
+    let running = ["hello", "keep", "world"];
+    let pids = || running.iter().map(|u| main_pid(machine, u)).collect::<Result<Vec<_>, _>>();
+
+    // The git server goes away: the sync fails and nothing changes; once it is back, the host
+    // catches up with what was pushed meanwhile.
+    let steady = pids()?;
+    tailnet::stop_git_daemon(layout);
+    std::fs::remove_file(defs.join("Broken.container")).map_err(|e| e.to_string())?;
+    write(&defs.join("late.container"), &container("late, pushed while git was down", 18086))?;
+    push(defs, "fix the name, add late")?;
+    check(sync_now(machine).is_err(), "a sync without its git server did not fail")?;
+    check(pids()? == steady, "a failed fetch restarted containers")?;
+    check(!user_exists(machine, "late"), "late was deployed without a fetch")?;
+    tailnet::start_git_daemon(layout)?;
+    let back = Instant::now();
+    sync_now(machine)?;
+    wait_for("late to run", Duration::from_secs(60), || Ok(active(machine, "late")))?;
+    check(pids()? == steady, "catching up restarted unchanged containers")?;
+    eprintln!(
+        "box: fault: git server down: nothing changed; caught up {:.1}s after it came back",
+        back.elapsed().as_secs_f64()
+    );
+
+    // quadsync is killed (-9) in the middle of a first deploy: the next sync finishes it, and
+    // the user is quadsync's, not an orphan it refuses to manage.
+    write(&defs.join("fresh.container"), &container("fresh, deployed through a kill", 18087))?;
+    push(defs, "add fresh")?;
+    machine.exec(&["systemctl", "start", "--no-block", "quadsync-sync.service"])?;
+    wait_for("fresh's user to be created", Duration::from_secs(60), || {
+        Ok(user_exists(machine, "fresh"))
+    })?;
+    machine.exec(&["systemctl", "kill", "--signal=SIGKILL", "quadsync-sync.service"])?;
+    let killed = Instant::now();
+    wait_for("the killed sync to end", Duration::from_secs(30), || {
+        let state = machine.exec(&["systemctl", "is-active", "quadsync-sync.service"]);
+        Ok(state.map_or(true, |s| s.trim() != "active" && s.trim() != "activating"))
+    })?;
+    sync_now(machine)?;
+    wait_for("fresh to run", Duration::from_secs(60), || Ok(active(machine, "fresh")))?;
+    let state = machine.exec(&["quadsync", "status"])?;
+    check(
+        state.lines().any(|l| l.starts_with("fresh: ")),
+        &format!("fresh is not quadsync's after the kill:\n{state}"),
+    )?;
+    eprintln!(
+        "box: fault: quadsync killed during a first deploy: deployed {:.1}s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

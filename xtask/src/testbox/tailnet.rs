@@ -96,13 +96,30 @@ pub fn start(layout: &Layout) -> Result<Lab, String> {
     )?;
     wait_for_line(&peer_out, "echo on port", Duration::from_secs(30))?;
 
-    // A real git server: git daemon, read-only, for the bare repos in the work dir.
+    start_git_daemon(layout)?;
+    Ok(lab)
+}
+
+/// A real git server: git daemon, read-only, for the bare repos in the work dir.
+pub fn start_git_daemon(layout: &Layout) -> Result<(), String> {
     let base = format!("--base-path={}", layout.work.display());
     let git_out = layout.work.join("git-daemon.out");
     let listen = format!("--listen={LAB_IP}");
     let args = ["daemon", "--export-all", "--reuseaddr", &listen, &base, "--informative-errors"];
-    spawn(layout, Path::new("git"), &args, &[], &git_out, &pid_files(layout)[2])?;
-    Ok(lab)
+    spawn(layout, Path::new("git"), &args, &[], &git_out, &pid_files(layout)[2])
+}
+
+/// Stops the git server (a fault the box must ride out).
+pub fn stop_git_daemon(layout: &Layout) {
+    kill(&pid_files(layout)[2]);
+}
+
+/// Ends the process a pid file names, and forgets it.
+fn kill(pid_file: &Path) {
+    if let Ok(pid) = std::fs::read_to_string(pid_file) {
+        let _ = run("kill", &[pid.trim()]);
+    }
+    let _ = std::fs::remove_file(pid_file);
 }
 
 /// Runs `binary ARGS` detached, stdout to `out`, stderr beside it, its PID in `pid_file`.
@@ -181,10 +198,7 @@ impl Lab {
 /// Ends the lab's processes and takes the lab's address off `lo`; quiet when nothing runs.
 pub fn stop(layout: &Layout) {
     for pid_file in pid_files(layout) {
-        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
-            let _ = run("kill", &[pid.trim()]);
-        }
-        let _ = std::fs::remove_file(pid_file);
+        kill(&pid_file);
     }
     let lab = format!("{LAB_IP}/32");
     let _ =

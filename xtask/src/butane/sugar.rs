@@ -20,12 +20,12 @@ pub(crate) fn trees(
     };
     for (i, tree) in items.iter().enumerate() {
         let at = format!("{path}.{i}");
-        let local = tree
-            .get("local")
+        let local_node = tree.get("local");
+        let local = local_node
             .and_then(Node::text)
             .ok_or_else(|| error(&at, Some(tree.mark()), "local is required"))?;
         let dest = tree.get("path").and_then(Node::text).unwrap_or("/");
-        let root = t.local_path(local, &at, tree.mark())?;
+        let root = t.local_path(local, &at, local_node.map_or(tree.mark(), Node::mark))?;
         let mut found = Vec::new();
         walk(&root, &root, &mut found).map_err(|e| {
             error(&at, Some(tree.mark()), format!("reading tree {}: {e}", root.display()))

@@ -205,7 +205,14 @@ impl Translator<'_> {
         }
     }
 
-    /// `local` inside the files dir, refusing a missing files dir and paths that leave it.
+    /// `local` inside the files dir, refusing a missing files dir and paths that leave it: by
+    /// `..` or an absolute path (as butane does), and also through a symlink anywhere on the way,
+    /// which butane's purely textual check lets through. The files dir is the only part of the
+    /// machine a config may embed; a symlink out of it (planted, or a tree root pointing at
+    /// `/etc`) would put the build machine's secrets into the Ignition config.
+    ///
+    /// Returns the resolved path, so that what is read is what was checked. A path that does not
+    /// resolve (missing) is returned as written, for the read to report.
     pub(crate) fn local_path(
         &self,
         local: &str,
@@ -225,7 +232,21 @@ impl Translator<'_> {
                 format!("local path {local:?} is outside the files directory"),
             ));
         }
-        Ok(dir.join(relative))
+        let joined = dir.join(relative);
+        let (Ok(real_dir), Ok(real)) = (dir.canonicalize(), joined.canonicalize()) else {
+            return Ok(joined);
+        };
+        if !real.starts_with(&real_dir) {
+            return Err(error(
+                path,
+                Some(mark),
+                format!(
+                    "local path {local:?} resolves to {}, outside the files directory",
+                    real.display()
+                ),
+            ));
+        }
+        Ok(real)
     }
 
     /// Reads `local` relative to the files dir.
@@ -394,4 +415,99 @@ pub fn translate(source: &str, options: &Options) -> Result<Translation, Report>
     let mut warnings = translator.warnings;
     warnings.sort_by_key(|w| w.mark.map(|m| (m.line, m.col)));
     Ok(Translation { config: super::order::go_order(config), warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    const HEAD: &str = "variant: fcos\nversion: 1.6.0\n";
+
+    #[test]
+    fn symlinks_never_lead_out_of_the_files_dir() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("shadow"), "root:$6$secret").unwrap();
+        std::fs::create_dir(outside.path().join("etc")).unwrap();
+        std::fs::write(outside.path().join("etc/passwd"), "root:x:0:0").unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let dir = files.path();
+        symlink(outside.path().join("etc"), dir.join("tree")).unwrap();
+        symlink(outside.path().join("shadow"), dir.join("key")).unwrap();
+        std::fs::create_dir(dir.join("real")).unwrap();
+        std::fs::write(dir.join("real/motd"), "hello").unwrap();
+        symlink(outside.path().join("etc"), dir.join("real/escape")).unwrap();
+        symlink("real/motd", dir.join("motd-link")).unwrap();
+        let options = Options { files_dir: Some(dir.to_owned()) };
+        let outside_real = outside.path().canonicalize().unwrap();
+
+        // A tree whose root is a symlink out of the files dir.
+        let source = format!("{HEAD}storage:\n  trees:\n    - local: tree\n");
+        let err = translate(&source, &options).unwrap_err();
+        let to = outside_real.join("etc");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "$.storage.trees.0, line 5 col 14: local path \"tree\" resolves to {}, outside the files directory",
+                to.display()
+            )
+        );
+        // A file, or SSH keys, read through a symlink out of it.
+        let source = format!(
+            "{HEAD}storage:\n  files:\n    - path: /etc/x\n      contents:\n        local: key\n"
+        );
+        let err = translate(&source, &options).unwrap_err();
+        assert_eq!(err.path, "$.storage.files.0.contents.local");
+        assert_eq!(err.mark, Some(Mark { line: 7, col: 16 }));
+        assert!(err.message.starts_with("local path \"key\" resolves to "), "{err}");
+        let source = format!(
+            "{HEAD}passwd:\n  users:\n    - name: core\n      ssh_authorized_keys_local: [key]\n"
+        );
+        let err = translate(&source, &options).unwrap_err();
+        assert!(err.message.ends_with("shadow, outside the files directory"), "{err}");
+
+        // Inside a tree, a symlink stays a link, whatever it points to; nothing behind it is read.
+        let source = format!("{HEAD}storage:\n  trees:\n    - local: real\n      path: /etc/x\n");
+        let config = translate(&source, &options).unwrap().config;
+        assert_eq!(
+            config["storage"]["links"],
+            json!([{ "path": "/etc/x/escape", "target": to.to_string_lossy() }])
+        );
+        let files = config["storage"]["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0]["path"], "/etc/x/motd");
+        // A symlink that stays inside the files dir is followed.
+        let source = format!(
+            "{HEAD}storage:\n  files:\n    - path: /etc/motd\n      contents:\n        local: motd-link\n"
+        );
+        let config = translate(&source, &options).unwrap().config;
+        let url = config["storage"]["files"][0]["contents"]["source"].as_str().unwrap();
+        assert_eq!(dataurl::decode(url, None).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn merge_keys_reach_the_config() {
+        let source = format!(
+            "{HEAD}passwd:\n  users:\n    - &admin\n      name: core\n      groups: [wheel]\n    - <<: *admin\n      name: ops\n"
+        );
+        let translation = translate(&source, &Options::default()).unwrap();
+        assert_eq!(
+            translation.config["passwd"]["users"],
+            json!([{ "name": "core", "groups": ["wheel"] }, { "name": "ops", "groups": ["wheel"] }])
+        );
+        assert_eq!(translation.warnings, []);
+    }
+
+    #[test]
+    fn a_stray_document_marker_is_an_error() {
+        let source = format!(
+            "{HEAD}passwd:\n  users:\n    - name: core\n      ssh_authorized_keys: [ssh-ed25519 AAAA]\n---\nstorage: {{}}\n"
+        );
+        let err = translate(&source, &Options::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "$, line 7 col 1: a Butane config is one YAML document; a second starts at line 7"
+        );
+    }
 }

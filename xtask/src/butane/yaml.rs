@@ -5,6 +5,7 @@
 //! scalar's raw text and style (from yaml-rust2's event stream) and resolves it only when the
 //! schema says which type the field has, with Go's rules ([`int`], [`bool`]).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use yaml_rust2::parser::{Event, Parser};
@@ -85,11 +86,16 @@ impl fmt::Display for YamlError {
     }
 }
 
-/// Parses one YAML document. Aliases are expanded; a duplicate mapping key is an error, as in
-/// yaml.v3.
+/// Parses the one YAML document of a Butane config, as yaml.v3 would decode it: aliases expanded
+/// within yaml.v3's budget ([`AliasBudget`]), merge keys (`<<`) applied, and a duplicate mapping
+/// key an error.
+///
+/// A second document is refused: butane decodes only the first, so anything after a stray `---`
+/// (SSH keys, say) would be dropped without a word.
 pub fn parse(source: &str) -> Result<Node, YamlError> {
     let mut parser = Parser::new_from_str(source);
-    let mut builder = Builder { anchors: Vec::new(), stack: Vec::new(), root: None };
+    let mut builder = Builder::default();
+    let mut documents = 0;
     loop {
         let (event, marker) = parser.next_token().map_err(|e| YamlError {
             mark: Mark::from(*e.marker()),
@@ -98,83 +104,209 @@ pub fn parse(source: &str) -> Result<Node, YamlError> {
         let mark = Mark::from(marker);
         match event {
             Event::StreamEnd => break,
-            Event::Nothing | Event::StreamStart | Event::DocumentStart | Event::DocumentEnd => {}
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    let message = format!(
+                        "a Butane config is one YAML document; a second starts at line {}",
+                        mark.line
+                    );
+                    return Err(YamlError { mark, message });
+                }
+            }
+            Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
             Event::Scalar(text, style, anchor, _tag) => {
+                builder.budget.spend(1, 0, mark)?;
                 let plain = style == TScalarStyle::Plain;
-                builder.push(Node::Scalar { text, plain, mark }, anchor)?;
+                builder.push(Node::Scalar { text, plain, mark }, 1, anchor)?;
             }
             Event::Alias(id) => {
-                let node = builder
+                let weight = builder
                     .anchors
-                    .iter()
-                    .rev()
-                    .find(|(a, _)| *a == id)
-                    .map(|(_, n)| n.clone())
+                    .get(&id)
+                    .map(|anchored| anchored.weight)
                     .ok_or(YamlError { mark, message: "unknown anchor".into() })?;
-                builder.push(node, 0)?;
+                // Counted before the copy is made, so a refused expansion never takes memory.
+                builder.budget.spend(1 + weight, weight, mark)?;
+                let node = builder.anchors[&id].node.clone();
+                builder.push(node, 1 + weight, 0)?;
             }
             Event::SequenceStart(anchor, _) => {
-                builder.stack.push(Open::Seq(Vec::new(), mark, anchor))
+                builder.budget.spend(1, 0, mark)?;
+                builder.stack.push(Open { mark, anchor, weight: 1, kind: Kind::Seq(Vec::new()) });
             }
             Event::MappingStart(anchor, _) => {
-                builder.stack.push(Open::Map(Vec::new(), None, mark, anchor));
+                builder.budget.spend(1, 0, mark)?;
+                let map = Kind::Map(OpenMap::default());
+                builder.stack.push(Open { mark, anchor, weight: 1, kind: map });
             }
-            Event::SequenceEnd => match builder.stack.pop() {
-                Some(Open::Seq(items, mark, anchor)) => {
-                    builder.push(Node::Seq(items, mark), anchor)?
-                }
-                _ => return Err(YamlError { mark, message: "unbalanced sequence".into() }),
-            },
-            Event::MappingEnd => match builder.stack.pop() {
-                Some(Open::Map(entries, _, mark, anchor)) => {
-                    builder.push(Node::Map(entries, mark), anchor)?
-                }
-                _ => return Err(YamlError { mark, message: "unbalanced mapping".into() }),
-            },
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(Open { mark, anchor, weight, kind }) = builder.stack.pop() else {
+                    return Err(YamlError { mark, message: "unbalanced collection".into() });
+                };
+                let node = match kind {
+                    Kind::Seq(items) => Node::Seq(items, mark),
+                    Kind::Map(map) => Node::Map(map.finish()?, mark),
+                };
+                builder.push(node, weight, anchor)?;
+            }
         }
     }
     Ok(builder.root.unwrap_or(Node::Map(Vec::new(), Mark { line: 1, col: 1 })))
 }
 
-enum Open {
-    Seq(Vec<Node>, Mark, usize),
-    /// Entries so far, and a key waiting for its value.
-    Map(Vec<(String, Mark, Node)>, Option<(String, Mark)>, Mark, usize),
+/// yaml.v3's defence against alias bombs ("billion laughs": a few hundred bytes of nested aliases
+/// that expand to billions of nodes). A decoder counts every node it visits and, separately, those
+/// it visits only because an alias repeats them. Once past 1,000 nodes, more than 100 of them
+/// through aliases, the aliased share may not exceed [`allowed_alias_ratio`]. Honest reuse (a few
+/// anchors for repeated settings) stays far below; a bomb is refused within a few thousand nodes,
+/// and the ratio bounds what a document of any size may expand to.
+#[derive(Default)]
+struct AliasBudget {
+    visited: u64,
+    through_aliases: u64,
 }
 
+impl AliasBudget {
+    /// Counts `nodes` more visited, `aliased` of them through an alias. Counting an alias's whole
+    /// expansion at once refuses exactly what counting node by node would: while one expansion
+    /// goes on, the aliased share only grows and the allowed ratio only falls.
+    fn spend(&mut self, nodes: u64, aliased: u64, mark: Mark) -> Result<(), YamlError> {
+        self.visited += nodes;
+        self.through_aliases += aliased;
+        let share = self.through_aliases as f64 / self.visited as f64;
+        if self.through_aliases > 100
+            && self.visited > 1_000
+            && share > allowed_alias_ratio(self.visited)
+        {
+            return Err(YamlError { mark, message: "document contains excessive aliasing".into() });
+        }
+        Ok(())
+    }
+}
+
+/// The share of `visited` nodes that may come from aliases, as yaml.v3 allows it: 99% up to
+/// 400,000 nodes (a small document may lean on aliases heavily), 10% from 4,000,000 (a large one
+/// must be mostly its own text), falling linearly between.
+fn allowed_alias_ratio(visited: u64) -> f64 {
+    const LOW: u64 = 400_000;
+    const HIGH: u64 = 4_000_000;
+    match visited {
+        ..=LOW => 0.99,
+        HIGH.. => 0.10,
+        _ => 0.99 - 0.89 * ((visited - LOW) as f64 / (HIGH - LOW) as f64),
+    }
+}
+
+/// A collection being read: where it starts, its anchor, and how many nodes a decoder visits in
+/// it (itself, its keys and values, and every alias's expansion), which is what an alias to it
+/// costs.
+struct Open {
+    mark: Mark,
+    anchor: usize,
+    weight: u64,
+    kind: Kind,
+}
+
+enum Kind {
+    Seq(Vec<Node>),
+    Map(OpenMap),
+}
+
+#[derive(Default)]
+struct OpenMap {
+    entries: Vec<(String, Mark, Node)>,
+    /// Every key so far, so that a duplicate is found in constant time however long the mapping.
+    keys: HashSet<String>,
+    /// A key waiting for its value.
+    pending: Option<Key>,
+    /// The value of `<<`, merged in when the mapping ends (so that keys after it still win).
+    merge: Option<Node>,
+}
+
+enum Key {
+    Plain(String, Mark),
+    /// A plain `<<`: yaml.v3's merge key. A quoted `"<<"` is an ordinary key.
+    Merge,
+}
+
+impl OpenMap {
+    fn add(&mut self, node: Node) -> Result<(), YamlError> {
+        match self.pending.take() {
+            Some(Key::Plain(key, mark)) => self.entries.push((key, mark, node)),
+            Some(Key::Merge) => self.merge = Some(node),
+            None => {
+                let mark = node.mark();
+                let Node::Scalar { text, plain, .. } = node else {
+                    return Err(YamlError { mark, message: "mapping keys must be scalars".into() });
+                };
+                // `<<` counts too: yaml.v3 refuses two merge keys in one mapping as duplicates.
+                if !self.keys.insert(text.clone()) {
+                    let message = format!("mapping key {text:?} already defined");
+                    return Err(YamlError { mark, message });
+                }
+                let merge = plain && text == "<<";
+                self.pending = Some(if merge { Key::Merge } else { Key::Plain(text, mark) });
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries, with yaml.v3's merge applied: `<<` takes a mapping or a list of mappings
+    /// (already merged themselves), and adds each of their keys the mapping does not have yet, so
+    /// keys written in the mapping win and, in a list, earlier mappings win over later ones.
+    fn finish(mut self) -> Result<Vec<(String, Mark, Node)>, YamlError> {
+        let Some(merge) = self.merge else { return Ok(self.entries) };
+        let want_map = |mark| YamlError {
+            mark,
+            message: "map merge requires map or sequence of maps as the value".into(),
+        };
+        let sources = match merge {
+            Node::Seq(items, _) => items,
+            map @ Node::Map(..) => vec![map],
+            Node::Scalar { mark, .. } => return Err(want_map(mark)),
+        };
+        for source in sources {
+            let Node::Map(entries, _) = source else { return Err(want_map(source.mark())) };
+            for (key, mark, value) in entries {
+                if self.keys.insert(key.clone()) {
+                    self.entries.push((key, mark, value));
+                }
+            }
+        }
+        Ok(self.entries)
+    }
+}
+
+/// A node as stored under its anchor, with what an alias to it costs ([`Open::weight`]).
+struct Anchored {
+    node: Node,
+    weight: u64,
+}
+
+#[derive(Default)]
 struct Builder {
-    anchors: Vec<(usize, Node)>,
+    anchors: HashMap<usize, Anchored>,
     stack: Vec<Open>,
     root: Option<Node>,
+    budget: AliasBudget,
 }
 
 impl Builder {
-    fn push(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
+    /// Adds a finished node of `weight` visited nodes to the collection being read.
+    fn push(&mut self, node: Node, weight: u64, anchor: usize) -> Result<(), YamlError> {
         if anchor != 0 {
-            self.anchors.push((anchor, node.clone()));
+            // yaml-rust2 gives a redefined anchor a new id, so ids never clash.
+            self.anchors.insert(anchor, Anchored { node: node.clone(), weight });
         }
-        match self.stack.last_mut() {
-            None => self.root = Some(node),
-            Some(Open::Seq(items, _, _)) => items.push(node),
-            Some(Open::Map(entries, pending, _, _)) => match pending.take() {
-                None => {
-                    let mark = node.mark();
-                    let Node::Scalar { text, .. } = node else {
-                        return Err(YamlError {
-                            mark,
-                            message: "mapping keys must be scalars".into(),
-                        });
-                    };
-                    if entries.iter().any(|(k, _, _)| *k == text) {
-                        return Err(YamlError {
-                            mark,
-                            message: format!("mapping key {text:?} already defined"),
-                        });
-                    }
-                    *pending = Some((text, mark));
-                }
-                Some((key, mark)) => entries.push((key, mark, node)),
-            },
+        let Some(open) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return Ok(());
+        };
+        open.weight += weight;
+        match &mut open.kind {
+            Kind::Seq(items) => items.push(node),
+            Kind::Map(map) => map.add(node)?,
         }
         Ok(())
     }
@@ -297,5 +429,120 @@ mod tests {
         assert_eq!(err.to_string(), "line 2 col 1: mapping key \"path\" already defined");
         let aliased = parse("base: &b {x: 1}\nother: *b\n").unwrap();
         assert_eq!(aliased.get("other").unwrap().get("x").unwrap().text(), Some("1"));
+    }
+
+    /// The classic "billion laughs", `levels` deep: each line repeats the one before nine times.
+    fn laughs(levels: usize) -> String {
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        let mut doc = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for pair in names[..levels].windows(2) {
+            let aliases = vec![format!("*{}", pair[0]); 9].join(",");
+            doc.push_str(&format!("{n}: &{n} [{aliases}]\n", n = pair[1]));
+        }
+        doc
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_like_yaml_v3() {
+        // Six levels expand to half a million scalars: small enough to build without the budget,
+        // far past yaml.v3's. The fourth line's fourth alias tips the ratio: 4,630 of 4,670 nodes.
+        let refused = |doc: &str| match parse(doc) {
+            Err(err) => err,
+            Ok(_) => panic!("a bomb of {} bytes was expanded", doc.len()),
+        };
+        let err = refused(&laughs(6));
+        assert_eq!(err.to_string(), "line 4 col 17: document contains excessive aliasing");
+        // The nine-level original (342 bytes, 387 million scalars) is refused at the same place,
+        // and `cargo xtask butane` says where.
+        let bomb = laughs(9);
+        assert!(bomb.len() < 400, "{}", bomb.len());
+        let options = crate::butane::Options::default();
+        let Err(report) = crate::butane::translate(&bomb, &options) else { panic!("expanded") };
+        assert_eq!(report.to_string(), "$, line 4 col 17: document contains excessive aliasing");
+        // Three levels stay under the ratio (990 of 1,024 nodes), as in yaml.v3.
+        let fine = parse(&laughs(3)).unwrap();
+        assert!(matches!(fine.get("c"), Some(Node::Seq(items, _)) if items.len() == 9));
+    }
+
+    #[test]
+    fn allowed_alias_ratio_falls_like_yaml_v3() {
+        assert_eq!(allowed_alias_ratio(1_000), 0.99);
+        assert_eq!(allowed_alias_ratio(400_000), 0.99);
+        assert!((allowed_alias_ratio(2_200_000) - 0.545).abs() < 1e-9);
+        assert_eq!(allowed_alias_ratio(4_000_000), 0.10);
+        assert_eq!(allowed_alias_ratio(u64::MAX), 0.10);
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_linear_time() {
+        let keys = 100_000;
+        let mut doc: String = (0..keys).map(|i| format!("k{i}: {i}\n")).collect();
+        doc.push_str("k0: again\n");
+        let started = std::time::Instant::now();
+        let err = parse(&doc).unwrap_err();
+        let elapsed = started.elapsed();
+        assert_eq!(
+            err.to_string(),
+            format!("line {} col 1: mapping key \"k0\" already defined", keys + 1)
+        );
+        // Comparing every key with every other took 45 s; a hash set takes well under one.
+        assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+    }
+
+    #[test]
+    fn merge_keys_apply_like_yaml_v3() {
+        let doc = parse(
+            "base: &base {a: 1, b: 2}\n\
+             other: &other {b: 3, c: 4}\n\
+             before:\n  a: 0\n  <<: *base\n\
+             many:\n  <<: [*base, *other]\n  c: 5\n\
+             inline:\n  <<: {x: 1}\n\
+             nested:\n  <<: {<<: *other, c: 6}\n\
+             quoted:\n  \"<<\": *base\n",
+        )
+        .unwrap();
+        let text =
+            |map: &str, key: &str| doc.get(map).and_then(|m| m.get(key)).and_then(Node::text);
+        // Explicit keys win, wherever they are written.
+        assert_eq!((text("before", "a"), text("before", "b")), (Some("0"), Some("2")));
+        // In a list of maps, earlier maps win.
+        assert_eq!(
+            (text("many", "a"), text("many", "b"), text("many", "c")),
+            (Some("1"), Some("2"), Some("5"))
+        );
+        assert_eq!(text("inline", "x"), Some("1"));
+        assert_eq!((text("nested", "b"), text("nested", "c")), (Some("3"), Some("6")));
+        assert!(doc.get("before").unwrap().get("<<").is_none());
+        // A quoted `<<` is an ordinary key.
+        assert_eq!(
+            doc.get("quoted").unwrap().get("<<").unwrap().get("a").unwrap().text(),
+            Some("1")
+        );
+
+        for (bad, mark) in [("a:\n  <<: [1]\n", (2, 8)), ("a:\n  <<: x\n", (2, 7))] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(
+                err.message, "map merge requires map or sequence of maps as the value",
+                "{bad}"
+            );
+            assert_eq!((err.mark.line, err.mark.col), mark, "{bad}");
+        }
+        let err = parse("base: &b {a: 1}\nx:\n  <<: *b\n  <<: *b\n").unwrap_err();
+        assert_eq!(err.to_string(), "line 4 col 3: mapping key \"<<\" already defined");
+    }
+
+    #[test]
+    fn a_second_document_is_refused() {
+        let err = parse("variant: fcos\npasswd:\n  users: []\n---\nversion: 1.6.0\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 4 col 1: a Butane config is one YAML document; a second starts at line 4"
+        );
+        let err = parse("a: 1\n...\nb: 2\n").unwrap_err();
+        assert_eq!(err.message, "a Butane config is one YAML document; a second starts at line 3");
+        // One document, marked or ended explicitly, is fine.
+        assert!(parse("---\na: 1\n...\n").unwrap().get("a").is_some());
     }
 }

@@ -72,15 +72,17 @@ macro_rules! validated_name {
 
 validated_name!(
     /// A container name: the stem of a `.container` file and the Linux user that runs it.
-    /// `[a-z][a-z0-9-]*`, at most [`MAX_USER_NAME`] characters: safe as a user name, a unit name,
-    /// a file name and a hostname label.
+    /// `[a-z][a-z0-9-]*`, at most [`MAX_USER_NAME`] characters, and a [`Hostname`] (so not ending
+    /// in `-`): safe as a user name, a unit name, a file name, and the tailnet hostname tailmint
+    /// gives the container's node.
     ContainerName,
     check_container_name
 );
 
 validated_name!(
-    /// A pod name: the stem of a `.pod` file and the user that runs the pod. Like a container name
-    /// but without `-`, because members are named `<pod>-<member>`.
+    /// A pod name: the stem of a `.pod` file and the user that runs the pod, and so the tailnet
+    /// hostname of its members' nodes. Like a container name but without `-`, because members are
+    /// named `<pod>-<member>`.
     PodName,
     check_pod_name
 );
@@ -98,7 +100,7 @@ validated_name!(
     check_tag
 );
 
-fn refuse(what: &'static str, name: &str, reason: impl Into<String>) -> Result<(), NameError> {
+fn refuse<T>(what: &'static str, name: &str, reason: impl Into<String>) -> Result<T, NameError> {
     Err(NameError { what, name: name.to_owned(), reason: reason.into() })
 }
 
@@ -116,29 +118,61 @@ fn check_user_like(what: &'static str, name: &str, allow_dash: bool) -> Result<(
     Ok(())
 }
 
+/// The one rule for every name that ends up as a tailnet hostname: a DNS label. `because` is
+/// appended to the reason when the name is not itself a hostname, so the error says why a
+/// hostname's rule applies to it.
+fn check_label(what: &'static str, name: &str, because: &str) -> Result<(), NameError> {
+    let reason = if name.is_empty() {
+        "is empty".to_owned()
+    } else if name.len() > MAX_HOSTNAME {
+        format!("exceeds {MAX_HOSTNAME} characters")
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        "may hold only letters, digits and '-'".to_owned()
+    } else if name.starts_with('-') {
+        "starts with '-'".to_owned()
+    } else if name.ends_with('-') {
+        "ends with '-'".to_owned()
+    } else {
+        return Ok(());
+    };
+    refuse(what, name, reason + because)
+}
+
+/// Container and pod names are user names first (the stricter pattern and length decide the
+/// message), then hostnames: tailmint names a node after the user that runs it.
 fn check_container_name(name: &str) -> Result<(), NameError> {
-    check_user_like("name", name, true)
+    check_user_like("name", name, true)?;
+    check_label("name", name, ": a container's name becomes its tailnet hostname")
 }
 
 fn check_pod_name(name: &str) -> Result<(), NameError> {
-    check_user_like("pod name", name, false)
+    check_user_like("pod name", name, false)?;
+    check_label("pod name", name, ": a pod's name becomes its members' tailnet hostname")
 }
 
 fn check_hostname(name: &str) -> Result<(), NameError> {
-    const WHAT: &str = "hostname";
-    if name.is_empty() {
-        return refuse(WHAT, name, "is empty");
+    check_label("hostname", name, "")
+}
+
+impl Hostname {
+    /// The hostname for a name that was not chosen as one, such as podman's generated
+    /// `happy_turing`: letters lowercased (the tailnet's DNS names are), every character but
+    /// letters, digits and `-` turned into `-`, cut to
+    /// [`MAX_HOSTNAME`] after any leading `-`, then any trailing `-` dropped. Refused only when
+    /// the name has no letter or digit.
+    pub fn derive_from(name: &str) -> Result<Hostname, NameError> {
+        let mapped: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .skip_while(|&c| c == '-')
+            .take(MAX_HOSTNAME)
+            .collect();
+        let label = mapped.trim_end_matches('-');
+        if label.is_empty() {
+            return refuse("name", name, "has no letter or digit to make a hostname of");
+        }
+        label.parse()
     }
-    if name.len() > MAX_HOSTNAME {
-        return refuse(WHAT, name, format!("exceeds {MAX_HOSTNAME} characters"));
-    }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return refuse(WHAT, name, "may hold only letters, digits and '-'");
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return refuse(WHAT, name, "must not start or end with '-'");
-    }
-    Ok(())
 }
 
 fn check_tag(tag: &str) -> Result<(), NameError> {
@@ -173,6 +207,42 @@ mod tests {
         assert_eq!(err.to_string(), format!("name {long:?} exceeds 32 characters"));
         let err = "web-app".parse::<PodName>().unwrap_err();
         assert_eq!(err.to_string(), r#"pod name "web-app" is not valid ([a-z][a-z0-9]*)"#);
+    }
+
+    #[test]
+    fn names_that_become_hostnames_follow_the_hostname_rule() {
+        let err = "web-".parse::<ContainerName>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"name "web-" ends with '-': a container's name becomes its tailnet hostname"#
+        );
+        assert!("web-".parse::<Hostname>().is_err());
+    }
+
+    #[test]
+    fn hostname_messages_say_which_end() {
+        let err = "-web".parse::<Hostname>().unwrap_err();
+        assert_eq!(err.to_string(), r#"hostname "-web" starts with '-'"#);
+        let err = "web-".parse::<Hostname>().unwrap_err();
+        assert_eq!(err.to_string(), r#"hostname "web-" ends with '-'"#);
+    }
+
+    #[test]
+    fn hostnames_derive_from_podman_names() {
+        let derive = |name: &str| Hostname::derive_from(name).map(|h| h.to_string());
+        assert_eq!(derive("happy_turing").unwrap(), "happy-turing");
+        assert_eq!(derive("My.App_2").unwrap(), "my-app-2");
+        assert_eq!(derive("_x_").unwrap(), "x");
+        assert_eq!(derive("web").unwrap(), "web");
+        // Cut to 63, and no '-' left at the cut.
+        let long = format!("{}_{}", "a".repeat(62), "b".repeat(10));
+        assert_eq!(derive(&long).unwrap(), "a".repeat(62));
+        assert_eq!(derive(&"x".repeat(100)).unwrap(), "x".repeat(63));
+        assert_eq!(derive(&format!("{}a", "_".repeat(70))).unwrap(), "a");
+        assert_eq!(
+            Hostname::derive_from("__").unwrap_err().to_string(),
+            r#"name "__" has no letter or digit to make a hostname of"#
+        );
     }
 
     #[test]

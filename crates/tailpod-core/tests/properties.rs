@@ -1,8 +1,10 @@
 //! Properties of the parser and the merge over generated input. The same properties are
-//! fuzzed by `fuzz/` (cargo fuzz); this runs a bounded number of cases in every test run.
+//! fuzzed by `fuzz/` (cargo fuzz); this runs a bounded number of cases in every test run. Also
+//! the names' one rule: whatever becomes a hostname is a valid one.
 
 use proptest::prelude::*;
 use tailpod_core::merge::merge;
+use tailpod_core::names::{ContainerName, Hostname, PodName};
 use tailpod_core::unit::UnitFile;
 
 /// Text made of the characters that matter to the grammar, so generated files hit headers,
@@ -60,5 +62,24 @@ proptest! {
         }
         // And the merged text means the same when read back.
         prop_assert_eq!(entries(&UnitFile::parse(&merged.to_string())), have);
+    }
+
+    #[test]
+    fn container_and_pod_names_are_hostnames(name in "[a-z0-9_.-]{0,40}") {
+        if name.parse::<ContainerName>().is_ok() || name.parse::<PodName>().is_ok() {
+            prop_assert!(name.parse::<Hostname>().is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn derived_hostnames_are_valid_lowercase_and_stable(name in "[A-Za-z0-9_. é-]{0,80}") {
+        match Hostname::derive_from(&name) {
+            Ok(hostname) => {
+                let text = hostname.as_str();
+                prop_assert_eq!(text, text.to_ascii_lowercase());
+                prop_assert_eq!(Hostname::derive_from(text), Ok(hostname.clone()));
+            }
+            Err(_) => prop_assert!(!name.chars().any(|c| c.is_ascii_alphanumeric()), "{name}"),
+        }
     }
 }

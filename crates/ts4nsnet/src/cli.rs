@@ -13,7 +13,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory as _, Parser, ValueEnum};
 
 /// How the first positional argument names the network namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,6 +108,34 @@ pub enum Netns {
 }
 
 impl SlirpArgs {
+    /// Parses `argv` (program name first) and refuses what clap's per-flag parsing cannot see;
+    /// errors are clap's, with the usage (`--help` and `--version` are errors that exit 0).
+    pub fn try_parse_checked<I, T>(argv: I) -> Result<SlirpArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args = SlirpArgs::try_parse_from(argv)?;
+        args.check().map_err(|e| SlirpArgs::command().error(ErrorKind::ArgumentConflict, e))?;
+        Ok(args)
+    }
+
+    /// Refuses one fd given for two flags: each flag's fd is adopted (and so closed) on its own,
+    /// and closing one fd twice is an I/O-safety violation the standard library aborts on.
+    /// Called before any fd is adopted.
+    pub fn check(&self) -> Result<(), String> {
+        let fds = [("--ready-fd", self.ready_fd), ("--exit-fd", self.exit_fd)];
+        for (i, (flag, fd)) in fds.iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            if let Some((earlier, _)) = fds[..i].iter().find(|(_, other)| *other == Some(*fd)) {
+                return Err(format!(
+                    "{earlier} and {flag} are both fd {fd}: each needs its own fd"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The namespace named on the command line.
     pub fn netns(&self) -> Result<Netns, String> {
         match self.netns_type {
@@ -171,6 +200,20 @@ mod tests {
         assert!(try_parse("--netns-type=bogus 1 tap0").is_err());
         assert!(try_parse("-r three 1 tap0").is_err());
         assert!(parse("/run/netns/x tap0").netns().is_err());
+    }
+
+    #[test]
+    fn one_fd_for_two_flags_is_a_usage_error() {
+        let argv = |line: &'static str| std::iter::once("ts4nsnet").chain(line.split_whitespace());
+        let e = SlirpArgs::try_parse_checked(argv("-c -r 3 -e 3 1 tap0")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("--ready-fd and --exit-fd are both fd 3: each needs its own fd"),
+            "{e}"
+        );
+        assert!(SlirpArgs::try_parse_checked(argv("-c -r 3 -e 4 1 tap0")).is_ok());
+        assert!(SlirpArgs::try_parse_checked(argv("-c -r 3 1 tap0")).is_ok());
     }
 
     #[test]

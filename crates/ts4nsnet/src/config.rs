@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use tailpod_core::names::{Hostname, Tag};
+use tailpod_core::names::{Hostname, NameError, Tag};
 
 /// The control server used when `TS_CONTROL_URL` is not set.
 pub const DEFAULT_CONTROL_URL: &str = "https://controlplane.tailscale.com";
@@ -50,27 +50,12 @@ impl NodeConfig {
                         has no certificate API yet; unset it"
                 .into());
         }
-        let hostname = set("TS_HOSTNAME").ok_or("TS_HOSTNAME is not set")?;
-        let hostname: Hostname =
-            hostname.trim().parse().map_err(|e| format!("TS_HOSTNAME: {e}"))?;
-        let tags = set("TS_TAGS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(|t| t.parse::<Tag>().map_err(|e| format!("TS_TAGS: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let control_url = set("TS_CONTROL_URL").unwrap_or_else(|| DEFAULT_CONTROL_URL.to_owned());
-        let scheme = control_url.split("://").next().unwrap_or_default();
-        if !control_url.contains("://") || !matches!(scheme, "http" | "https") {
-            return Err(format!("TS_CONTROL_URL: {control_url:?} is not an http(s) URL"));
-        }
-        let state_dir = set("TS_STATE_DIR").map(PathBuf::from);
-        if let Some(dir) = &state_dir
-            && !dir.is_absolute()
-        {
-            return Err(format!("TS_STATE_DIR: {} is not an absolute path", dir.display()));
-        }
+        let hostname =
+            read(&set, "TS_HOSTNAME", parse_hostname)?.ok_or("TS_HOSTNAME is not set")?;
+        let tags = read(&set, "TS_TAGS", parse_tags)?.unwrap_or_default();
+        let control_url = read(&set, "TS_CONTROL_URL", parse_control_url)?
+            .unwrap_or_else(|| DEFAULT_CONTROL_URL.to_owned());
+        let state_dir = read(&set, "TS_STATE_DIR", parse_state_dir)?;
         let auth_key = set("TS_AUTHKEY").map(|k| k.trim().to_owned());
         let has_identity = state_dir.as_ref().is_some_and(|d| d.join(STATE_FILE).is_file());
         if auth_key.is_none() && !has_identity {
@@ -84,6 +69,63 @@ impl NodeConfig {
     pub fn ephemeral(&self) -> bool {
         self.state_dir.is_none()
     }
+}
+
+/// Checks one setting's value as [`NodeConfig::from_env`] reads it, for settings that arrive
+/// under another name (the netavark plugin's options): one rule for both ways in. A blank value
+/// is unset, as in the environment. The error says what is wrong with the value; the caller
+/// names where it came from.
+pub fn check_value(var: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Ok(());
+    }
+    match var {
+        "TS_HOSTNAME" => parse_hostname(value).map(drop),
+        "TS_TAGS" => parse_tags(value).map(drop),
+        "TS_CONTROL_URL" => parse_control_url(value).map(drop),
+        "TS_STATE_DIR" => parse_state_dir(value).map(drop),
+        _ => Err(format!("{var} is not a node setting")),
+    }
+}
+
+/// A set variable's parsed value, the variable named in the error.
+fn read<T>(
+    set: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    set(var).map(|value| parse(&value).map_err(|e| format!("{var}: {e}"))).transpose()
+}
+
+fn parse_hostname(value: &str) -> Result<Hostname, String> {
+    value.trim().parse().map_err(|e: NameError| e.to_string())
+}
+
+fn parse_tags(value: &str) -> Result<Vec<Tag>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<Tag>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn parse_control_url(value: &str) -> Result<String, String> {
+    let Some(("http" | "https", rest)) = value.split_once("://") else {
+        return Err(format!("{value:?} is not an http(s) URL"));
+    };
+    if rest.split(['/', '?', '#']).next().is_none_or(str::is_empty) {
+        return Err(format!("{value:?} names no host"));
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_state_dir(value: &str) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(value);
+    if !dir.is_absolute() {
+        return Err(format!("{} is not an absolute path", dir.display()));
+    }
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -131,6 +173,10 @@ mod tests {
         assert!(with(("TS_HOSTNAME", "Not_A_Host")).starts_with("TS_HOSTNAME"));
         assert!(with(("TS_TAGS", "web")).starts_with("TS_TAGS"));
         assert!(with(("TS_CONTROL_URL", "ftp://x")).starts_with("TS_CONTROL_URL"));
+        assert_eq!(
+            with(("TS_CONTROL_URL", "https:///key")),
+            r#"TS_CONTROL_URL: "https:///key" names no host"#
+        );
         assert!(with(("TS_STATE_DIR", "relative")).starts_with("TS_STATE_DIR"));
         assert!(with(("TS_EXIT_NODE", "100.64.0.9")).contains("not supported"));
         assert!(with(("TS_TLS_CERTS_DIR", "/certs")).contains("not supported"));

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use ts4nsnet::cli::SlirpArgs;
 use ts4nsnet::config::NodeConfig;
 
@@ -28,7 +27,7 @@ fn main() -> ExitCode {
     }
     let config = NodeConfig::from_env(env);
     // `--help` must work (podman probes it); parse errors exit 2.
-    let args = SlirpArgs::parse();
+    let args = SlirpArgs::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit());
     init_logging();
     let config = match config {
         Ok(config) => config,
@@ -52,7 +51,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
+            // Once, and not through the logger: the plugin's `setup` looks for this prefix.
             eprintln!("ts4nsnet: {e}");
             ExitCode::FAILURE
         }

@@ -44,7 +44,9 @@ impl Node {
     /// Starts the runtime, registers and waits for the node's own netmap entry.
     ///
     /// The library does not return until control answers, and stops its control actor on a
-    /// refused registration; `timeout` bounds the first case, the second is an error here.
+    /// refused registration; `timeout` bounds the first case, the second is an error here. It
+    /// also only logs a control host that does not resolve and keeps trying, so that is checked
+    /// first, the way it dials (`host:port` through the system resolver).
     pub async fn join(
         settings: JoinSettings,
         keys: ts_keys::NodeState,
@@ -55,14 +57,21 @@ impl Node {
             .control_url
             .parse()
             .map_err(|e| format!("control URL {}: {e}", settings.control_url))?;
+        let control_config = ts_control::Config {
+            server_url,
+            hostname: Some(settings.hostname),
+            client_name: Some(settings.client_name),
+            tags: settings.tags,
+            ephemeral: settings.ephemeral,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let url = &control_config.server_url;
+        match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => resolve(host, port, deadline).await?,
+            _ => return Err(format!("control URL {}: no host and port", settings.control_url)),
+        }
         let runtime = Runtime::spawn(ts_runtime::Config {
-            control_config: ts_control::Config {
-                server_url,
-                hostname: Some(settings.hostname),
-                client_name: Some(settings.client_name),
-                tags: settings.tags,
-                ephemeral: settings.ephemeral,
-            },
+            control_config,
             auth_key: settings.auth_key,
             keys,
         });
@@ -77,7 +86,7 @@ impl Node {
                 .ok_or("control sent no node")?;
             Ok::<_, String>((channel, node))
         };
-        let outcome = tokio::time::timeout(timeout, joined).await;
+        let outcome = tokio::time::timeout_at(deadline, joined).await;
         let (channel, node) = match outcome {
             Ok(Ok(joined)) => joined,
             Ok(Err(e)) => {
@@ -147,6 +156,21 @@ impl Node {
     }
 }
 
+/// Resolves the control server's `host:port` as the library's first dial does (the same
+/// string, so an IPv6 literal keeps its brackets), before `deadline`.
+async fn resolve(host: &str, port: u16, deadline: tokio::time::Instant) -> Result<(), String> {
+    let lookup = tokio::net::lookup_host(format!("{host}:{port}"));
+    let why = match tokio::time::timeout_at(deadline, lookup).await {
+        Ok(Ok(mut addresses)) => match addresses.next() {
+            Some(_) => return Ok(()),
+            None => "no addresses".to_owned(),
+        },
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer in time".to_owned(),
+    };
+    Err(format!("cannot resolve control server host {host}: {why}"))
+}
+
 /// The node's keys: kept in `state_dir` when given (created 0600 on first use), fresh otherwise.
 pub fn load_or_create_keys(state_dir: Option<&Path>) -> Result<ts_keys::NodeState, String> {
     let Some(dir) = state_dir else { return Ok(ts_keys::NodeState::generate()) };
@@ -183,4 +207,27 @@ pub fn load_or_create_keys(state_dir: Option<&Path>) -> Result<ts_keys::NodeStat
 /// workspace). aws-lc-rs is the one the tailscale crates already bring; a second call is a no-op.
 pub fn install_crypto_provider() {
     let _already_installed = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unresolvable_control_host_fails_at_once_and_says_so() {
+        let settings = JoinSettings {
+            // RFC 6761: names under .invalid never resolve, with or without a network.
+            control_url: "https://control.invalid".into(),
+            auth_key: Some("tskey-auth-x".into()),
+            hostname: "web".into(),
+            tags: vec![],
+            ephemeral: true,
+            client_name: "test".into(),
+        };
+        let started = std::time::Instant::now();
+        let keys = ts_keys::NodeState::generate();
+        let e = Node::join(settings, keys, Duration::from_secs(20)).await.unwrap_err();
+        assert!(e.starts_with("cannot resolve control server host control.invalid: "), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
 }

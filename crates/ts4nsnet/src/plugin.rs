@@ -19,8 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tailpod_core::names::Hostname;
 
-use crate::config::NodeConfig;
+use crate::config::{self, NodeConfig};
 use crate::dns::QUAD100;
 use crate::run::Status;
 
@@ -114,7 +115,8 @@ pub fn main(
     }
 }
 
-/// `create`: checks the network's options and hands the network back unchanged.
+/// `create`: checks the network's options (names and values, as `setup` will) and hands the
+/// network back unchanged, so a bad value fails `podman network create`, not every start.
 fn create(stdin: &str) -> Result<String, String> {
     let network: serde_json::Value =
         serde_json::from_str(stdin).map_err(|e| format!("the network on stdin: {e}"))?;
@@ -137,24 +139,27 @@ pub fn parse_request(stdin: &str) -> Result<Request, String> {
     Ok(request)
 }
 
+/// Refuses unknown options and bad values, each value by the rule its `TS_*` variable follows.
 fn check_options(whose: &str, options: Option<&BTreeMap<String, String>>) -> Result<(), String> {
-    for key in options.into_iter().flat_map(|o| o.keys()) {
+    for (key, value) in options.into_iter().flatten() {
         if matches!(key.as_str(), "authkey" | "auth_key" | "ts_authkey") {
             return Err(format!(
                 "{whose} option {key}: auth keys belong in TS_AUTHKEY, not in options (podman \
                  inspect shows options to anyone who can list containers)"
             ));
         }
-        if !OPTIONS.iter().any(|(name, _)| name == key) {
+        let Some((_, var)) = OPTIONS.iter().find(|(name, _)| name == key) else {
             let known: Vec<_> = OPTIONS.iter().map(|(name, _)| *name).collect();
             return Err(format!("{whose} option {key} is not known (known: {})", known.join(", ")));
-        }
+        };
+        config::check_value(var, value).map_err(|e| format!("{whose} option {key}: {e}"))?;
     }
     Ok(())
 }
 
 /// The node's settings as `TS_*` variables: network options, then container options, then the
-/// environment; the hostname falls back to the container's name.
+/// environment; the hostname falls back to one derived from the container's name (podman's
+/// generated names, `happy_turing`, are not hostnames as they stand).
 pub fn settings(
     request: &Request,
     env: &dyn Fn(&str) -> Option<String>,
@@ -173,7 +178,11 @@ pub fn settings(
             vars.insert(var, value);
         }
     }
-    vars.entry("TS_HOSTNAME").or_insert_with(|| request.container_name.clone());
+    if vars.get("TS_HOSTNAME").is_none_or(|h| h.trim().is_empty()) {
+        let hostname = Hostname::derive_from(&request.container_name)
+            .map_err(|e| format!("container {e}; set the hostname option"))?;
+        vars.insert("TS_HOSTNAME", hostname.to_string());
+    }
     for refused in ["TS_EXIT_NODE", "TS_TLS_CERTS_DIR"] {
         vars.extend(env(refused).map(|value| (refused, value)));
     }
@@ -388,7 +397,7 @@ pub fn respond(result: Result<String, String>) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            log::error!("{e}");
+            // Only here: netavark passes this on, and shows our stderr as well.
             let _ = stdout.write_all(serde_json::json!({ "error": e }).to_string().as_bytes());
             std::process::ExitCode::FAILURE
         }
@@ -438,6 +447,61 @@ mod tests {
         let secret = r#"{"name":"tailnet","options":{"authkey":"tskey-auth-x"}}"#;
         let e = main("create", &[], secret, &env(&[])).unwrap_err();
         assert!(e.contains("TS_AUTHKEY") && !e.contains("tskey-auth-x"), "{e}");
+    }
+
+    #[test]
+    fn create_checks_option_values_as_the_environment_is_checked() {
+        let create = |options: &str| {
+            let network = format!(r#"{{"name":"tailnet","options":{options}}}"#);
+            main("create", &[], &network, &env(&[])).unwrap_err()
+        };
+        assert_eq!(
+            create(r#"{"hostname":"Bad_Name"}"#),
+            r#"network option hostname: hostname "Bad_Name" may hold only letters, digits and '-'"#
+        );
+        assert_eq!(
+            create(r#"{"hostname":"web-"}"#),
+            r#"network option hostname: hostname "web-" ends with '-'"#
+        );
+        assert_eq!(
+            create(r#"{"tags":"tag:web,web"}"#),
+            r#"network option tags: tag "web" is not valid (tag:[a-z0-9-]+)"#
+        );
+        assert_eq!(
+            create(r#"{"control_url":"ftp://hs.example.com"}"#),
+            r#"network option control_url: "ftp://hs.example.com" is not an http(s) URL"#
+        );
+        assert_eq!(
+            create(r#"{"state_dir":"relative/dir"}"#),
+            "network option state_dir: relative/dir is not an absolute path"
+        );
+        // The same values are refused per container, under the option's name.
+        let mut request = parse_request(SETUP).unwrap();
+        request.network_options.options =
+            Some(BTreeMap::from([("tags".to_owned(), "tag:Web".to_owned())]));
+        let e = settings(&request, &env(&[("TS_AUTHKEY", "k")])).unwrap_err();
+        assert_eq!(e, r#"container option tags: tag "tag:Web" is not valid (tag:[a-z0-9-]+)"#);
+    }
+
+    #[test]
+    fn podman_generated_names_give_valid_hostnames() {
+        let mut request = parse_request(SETUP).unwrap();
+        request.network_options.options = None;
+        for (name, hostname) in [
+            ("happy_turing", "happy-turing"),
+            ("My.App", "my-app"),
+            (&format!("{}_x", "n".repeat(63)), &"n".repeat(63)),
+        ] {
+            request.container_name = name.to_owned();
+            let vars = settings(&request, &env(&[("TS_AUTHKEY", "k")])).unwrap();
+            assert_eq!(vars["TS_HOSTNAME"], hostname);
+        }
+        request.container_name = "__".into();
+        let e = settings(&request, &env(&[("TS_AUTHKEY", "k")])).unwrap_err();
+        assert_eq!(
+            e,
+            r#"container name "__" has no letter or digit to make a hostname of; set the hostname option"#
+        );
     }
 
     #[test]

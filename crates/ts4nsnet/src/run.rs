@@ -22,6 +22,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const NETNS_POLL: Duration = Duration::from_secs(2);
 
 pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
+    // `main` checked already; a library caller may not have, and adopting one fd twice aborts.
+    args.check()?;
     let ready =
         args.ready_fd.map(sys::take_fd).transpose().map_err(|e| format!("--ready-fd: {e}"))?;
     let exit = args.exit_fd.map(sys::take_fd).transpose().map_err(|e| format!("--exit-fd: {e}"))?;

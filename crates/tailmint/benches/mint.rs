@@ -1,6 +1,7 @@
 //! `cargo bench -p tailmint`: the end-to-end time of one mint (process start, token, key, file,
 //! stale-device check) against the loopback API server, and the size of the binary.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,9 @@ fn main() {
         ),
     )
     .expect("config written");
+    // As the config must be: tailmint refuses one others may write, and warns if they may read.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
+        .expect("config made private");
     let output = dir.path().join("web.env");
     let binary = env!("CARGO_BIN_EXE_tailmint");
 

@@ -10,11 +10,19 @@
 //! The env file may be missing when the default path is used and everything needed came from
 //! elsewhere; a file named with `--config` must exist. `sudo` clears the environment by default, so
 //! a container user cannot slip their own values in through it.
+//!
+//! Nor through the file: it is refused when anyone but its owner may write it (group or others
+//! have `w`), or when its owner is neither root nor the user tailmint runs as. Whoever can write
+//! it can set `TS_API_URL` and collect the secret from the next run. A file others may read is
+//! only warned about: the secret may already be out (rotate it), but refusing would not take it
+//! back. The checks are made on the open file, so the file read is the file checked.
 
 use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use tailpod_core::envfile::EnvFile;
+use tailpod_core::envfile::{EnvFile, shown_key};
 
 pub const CLIENT_ID: &str = "TS_API_CLIENT_ID";
 pub const CLIENT_SECRET: &str = "TS_API_CLIENT_SECRET";
@@ -52,7 +60,8 @@ pub struct OAuthConfig {
     pub client_secret: Secret,
     pub tailnet: Option<String>,
     pub api_url: Option<String>,
-    /// Keys in the env file tailmint does not know (probably typos), for a warning.
+    /// Keys in the env file tailmint does not know (probably typos), for a warning; as
+    /// [`shown_key`] renders them, since a mangled line's key may be a secret.
     pub unknown_keys: Vec<String>,
 }
 
@@ -76,16 +85,53 @@ impl fmt::Debug for Sources<'_> {
     }
 }
 
+/// Refuses a credentials file anyone but its owner may change, or owned by someone other than
+/// root or `euid`; `Ok(Some(warning))` when others may read it.
+fn check_file(path: &Path, mode: u32, owner: u32, euid: u32) -> Result<Option<String>, String> {
+    let shown = path.display();
+    let mode = mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{shown} is writable by group or others (mode {mode:04o}): refusing it, since whoever \
+             can write it can send the secret anywhere; chmod 0600 it"
+        ));
+    }
+    if owner != 0 && owner != euid {
+        return Err(format!(
+            "{shown} is owned by uid {owner}, not root or the running user (uid {euid}): refusing it"
+        ));
+    }
+    Ok((mode & 0o004 != 0).then(|| {
+        format!(
+            "{shown} is readable by others (mode {mode:04o}): chmod 0600 it and rotate the secret"
+        )
+    }))
+}
+
+/// Reads the env file, checked by [`check_file`]; `None` if it is absent and may be.
+fn read_file(sources: &Sources<'_>) -> Result<Option<EnvFile>, String> {
+    let path = sources.config;
+    let reading = |e: std::io::Error| format!("reading {}: {e}", path.display());
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !sources.config_required => {
+            return Ok(None);
+        }
+        Err(e) => return Err(reading(e)),
+    };
+    let meta = file.metadata().map_err(reading)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if let Some(warning) = check_file(path, meta.mode(), meta.uid(), euid)? {
+        log::warn!("{warning}");
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(reading)?;
+    EnvFile::parse(path.display().to_string(), &text).map(Some).map_err(|e| e.to_string())
+}
+
 /// Reads the credentials; errors name the file, line and key, never a value.
 pub fn load(sources: &Sources<'_>) -> Result<OAuthConfig, String> {
-    let file = match std::fs::read_to_string(sources.config) {
-        Ok(text) => Some(
-            EnvFile::parse(sources.config.display().to_string(), &text)
-                .map_err(|e| e.to_string())?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !sources.config_required => None,
-        Err(e) => return Err(format!("reading {}: {e}", sources.config.display())),
-    };
+    let file = read_file(sources)?;
     let lookup = |key: &str| -> Result<Option<String>, String> {
         if let Some(value) = (sources.env)(key).filter(|v| !v.is_empty()) {
             return Ok(Some(value));
@@ -115,7 +161,7 @@ pub fn load(sources: &Sources<'_>) -> Result<OAuthConfig, String> {
         api_url: lookup(API_URL)?,
         unknown_keys: file
             .iter()
-            .flat_map(|f| f.unknown(KNOWN_KEYS).map(|v| v.key.clone()))
+            .flat_map(|f| f.unknown(KNOWN_KEYS).map(|v| shown_key(&v.key)))
             .collect(),
     })
 }
@@ -128,15 +174,21 @@ mod tests {
         None
     }
 
+    /// Writes an env file as it should be: mode 0600, whatever the umask.
+    fn write_private(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     #[test]
     fn reads_the_env_file_and_warns_of_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oauth.env");
-        std::fs::write(
+        write_private(
             &path,
             "TS_API_CLIENT_ID=id1\nTS_API_CLIENT_SECRET=\"s3cret\"\nTS_TAILNT=x\n",
-        )
-        .unwrap();
+        );
         let sources =
             Sources { config: &path, config_required: true, credentials_dir: None, env: &no_env };
         let config = load(&sources).unwrap();
@@ -151,11 +203,10 @@ mod tests {
     fn environment_beats_credentials_beats_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oauth.env");
-        std::fs::write(
+        write_private(
             &path,
             "TS_API_CLIENT_ID=file-id\nTS_API_CLIENT_SECRET=file-secret\nTS_TAILNET=file.net\n",
-        )
-        .unwrap();
+        );
         let creds = dir.path().join("creds");
         std::fs::create_dir(&creds).unwrap();
         std::fs::write(creds.join("TS_API_CLIENT_SECRET"), "cred-secret\n").unwrap();
@@ -173,6 +224,37 @@ mod tests {
     }
 
     #[test]
+    fn a_file_others_may_change_is_refused() {
+        let path = Path::new("/etc/tailscale/oauth.env");
+        assert_eq!(check_file(path, 0o100600, 0, 0), Ok(None));
+        assert_eq!(check_file(path, 0o100640, 1001, 1001), Ok(None));
+        assert_eq!(check_file(path, 0o100400, 0, 1001), Ok(None));
+        for mode in [0o620, 0o602, 0o660, 0o666, 0o777, 0o1622] {
+            let err = check_file(path, 0o100000 | mode, 0, 0).unwrap_err();
+            let expected =
+                format!("{} is writable by group or others (mode {mode:04o})", path.display());
+            assert!(err.starts_with(&expected), "{err}");
+        }
+        let err = check_file(path, 0o100600, 1002, 0).unwrap_err();
+        assert!(err.starts_with("/etc/tailscale/oauth.env is owned by uid 1002, not root or the running user (uid 0)"), "{err}");
+        assert!(check_file(path, 0o100600, 1002, 1001).is_err());
+        let warning = check_file(path, 0o100644, 0, 0).unwrap().unwrap();
+        assert!(warning.starts_with("/etc/tailscale/oauth.env is readable by others (mode 0644)"));
+
+        // load() checks the file it reads.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oauth.env");
+        std::fs::write(&path, "TS_API_CLIENT_ID=a\nTS_API_CLIENT_SECRET=b\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let sources =
+            Sources { config: &path, config_required: true, credentials_dir: None, env: &no_env };
+        assert!(load(&sources).unwrap_err().contains("is writable by group or others (mode 0666)"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load(&sources).unwrap().client_id, "a");
+    }
+
+    #[test]
     fn missing_pieces_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent.env");
@@ -183,7 +265,7 @@ mod tests {
         let sources = Sources { config_required: true, ..sources };
         assert!(load(&sources).unwrap_err().starts_with("reading "));
 
-        std::fs::write(&path, "TS_API_CLIENT_ID=a\nbroken line\n").unwrap();
+        write_private(&path, "TS_API_CLIENT_ID=a\nbroken line\n");
         let err = load(&sources).unwrap_err();
         assert!(err.ends_with("absent.env:2: expected KEY=value"), "{err}");
     }

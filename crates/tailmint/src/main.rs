@@ -2,14 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use tailpod_core::names::{Hostname, Tag};
 
-use tailmint::api::{ApiError, Client, KeyRequest, stale_devices};
+use tailmint::api::{ApiError, Client, DeviceId, KeyRequest, Tailnet, stale_devices};
 use tailmint::credentials::{self, Secret, Sources};
-use tailmint::{output, privileges};
+use tailmint::redact::Redactor;
+use tailmint::{logging, output, privileges};
 
 const DEFAULT_CONFIG: &str = "/etc/tailscale/oauth.env";
 
@@ -20,9 +22,14 @@ const DEFAULT_CONFIG: &str = "/etc/tailscale/oauth.env";
 /// credential of that name, or the --config file, in that order. The file may also set
 /// TS_TAILNET and TS_API_URL.
 ///
+/// The config file is refused if group or others may write it, or if it is owned by anyone but
+/// root or the running user.
+///
 /// Run as root through sudo, tailmint reads the credentials, then becomes the calling user
 /// (SUDO_UID/SUDO_GID): the output must then be inside that user's /run/user/UID/, and is owned
-/// by them. The key never appears in arguments, logs or messages.
+/// by them. It checks that it can write the output before it asks for a key. The key never
+/// appears in arguments, logs or messages, nor do the secret and the access token; what the
+/// server says is shown escaped and shortened. RUST_LOG raises tailmint's own log level only.
 ///
 /// Before a new node named HOSTNAME joins, offline devices with that hostname and exactly these
 /// tags are deleted, so the new node gets the name and not NAME-1 (--no-replace-stale to keep
@@ -108,13 +115,9 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            use std::io::Write;
-            writeln!(buf, "{}: {}", record.level().as_str().to_lowercase(), record.args())
-        })
-        .init();
-    match run(Cli::parse()) {
+    let redactor = Arc::new(Redactor::new());
+    logging::init(redactor.clone());
+    match run(Cli::parse(), redactor) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
             log::error!("{message}");
@@ -143,7 +146,7 @@ fn description(cli: &Cli) -> Result<String, String> {
     Ok(text)
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
     let env = |name: &str| std::env::var(name).ok();
     let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let description = description(&cli).map_err(Failure::Usage)?;
@@ -156,6 +159,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         env: &env,
     };
     let config = credentials::load(&sources).map_err(Failure::Usage)?;
+    redactor.add(&config.client_secret);
     for key in &config.unknown_keys {
         log::warn!("{}: unknown key {key} ignored", config_path.display());
     }
@@ -177,16 +181,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     let confine = caller.as_ref().map(|c| output::runtime_dir(c.uid));
     output::check_path(&output_path, confine.as_deref()).map_err(Failure::Usage)?;
+    let tailnet = cli.tailnet.clone().or(config.tailnet.clone()).unwrap_or_else(|| "-".into());
+    let tailnet: Tailnet = tailnet
+        .parse()
+        .map_err(|e| Failure::Usage(format!("--tailnet or {}: {e}", credentials::TAILNET)))?;
     if let Some(caller) = &caller {
         privileges::become_caller(caller).map_err(Failure::Runtime)?;
         log::debug!("running as uid {} gid {}", caller.uid, caller.gid);
     }
+    // As the caller, before any request: an output that cannot be written costs no key.
+    let key_file = output::KeyFile::create(&output_path).map_err(Failure::Runtime)?;
 
     let api_url = cli.api_url.clone().or(config.api_url.clone());
     let api_url = api_url.as_deref().unwrap_or("https://api.tailscale.com");
-    let tailnet = cli.tailnet.clone().or(config.tailnet.clone()).unwrap_or_else(|| "-".into());
     let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-    let client = Client::new(api_url, cli.timeout);
+    let client = Client::new(api_url, cli.timeout, redactor.clone());
 
     let token = client.token(&config.client_id, &config.client_secret).map_err(|e| {
         Failure::Runtime(match e {
@@ -212,8 +221,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .create_key(&token, &tailnet, &request)
         .map_err(|e| Failure::Runtime(explain_key_error(e, &tags, &tailnet)))?;
     let hostname = hostname.as_ref().map(Hostname::as_str);
-    output::write_atomically(&output_path, &output::contents(&key, hostname))
-        .map_err(Failure::Runtime)?;
+    key_file.commit(&output::contents(&key, hostname)).map_err(Failure::Runtime)?;
     log::info!(
         "wrote {} key for {} (tags {}, valid {}s) to {}",
         if request.ephemeral { "an ephemeral" } else { "a persistent" },
@@ -224,13 +232,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
     );
 
     if let (Some(hostname), false) = (hostname, cli.no_replace_stale) {
-        replace_stale(&client, &token, &tailnet, hostname, &tags);
+        replace_stale(&client, &redactor, &token, &tailnet, hostname, &tags);
     }
     Ok(())
 }
 
 /// Turns a create-key failure into something a person can act on.
-fn explain_key_error(error: ApiError, tags: &[String], tailnet: &str) -> String {
+fn explain_key_error(error: ApiError, tags: &[String], tailnet: &Tailnet) -> String {
     match error {
         ApiError::Refused { status: 400, message } if message.contains("tag") => {
             let named: Vec<&str> =
@@ -249,14 +257,22 @@ fn explain_key_error(error: ApiError, tags: &[String], tailnet: &str) -> String 
             )
         }
         ApiError::Refused { status: 404, message } => {
-            format!("tailnet {tailnet:?} not found ({message})")
+            format!("tailnet {:?} not found ({message})", tailnet.to_string())
         }
         other => format!("creating an auth key: {other}"),
     }
 }
 
-/// Deletes offline devices the new node replaces; failures are warnings.
-fn replace_stale(client: &Client, token: &Secret, tailnet: &str, hostname: &str, tags: &[String]) {
+/// Deletes offline devices the new node replaces; failures are warnings. Device names and ids
+/// come from the server, so they are shown as [`Redactor::server_text`] makes them.
+fn replace_stale(
+    client: &Client,
+    redactor: &Redactor,
+    token: &Secret,
+    tailnet: &Tailnet,
+    hostname: &str,
+    tags: &[String],
+) {
     let devices = match client.devices(token, tailnet) {
         Ok(devices) => devices,
         Err(ApiError::Refused { status: 403, message }) => {
@@ -271,11 +287,18 @@ fn replace_stale(client: &Client, token: &Secret, tailnet: &str, hostname: &str,
         }
     };
     for device in stale_devices(&devices, hostname, tags) {
-        match client.delete_device(token, &device.id) {
-            Ok(()) => log::info!("deleted stale offline device {} ({})", device.name, device.id),
+        let (name, shown_id) =
+            (redactor.server_text(&device.name), redactor.server_text(&device.id));
+        let id = match device.id.parse::<DeviceId>() {
+            Ok(id) => id,
             Err(e) => {
-                log::warn!("could not delete stale device {} ({}): {e}", device.name, device.id)
+                log::warn!("skipping a device with an unexpected id {shown_id} ({name}): {e}");
+                continue;
             }
+        };
+        match client.delete_device(token, &id) {
+            Ok(()) => log::info!("deleted stale offline device {name} ({shown_id})"),
+            Err(e) => log::warn!("could not delete stale device {name} ({shown_id}): {e}"),
         }
     }
 }

@@ -8,8 +8,12 @@
 //! The file holds `TS_AUTHKEY=…` and, when a hostname was given, `TS_HOSTNAME=…`: the form
 //! systemd's `EnvironmentFile=` reads. It is written to a temporary file (mode 0600, created
 //! exclusively) in the same directory, synced, then renamed over the target.
+//!
+//! The temporary file is created before the key is minted ([`KeyFile::create`]), so an output
+//! that cannot be written (a symlink on the way, a file where a directory should be, no right to
+//! write) is found before a key exists, and no key is minted only to be lost.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -83,26 +87,62 @@ pub fn contents(key: &Secret, hostname: Option<&str>) -> String {
     text
 }
 
+/// A key file on its way: the directory is ready and the temporary file exists, empty, until
+/// [`KeyFile::commit`] fills it and renames it into place. Dropped uncommitted (the mint
+/// failed), it removes the temporary file.
+#[derive(Debug)]
+pub struct KeyFile {
+    path: PathBuf,
+    temporary: PathBuf,
+    file: Option<File>,
+}
+
+impl KeyFile {
+    /// Prepares to write `path` as the current user: checks and creates its directory, and
+    /// creates the temporary file (mode 0600) next to it.
+    pub fn create(path: &Path) -> Result<KeyFile, String> {
+        prepare_parent(path)?;
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(format!("{} is a directory", path.display()));
+        }
+        let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let temporary = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
+        // create_new is O_CREAT|O_EXCL: it never follows or reuses whatever is at that name.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(KeyFile { path: path.to_owned(), temporary, file: Some(file) })
+    }
+
+    /// Writes `text`, syncs it and renames the file into place.
+    pub fn commit(mut self, text: &str) -> Result<(), String> {
+        let mut file = self.file.take().expect("a KeyFile is committed once");
+        let written = (|| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&self.temporary, &self.path)
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&self.temporary);
+            format!("writing {}: {e}", self.path.display())
+        })
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}
+
 /// Writes `text` to `path` atomically, mode 0600, as the current user.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
-    prepare_parent(path)?;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        return Err(format!("{} is a directory", path.display()));
-    }
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let temporary = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
-    let written = (|| {
-        // create_new is O_CREAT|O_EXCL: it never follows or reuses whatever is at that name.
-        let mut file =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        format!("writing {}: {e}", path.display())
-    })
+    KeyFile::create(path)?.commit(text)
 }
 
 #[cfg(test)]
@@ -149,6 +189,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["web.env"]);
+    }
+
+    #[test]
+    fn an_uncommitted_key_file_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.env");
+        let pending = KeyFile::create(&path).unwrap();
+        let names = || -> Vec<_> {
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect()
+        };
+        let temporary = format!(".web.env.tmp.{}", std::process::id());
+        assert_eq!(names(), [temporary.as_str()]);
+        let meta = std::fs::metadata(dir.path().join(&temporary)).unwrap();
+        assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (0, 0o600));
+        drop(pending);
+        assert!(names().is_empty());
+        let err = KeyFile::create(dir.path()).unwrap_err();
+        assert!(err.ends_with("is a directory"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use tailpod_core::envfile::shown_key;
 use tailpod_core::names::{ContainerName, PodName};
 
 use quadsync::config::{self, Config};
@@ -148,7 +149,8 @@ fn main() -> ExitCode {
 fn load(path: &Path) -> Result<Config, String> {
     let config = Config::load(path).map_err(|e| format!("loading config: {e}"))?;
     for key in &config.unknown_keys {
-        log::warn!("{}: unknown key {key} ignored", path.display());
+        // A mangled line's left side may be a secret: shown only if it looks like a setting.
+        log::warn!("{}: unknown key {} ignored", path.display(), shown_key(key));
     }
     Ok(config)
 }

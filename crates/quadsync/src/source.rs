@@ -235,17 +235,21 @@ pub struct GitTree<'repo> {
 }
 
 impl GitTree<'_> {
+    /// The object at `path` from the root.
+    fn object_at(&self, path: &str) -> Result<gix::Object<'_>, String> {
+        let entry = self
+            .root
+            .lookup_entry_by_path(path)
+            .map_err(|e| format!("{path}: {e}"))?
+            .ok_or_else(|| format!("{path}: not in the commit"))?;
+        entry.object().map_err(|e| format!("{path}: {e}"))
+    }
+
     fn subtree(&self, dir: &str) -> Result<gix::Tree<'_>, String> {
         if dir.is_empty() {
             return Ok(self.root.clone());
         }
-        let entry = self
-            .root
-            .lookup_entry_by_path(dir)
-            .map_err(|e| format!("{dir}: {e}"))?
-            .ok_or_else(|| format!("{dir}: not in the commit"))?;
-        let object = entry.object().map_err(|e| format!("{dir}: {e}"))?;
-        object.try_into_tree().map_err(|e| format!("{dir}: {e}"))
+        self.object_at(dir)?.try_into_tree().map_err(|e| format!("{dir}: {e}"))
     }
 }
 
@@ -281,12 +285,7 @@ impl SourceTree for GitTree<'_> {
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, String> {
-        let entry = self
-            .root
-            .lookup_entry_by_path(path)
-            .map_err(|e| format!("{path}: {e}"))?
-            .ok_or_else(|| format!("{path}: not in the commit"))?;
-        let blob = entry.object().map_err(|e| format!("{path}: {e}"))?;
+        let blob = self.object_at(path)?;
         if blob.data.len() as u64 > limit {
             return Err(format!("{path}: more than {limit} bytes"));
         }

@@ -245,7 +245,9 @@ fn run_box(action: &str) -> Result<(), String> {
         _ => {
             let started = std::time::Instant::now();
             let (running, lab, boot) = scenario::up(&layout)?;
-            let result = scenario::test(&layout, &running, &lab);
+            let result = scenario::test(&layout, &running, &lab).and_then(|timings| {
+                scenario::reboot_during_deploy(&layout, running).map(|_| timings)
+            });
             scenario::down(&layout);
             let timings = result?;
             println!(

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
-use tailnet_lab::api::{ApiConfig, ApiServer};
+use tailnet_lab::api::{ApiConfig, ApiServer, Route, Scripted};
 use tailnet_lab::node::LabPeer;
 use tailnet_lab::{AuthKey, Tailnet};
 
@@ -17,6 +17,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve control on --listen and DERP on the next port; print the control URL and an auth key.
+    ///
+    /// SIGUSR1 starts an API outage: the next token and key requests fail with 500 and 429.
     Serve {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
@@ -111,8 +113,32 @@ async fn serve(
         }
         None => None,
     };
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+    // SIGUSR1: an API outage, as the box's fault test needs it. The next requests for a token
+    // and for a key fail with 500 and 429 in turn, and then the API behaves again.
+    let mut outage = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            stopped = tokio::signal::ctrl_c() => return stopped.map_err(|e| e.to_string()),
+            _ = outage.recv() => {
+                if let Some(api) = &_api {
+                    let failures = || {
+                        (0..API_OUTAGE_FAILURES).map(|n| match n % 2 {
+                            0 => Scripted::status(500, "lab outage: internal error"),
+                            _ => Scripted::status(429, "lab outage: rate limited"),
+                        })
+                    };
+                    api.script(Route::Token, failures());
+                    api.script(Route::CreateKey, failures());
+                    println!("API outage: the next {API_OUTAGE_FAILURES} token and key requests fail");
+                }
+            }
+        }
+    }
 }
+
+/// How many token (and key) requests an outage fails.
+const API_OUTAGE_FAILURES: usize = 6;
 
 async fn node(control_url: &str, auth_key: &str, hostname: &str, port: u16) -> Result<(), String> {
     let mut peer = LabPeer::join(control_url, auth_key, hostname, true).await?;

@@ -14,8 +14,10 @@
 //! 5. Pushes a change (edit one, add one, delete one) and checks that only the edited one
 //!    restarted, the new one runs and the deleted one's user is gone; pushes a broken commit and
 //!    checks that nothing changed and `quadsync status` reports the error.
-//! 6. Faults: the git server stops (nothing changes; the host catches up when it is back), and
-//!    quadsync is killed in the middle of a first deploy (the next sync finishes it).
+//! 6. Faults, each printing how long recovery took: the git server stops (nothing changes; the
+//!    host catches up when it is back); the Tailscale API fails while a tailnet container
+//!    starts (tailmint retries; nothing else restarts); quadsync is killed (-9) in the middle of
+//!    a first deploy (the next sync finishes it); the box reboots during a deploy (it converges).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -498,12 +500,49 @@ pub fn test(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<Timings, St
         status.contains("FAILED") && status.contains("Broken.container"),
         &format!("status does not report the error:\n{status}"),
     )?;
-    faults(layout, machine, &defs)?;
+    faults(layout, machine, lab, &defs)?;
     Ok(timings)
 }
 
+/// The last fault: the box reboots (SIGTERM to a sync in the middle of a first deploy), and
+/// after boot the host converges on its own. Returns how long that took.
+pub fn reboot_during_deploy(layout: &Layout, machine: Machine) -> Result<Duration, String> {
+    let defs = layout.work.join("defs");
+    write(
+        &defs.join("rebooted.container"),
+        &container("rebooted, deployed across a reboot", 18088),
+    )?;
+    push(&defs, "add rebooted")?;
+    machine.exec(&["systemctl", "start", "--no-block", "quadsync-sync.service"])?;
+    wait_for("rebooted's user to be created", Duration::from_secs(60), || {
+        Ok(user_exists(&machine, "rebooted"))
+    })?;
+    // The connection may drop before systemctl answers.
+    let _ = machine.exec(&["systemctl", "reboot"]);
+    let rebooting = Instant::now();
+    wait_for("the box to go down", Duration::from_secs(90), || {
+        Ok(Machine::running(layout).is_none())
+    })?;
+    machine::stop(layout);
+    let machine = machine::boot(layout, &[])?;
+    tailnet::connect(&machine)?;
+    let users = ["hello", "keep", "world", "late", "fresh", "rebooted"];
+    wait_for("every container to run after the reboot", Duration::from_secs(180), || {
+        Ok(users.iter().all(|u| active(&machine, u)))
+    })?;
+    wait_for("a clean sync after the reboot", Duration::from_secs(180), || {
+        Ok(machine.exec(&["quadsync", "status"])?.contains("last sync: ok"))
+    })?;
+    let converged = rebooting.elapsed();
+    eprintln!(
+        "box: fault: reboot during a deploy: converged {:.1}s after the reboot",
+        converged.as_secs_f64()
+    );
+    Ok(converged)
+}
+
 /// Faults the host must ride out, each with how long recovery took.
-fn faults(layout: &Layout, machine: &Machine, defs: &Path) -> Result<(), String> {
+fn faults(layout: &Layout, machine: &Machine, lab: &Lab, defs: &Path) -> Result<(), String> {
     let running = ["hello", "keep", "world"];
     let pids = || running.iter().map(|u| main_pid(machine, u)).collect::<Result<Vec<_>, _>>();
 
@@ -525,6 +564,38 @@ fn faults(layout: &Layout, machine: &Machine, defs: &Path) -> Result<(), String>
     eprintln!(
         "box: fault: git server down: nothing changed; caught up {:.1}s after it came back",
         back.elapsed().as_secs_f64()
+    );
+
+    // The Tailscale API fails (500, 429) while the tailnet container starts: tailmint retries
+    // within its deadline, the container joins once the API answers, nothing else restarts.
+    let others = pids()?;
+    tailnet::api_outage(layout)?;
+    let user = TAILNET_CONTAINER;
+    let outage = Instant::now();
+    machine.exec(&[
+        "systemctl",
+        "--user",
+        "-M",
+        &format!("{user}@"),
+        "restart",
+        &format!("{user}.service"),
+    ])?;
+    wait_for(&format!("{user} back on the tailnet"), Duration::from_secs(120), || {
+        Ok(lab
+            .probe(&format!("{user}:8080"), "GET / HTTP/1.0\r\n\r\n")?
+            .contains("hello from the box"))
+    })?;
+    // The outage really met the start: tailmint said it was retrying, in the unit's journal.
+    let unit = format!("_SYSTEMD_USER_UNIT={user}.service");
+    let journal = machine.exec(&["journalctl", "--no-pager", "-q", "-o", "cat", &unit])?;
+    check(
+        journal.contains("retrying in"),
+        &format!("tailmint did not meet the outage:\n{journal}"),
+    )?;
+    check(pids()? == others, "an API outage restarted other containers")?;
+    eprintln!(
+        "box: fault: Tailscale API failing during a start: {user} on the tailnet {:.1}s later",
+        outage.elapsed().as_secs_f64()
     );
 
     // quadsync is killed (-9) in the middle of a first deploy: the next sync finishes it, and

@@ -109,6 +109,15 @@ pub fn start_git_daemon(layout: &Layout) -> Result<(), String> {
     spawn(layout, Path::new("git"), &args, &[], &git_out, &pid_files(layout)[2])
 }
 
+/// Makes the lab's Tailscale API fail for a while (500 and 429 for the next token and key
+/// requests; `tailnet-lab serve` does it on SIGUSR1).
+pub fn api_outage(layout: &Layout) -> Result<(), String> {
+    let pid = std::fs::read_to_string(&pid_files(layout)[0]).map_err(|e| format!("lab: {e}"))?;
+    run("kill", &["-USR1", pid.trim()])?;
+    wait_for_line(&layout.work.join("lab-serve.out"), "API outage:", Duration::from_secs(10))
+        .map(drop)
+}
+
 /// Stops the git server (a fault the box must ride out).
 pub fn stop_git_daemon(layout: &Layout) {
     kill(&pid_files(layout)[2]);

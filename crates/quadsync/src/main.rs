@@ -19,7 +19,7 @@ use quadsync::source::{
 };
 use quadsync::state::State;
 use quadsync::sync::{self, Paths};
-use quadsync::system::{Host, System};
+use quadsync::system::Host;
 use quadsync::transforms::{Kind, TransformSet};
 use quadsync::{plan, userfile};
 
@@ -242,12 +242,7 @@ fn redeploy(config: &Config, name: &str) -> Result<(), String> {
 fn status(config: &Config, json: bool) -> Result<(), String> {
     let state = State::load(&Paths::new(&config.state_dir).state)?;
     let host = Host::default();
-    let active = |user: &str, unit: &str| -> String {
-        match host.user_systemctl(user, &["is-active", unit]) {
-            Ok(out) => out.trim().to_owned(),
-            Err(e) => e.rsplit(": ").next().unwrap_or("unknown").trim().to_owned(),
-        }
-    };
+    let active = |user: &str, unit: &str| host.unit_state(user, unit);
     if json {
         let users: serde_json::Map<String, serde_json::Value> = state
             .users

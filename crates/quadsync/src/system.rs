@@ -91,6 +91,9 @@ pub struct CommandFailed {
     pub how: String,
     /// Its standard error, on one line.
     pub stderr: String,
+    /// Its standard output: some commands answer there and say the same with their status
+    /// (`systemctl is-active` prints `failed` and exits 3).
+    pub stdout: String,
 }
 
 impl std::fmt::Display for CommandFailed {
@@ -112,8 +115,12 @@ pub fn run_command(
     let program = command.get_program().to_string_lossy().into_owned();
     let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     let shown = format!("{program} {}", args.join(" "));
-    let failed =
-        |how: String, stderr: String| CommandFailed { command: shown.clone(), how, stderr };
+    let failed = |how: String, stderr: String| CommandFailed {
+        command: shown.clone(),
+        how,
+        stderr,
+        stdout: String::new(),
+    };
     let mut child = command
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -142,7 +149,21 @@ pub fn run_command(
     let err = stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
     // One line: these messages end up in the journal, one event per line.
     let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
-    if status.success() { Ok(out) } else { Err(failed(status.to_string(), err)) }
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(CommandFailed { stdout: out, ..failed(status.to_string(), err) })
+    }
+}
+
+/// A unit's state as `systemctl is-active` answers it: its standard output whatever the exit
+/// status (`inactive` and `failed` come with status 3), or why there is no answer.
+pub fn unit_state(answer: Result<String, CommandFailed>) -> String {
+    match answer {
+        Ok(out) => out.trim().to_owned(),
+        Err(e) if !e.stdout.trim().is_empty() => e.stdout.trim().to_owned(),
+        Err(e) => format!("unknown ({e})"),
+    }
 }
 
 /// Timeouts, as the Go original chose them.
@@ -173,6 +194,13 @@ impl Default for Host {
 }
 
 impl Host {
+    /// `systemctl --user -M NAME@ is-active UNIT`, for `status`.
+    pub fn unit_state(&self, name: &str, unit: &str) -> String {
+        let mut command = Command::new("systemctl");
+        command.args(["--user", "-M", &format!("{name}@"), "is-active", unit]);
+        unit_state(run_command(command, None, QUICK))
+    }
+
     fn as_user(
         &self,
         user: &UserInfo,
@@ -372,6 +400,22 @@ mod tests {
         assert_eq!(err, "sleep 10: timed out after 0s");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(run("/nonexistent/program", &[], None, QUICK).is_err());
+    }
+
+    #[test]
+    fn a_failed_or_inactive_unit_shows_its_state_not_a_blank() {
+        let is_active = |script: &str| {
+            let mut command = Command::new("sh");
+            command.args(["-c", script]);
+            unit_state(run_command(command, None, QUICK))
+        };
+        assert_eq!(is_active("echo active"), "active");
+        // What systemctl does for a failed or stopped unit: the state on stdout, status 3.
+        assert_eq!(is_active("echo failed; exit 3"), "failed");
+        assert_eq!(is_active("echo inactive; exit 3"), "inactive");
+        let unknown = is_active("echo 'Failed to connect to bus' >&2; exit 1");
+        assert!(unknown.starts_with("unknown (sh -c "), "{unknown}");
+        assert!(unknown.ends_with("Failed to connect to bus)"), "{unknown}");
     }
 
     #[test]

@@ -321,7 +321,7 @@ fn usage_and_configuration_errors_exit_2() {
 #[test]
 fn through_sudo_it_writes_as_the_caller_inside_their_runtime_dir() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to drop privileges for real");
+        tailnet_lab::skip("needs root to drop privileges for real");
         return;
     }
     let s = setup();

@@ -24,9 +24,9 @@ fn can_run() -> bool {
         |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
     let (podman, runc) = (found("podman"), found("runc"));
     if !(root && podman && runc) {
-        eprintln!(
-            "skipped: needs root, podman and runc (root: {root}, podman: {podman}, runc: {runc})"
-        );
+        tailnet_lab::skip(&format!(
+            "needs root, podman and runc (root: {root}, podman: {podman}, runc: {runc})"
+        ));
     }
     root && podman && runc
 }

@@ -46,7 +46,7 @@ pub fn can_run() -> bool {
     let root = nix::unistd::geteuid().is_root();
     let ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
     if !root || !ip {
-        eprintln!("skipped: needs root and iproute2 (root: {root}, ip: {ip})");
+        tailnet_lab::skip(&format!("needs root and iproute2 (root: {root}, ip: {ip})"));
     }
     root && ip
 }

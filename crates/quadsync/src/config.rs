@@ -7,6 +7,11 @@ use tailpod_core::envfile::EnvFile;
 
 pub const DEFAULT_PATH: &str = "/etc/quadsync/config.env";
 
+/// `QUADSYNC_MAX_CONTAINERS` when unset.
+pub const DEFAULT_MAX_CONTAINERS: usize = 1000;
+/// Above this, subuid ranges of 65,536 ids each would run past 32-bit ids.
+const MAX_CONTAINERS_CEILING: usize = 60_000;
+
 const KEYS: &[&str] = &[
     "QUADSYNC_GIT_URL",
     "QUADSYNC_GIT_BRANCH",
@@ -15,6 +20,7 @@ const KEYS: &[&str] = &[
     "QUADSYNC_USER_GROUP",
     "QUADSYNC_SSH_KEY",
     "QUADSYNC_MAX_REMOVAL",
+    "QUADSYNC_MAX_CONTAINERS",
 ];
 
 /// quadsync's settings.
@@ -31,6 +37,9 @@ pub struct Config {
     /// The largest share of managed containers one sync may remove without
     /// `--allow-mass-removal` (0.0 to 1.0).
     pub max_removal: f64,
+    /// The most container users the repo may define: every one is a Linux user with subuid
+    /// ranges and a user manager, so a repo cannot make the host create users without end.
+    pub max_containers: usize,
     /// Keys in the file quadsync does not know: probably typos.
     pub unknown_keys: Vec<String>,
 }
@@ -54,6 +63,16 @@ impl Config {
         if !(0.0..=1.0).contains(&max_removal) {
             let line = env.var("QUADSYNC_MAX_REMOVAL").map(|v| v.line).unwrap_or_default();
             return Err(format!("{origin}:{line}: QUADSYNC_MAX_REMOVAL: must be between 0 and 1"));
+        }
+        let max_containers = env
+            .parse_value::<usize>("QUADSYNC_MAX_CONTAINERS")
+            .map_err(|e| e.to_string())?
+            .unwrap_or(DEFAULT_MAX_CONTAINERS);
+        if !(1..=MAX_CONTAINERS_CEILING).contains(&max_containers) {
+            let line = env.var("QUADSYNC_MAX_CONTAINERS").map(|v| v.line).unwrap_or_default();
+            return Err(format!(
+                "{origin}:{line}: QUADSYNC_MAX_CONTAINERS: must be between 1 and {MAX_CONTAINERS_CEILING}"
+            ));
         }
         let group = or("QUADSYNC_USER_GROUP", "cusers");
         if let Err(e) = group.parse::<tailpod_core::names::ContainerName>() {
@@ -92,6 +111,7 @@ impl Config {
             user_group: group,
             ssh_key,
             max_removal,
+            max_containers,
             unknown_keys: env.unknown(KEYS).map(|v| v.key.clone()).collect(),
         })
     }
@@ -123,6 +143,7 @@ mod tests {
         assert_eq!(config.user_group, "cusers");
         assert_eq!(config.ssh_key, None);
         assert_eq!(config.max_removal, 0.5);
+        assert_eq!(config.max_containers, 1000);
     }
 
     #[test]
@@ -140,6 +161,9 @@ mod tests {
         let err =
             Config::parse("c.env", "QUADSYNC_GIT_URL=u\nQUADSYNC_MAX_REMOVAL=2\n").unwrap_err();
         assert_eq!(err, "c.env:2: QUADSYNC_MAX_REMOVAL: must be between 0 and 1");
+        let err =
+            Config::parse("c.env", "QUADSYNC_GIT_URL=u\nQUADSYNC_MAX_CONTAINERS=0\n").unwrap_err();
+        assert_eq!(err, "c.env:2: QUADSYNC_MAX_CONTAINERS: must be between 1 and 60000");
         let err = Config::parse("c.env", "QUADSYNC_GIT_URL=u\nQUADSYNC_USER_GROUP=Bad Group\n")
             .unwrap_err();
         assert!(err.starts_with("c.env:2: QUADSYNC_USER_GROUP: name"), "{err}");

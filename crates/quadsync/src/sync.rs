@@ -63,13 +63,22 @@ pub fn lock(state_dir: &Path) -> Result<Lock, String> {
         .map_err(|_| "another sync is already running".to_owned())
 }
 
-/// The desired state of a commit, validated: every problem, or the deployments.
+/// The desired state of a commit, validated: every problem, or the deployments. More than
+/// `max_containers` is refused before anything is validated.
 pub fn desired_state(
     files: &[crate::discover::SourceFile],
     transforms: &TransformSet,
     system: &dyn System,
+    max_containers: usize,
 ) -> Result<Desired, Vec<String>> {
     let desired = discover(files, transforms)?;
+    if desired.len() > max_containers {
+        return Err(vec![format!(
+            "the repo defines {} container users; this host takes at most {max_containers} \
+             (QUADSYNC_MAX_CONTAINERS)",
+            desired.len()
+        )]);
+    }
     let mut errors = Vec::new();
     let mut used_generator = false;
     for deployment in desired.values() {
@@ -136,7 +145,7 @@ pub fn prepare(config: &Config, system: &dyn System) -> Result<(String, Desired)
     )?;
     log::debug!("fetched {} ({} definition file(s))", fetched.commit, fetched.files.len());
     let transforms = TransformSet::load(&config.transform_dir).map_err(|e| vec![e.to_string()])?;
-    let desired = desired_state(&fetched.files, &transforms, system)?;
+    let desired = desired_state(&fetched.files, &transforms, system, config.max_containers)?;
     Ok((fetched.commit, desired))
 }
 

@@ -380,3 +380,21 @@ fn a_missing_transform_directory_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("reading transform directory"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_repo_cannot_make_the_host_create_users_without_end() {
+    let site = Site::new();
+    let config = site.tmp.path().join("config.env");
+    let settings = std::fs::read_to_string(&config).unwrap();
+    write(&config, &format!("{settings}QUADSYNC_MAX_CONTAINERS=2\n"));
+    write(&site.repo().join("third.container"), "[Container]\nImage=x\n");
+    commit(&site, "a third container");
+    let out = site.quadsync(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("the repo defines 3 container users; this host takes at most 2 (QUADSYNC_MAX_CONTAINERS)"),
+        "{log}"
+    );
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+}

@@ -163,20 +163,15 @@ fn run_sync(config: &Config, allow_mass_removal: bool) -> Result<(), String> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("installing the signal handler: {e}"))?;
     }
-    let report = sync::sync(config, &host_for(config), allow_mass_removal, &stop)?;
+    let report = sync::sync(config, &Host::default(), allow_mass_removal, &stop)?;
     match report.outcome.errors.len() {
         0 => Ok(()),
         n => Err(format!("sync failed: {n} error(s)")),
     }
 }
 
-/// The real host, staging what it validates in the state directory (root's alone).
-fn host_for(config: &Config) -> Host {
-    Host { scratch: config.state_dir.clone(), ..Host::default() }
-}
-
 fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(), String> {
-    let host = host_for(config);
+    let host = Host::default();
     let _lock = sync::lock(&config.state_dir)?;
     let state = State::load(&Paths::new(&config.state_dir).state)?;
     let (commit, desired) = sync::prepare(config, &host).map_err(|errors| {

@@ -178,7 +178,7 @@ pub struct Host {
     pub exe: PathBuf,
     /// podman's Quadlet generator.
     pub generator: PathBuf,
-    /// A directory only root may write, for staging files to validate (the state directory).
+    /// Where to stage files to validate (a fresh directory is made in it each time).
     pub scratch: PathBuf,
 }
 
@@ -343,15 +343,20 @@ impl System for Host {
 }
 
 impl Host {
-    /// Stages `files` in a fresh private directory and runs the generator over them.
+    /// Stages `files` in a fresh directory and runs the generator over them, as `nobody` when
+    /// quadsync is root.
     ///
-    /// The directory is made by `mkdtemp` (a random name, mode 0700, never an existing one) and
-    /// each file is created new without following links, so a local user who plants a directory
-    /// or a symlink in /tmp cannot make root write anywhere. Not removing it is an error.
+    /// The directory is made by `mkdtemp` (a random name, never an existing one) and each file is
+    /// created new without following links, so a local user who plants a directory or a
+    /// symlink in /tmp cannot make root write anywhere. Not removing it is an error. The
+    /// generator parses what the repo wrote; it gets no more rights than it needs to read it.
     fn run_generator(&self, files: &[(String, String)]) -> Result<(), String> {
+        let unprivileged = nix::unistd::geteuid().is_root();
+        // Readable by the generator's user, writable by root alone.
+        let (dir_mode, file_mode) = if unprivileged { (0o755, 0o644) } else { (0o700, 0o600) };
         let staging = tempfile::Builder::new()
             .prefix("quadsync-check-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(dir_mode))
             .tempdir_in(&self.scratch)
             .map_err(|e| {
                 format!("making a staging directory in {}: {e}", self.scratch.display())
@@ -363,16 +368,25 @@ impl Host {
                 let mut file = std::fs::File::options()
                     .write(true)
                     .create_new(true)
-                    .mode(0o600)
+                    .mode(file_mode)
                     .custom_flags(nix::libc::O_NOFOLLOW)
                     .open(&path)
                     .map_err(|e| format!("staging {}: {e}", path.display()))?;
                 file.write_all(text.as_bytes())
                     .map_err(|e| format!("staging {}: {e}", path.display()))?;
             }
-            let mut command = Command::new(&self.generator);
+            let mut command = if unprivileged {
+                let mut setpriv = Command::new("setpriv");
+                setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+                setpriv.arg(&self.generator);
+                setpriv
+            } else {
+                Command::new(&self.generator)
+            };
             command
                 .args(["--user", "--dryrun", "--no-kmsg-log"])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                 .env("QUADLET_UNIT_DIRS", staging.path());
             // The generator's own words when it refuses; the whole story when it did not run.
             run_command(command, None, QUICK)
@@ -400,6 +414,27 @@ mod tests {
         assert_eq!(err, "sleep 10: timed out after 0s");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(run("/nonexistent/program", &[], None, QUICK).is_err());
+    }
+
+    #[test]
+    fn as_root_the_generator_runs_as_nobody() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to drop privileges");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("generator");
+        std::fs::write(&fake, "#!/bin/sh\necho \"$(id -u):$(id -g):$(id -G)\" >&2; cat \"$QUADLET_UNIT_DIRS\"/* >&2; exit 1\n")
+            .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let host =
+            Host { exe: PathBuf::from("/bin/false"), generator: fake, scratch: dir.path().into() };
+        let answer = host.validate(&[("web.container".into(), "[Container]\nImage=x\n".into())]);
+        // It could read what it checks, and nothing else of root's.
+        assert_eq!(answer, Validation::Refused("65534:65534:65534 [Container] Image=x".into()));
     }
 
     #[test]
@@ -478,8 +513,10 @@ ls -ld \"$QUADLET_UNIT_DIRS\" >&2; exit 1\n",
         else {
             panic!("the stand-in generator always refuses");
         };
-        // It staged in a private directory of its own, not the planted one.
-        assert!(listing.starts_with("drwx------"), "{listing}");
+        // It staged in a directory of its own (root's, read-only to the generator's user), not
+        // the planted one.
+        let mode = if nix::unistd::geteuid().is_root() { "drwxr-xr-x" } else { "drwx------" };
+        assert!(listing.starts_with(mode), "{listing}");
         assert!(!listing.contains(&planted.display().to_string()), "{listing}");
         assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 0);
         let left: Vec<_> =

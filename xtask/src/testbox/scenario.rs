@@ -46,6 +46,19 @@ fn container(description: &str, port: u16) -> String {
     )
 }
 
+/// A container whose start takes a while, so that a fault lands while quadsync is still
+/// deploying it (waiting for its restart), not after.
+fn slow_container(description: &str, port: u16) -> String {
+    container(description, port) + "\n[Service]\nExecStartPre=/bin/sleep 15\n"
+}
+
+/// Whether a sync is running right now.
+fn syncing(machine: &Machine) -> bool {
+    machine
+        .exec(&["systemctl", "is-active", "quadsync-sync.service"])
+        .is_ok_and(|s| s.trim() == "activating")
+}
+
 fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     let mut argv = vec![
         "-C",
@@ -510,13 +523,14 @@ pub fn reboot_during_deploy(layout: &Layout, machine: Machine) -> Result<Duratio
     let defs = layout.work.join("defs");
     write(
         &defs.join("rebooted.container"),
-        &container("rebooted, deployed across a reboot", 18088),
+        &slow_container("rebooted, deployed across a reboot", 18088),
     )?;
     push(&defs, "add rebooted")?;
     machine.exec(&["systemctl", "start", "--no-block", "quadsync-sync.service"])?;
     wait_for("rebooted's user to be created", Duration::from_secs(60), || {
         Ok(user_exists(&machine, "rebooted"))
     })?;
+    check(syncing(&machine), "the sync had ended before the reboot")?;
     // The connection may drop before systemctl answers.
     let _ = machine.exec(&["systemctl", "reboot"]);
     let rebooting = Instant::now();
@@ -600,12 +614,13 @@ fn faults(layout: &Layout, machine: &Machine, lab: &Lab, defs: &Path) -> Result<
 
     // quadsync is killed (-9) in the middle of a first deploy: the next sync finishes it, and
     // the user is quadsync's, not an orphan it refuses to manage.
-    write(&defs.join("fresh.container"), &container("fresh, deployed through a kill", 18087))?;
+    write(&defs.join("fresh.container"), &slow_container("fresh, deployed through a kill", 18087))?;
     push(defs, "add fresh")?;
     machine.exec(&["systemctl", "start", "--no-block", "quadsync-sync.service"])?;
     wait_for("fresh's user to be created", Duration::from_secs(60), || {
         Ok(user_exists(machine, "fresh"))
     })?;
+    check(syncing(machine), "the sync had ended before the kill")?;
     machine.exec(&["systemctl", "kill", "--signal=SIGKILL", "quadsync-sync.service"])?;
     let killed = Instant::now();
     wait_for("the killed sync to end", Duration::from_secs(30), || {

@@ -54,8 +54,9 @@ fn slow_container(description: &str, port: u16) -> String {
 
 /// Whether a sync is running right now.
 fn syncing(machine: &Machine) -> bool {
+    // `is-active` exits non-zero for "activating"; `show` answers whatever the state.
     machine
-        .exec(&["systemctl", "is-active", "quadsync-sync.service"])
+        .exec(&["systemctl", "show", "-p", "ActiveState", "--value", "quadsync-sync.service"])
         .is_ok_and(|s| s.trim() == "activating")
 }
 

@@ -624,10 +624,7 @@ fn faults(layout: &Layout, machine: &Machine, lab: &Lab, defs: &Path) -> Result<
     check(syncing(machine), "the sync had ended before the kill")?;
     machine.exec(&["systemctl", "kill", "--signal=SIGKILL", "quadsync-sync.service"])?;
     let killed = Instant::now();
-    wait_for("the killed sync to end", Duration::from_secs(30), || {
-        let state = machine.exec(&["systemctl", "is-active", "quadsync-sync.service"]);
-        Ok(state.map_or(true, |s| s.trim() != "active" && s.trim() != "activating"))
-    })?;
+    wait_for("the killed sync to end", Duration::from_secs(30), || Ok(!syncing(machine)))?;
     sync_now(machine)?;
     wait_for("fresh to run", Duration::from_secs(60), || Ok(active(machine, "fresh")))?;
     let state = machine.exec(&["quadsync", "status"])?;

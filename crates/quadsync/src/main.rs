@@ -113,14 +113,33 @@ enum Command {
     },
 }
 
+/// Crates under quadsync that log: held at warnings whatever `RUST_LOG` says, since at debug and
+/// trace the HTTP and TLS stacks print requests, headers and bytes, which may carry the
+/// repo's credentials.
+const QUIET_CRATES: &[&str] =
+    &["reqwest", "hyper", "hyper_util", "h2", "rustls", "tokio", "tower", "want", "mio", "gix"];
+
+/// The logger: one line per event, no timestamp (journald adds its own), at the level
+/// `rust_log` (RUST_LOG) sets for quadsync itself.
+fn logger(rust_log: Option<&str>) -> env_logger::Logger {
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(rust_log.unwrap_or("info"));
+    for noisy in QUIET_CRATES {
+        builder.filter_module(noisy, log::LevelFilter::Warn);
+    }
+    builder.format(|buf, record| {
+        use std::io::Write;
+        writeln!(buf, "{}: {}", record.level().as_str().to_lowercase(), record.args())
+    });
+    builder.build()
+}
+
 fn main() -> ExitCode {
-    // One line per event, no timestamp: journald adds its own.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            use std::io::Write;
-            writeln!(buf, "{}: {}", record.level().as_str().to_lowercase(), record.args())
-        })
-        .init();
+    let logger = logger(std::env::var("RUST_LOG").ok().as_deref());
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(max);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sync { allow_mass_removal } => {
@@ -328,4 +347,31 @@ fn pods_in(dir: &Path) -> std::io::Result<Vec<PodName>> {
         }
     }
     Ok(pods)
+}
+
+#[cfg(test)]
+mod tests {
+    use log::{Level, Log, Metadata};
+
+    fn shows(logger: &env_logger::Logger, target: &str, level: Level) -> bool {
+        logger.enabled(&Metadata::builder().target(target).level(level).build())
+    }
+
+    #[test]
+    fn rust_log_raises_quadsyncs_level_but_never_the_http_stacks() {
+        for rust_log in ["trace", "debug", "reqwest=trace,hyper=trace,rustls=trace"] {
+            let logger = super::logger(Some(rust_log));
+            for noisy in super::QUIET_CRATES {
+                assert!(!shows(&logger, noisy, Level::Debug), "{rust_log}: {noisy}");
+                assert!(shows(&logger, noisy, Level::Warn), "{rust_log}: {noisy}");
+            }
+            let inner = "hyper::proto::h1::role";
+            assert!(!shows(&logger, inner, Level::Trace), "{rust_log}: {inner}");
+        }
+        let logger = super::logger(Some("trace"));
+        assert!(shows(&logger, "quadsync::repo", Level::Trace));
+        let default = super::logger(None);
+        assert!(shows(&default, "quadsync", Level::Info));
+        assert!(!shows(&default, "quadsync", Level::Debug));
+    }
 }

@@ -116,14 +116,7 @@ impl Node {
     /// The name control gave us must be the one we asked for: a renamed node (`web-1`) means
     /// another node holds the name, and the container would answer under the wrong one.
     pub fn check_hostname(&self, requested: &str) -> Result<(), String> {
-        if self.hostname == requested {
-            return Ok(());
-        }
-        Err(format!(
-            "hostname collision: the tailnet already has a node named {requested:?}, so control \
-             named this one {:?}; remove the old node or choose another TS_HOSTNAME",
-            self.hostname
-        ))
+        same_hostname(&self.hostname, requested)
     }
 
     /// A peer's (or our own) addresses by bare or fully qualified name.
@@ -154,6 +147,18 @@ impl Node {
             self.runtime.kill();
         }
     }
+}
+
+/// Whether control gave the node the name it asked for. DNS names are case-insensitive and
+/// control lowercases them, so `Web` asked and `web` given is the same name; `web-1` is not.
+fn same_hostname(given: &str, requested: &str) -> Result<(), String> {
+    if given.eq_ignore_ascii_case(requested) {
+        return Ok(());
+    }
+    Err(format!(
+        "hostname collision: the tailnet already has a node named {requested:?}, so control \
+         named this one {given:?}; remove the old node or choose another TS_HOSTNAME"
+    ))
 }
 
 /// Resolves the control server's `host:port` as the library's first dial does (the same
@@ -212,6 +217,18 @@ pub fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renamed_node_is_a_collision_but_a_lowercased_one_is_not() {
+        assert_eq!(same_hostname("web", "web"), Ok(()));
+        assert_eq!(same_hostname("web", "Web"), Ok(()));
+        let e = same_hostname("web-1", "web").unwrap_err();
+        assert!(
+            e.starts_with("hostname collision: the tailnet already has a node named \"web\""),
+            "{e}"
+        );
+        assert!(e.contains("named this one \"web-1\""), "{e}");
+    }
 
     #[tokio::test]
     async fn an_unresolvable_control_host_fails_at_once_and_says_so() {

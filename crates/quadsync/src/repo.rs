@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use gix::remote::Direction;
 use gix::remote::fetch::Shallow;
+use tailpod_core::redact::{Secrets, percent_decode};
 
 use crate::source::{GitTree, SourceFile, read_sources};
 
@@ -34,7 +35,7 @@ const MAX_PACKS: usize = 16;
 /// Hides the credentials of a URL (`https://user:token@host/...`) in any text.
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    secrets: Secrets,
 }
 
 impl Redactor {
@@ -43,49 +44,28 @@ impl Redactor {
     /// that), or when it is all there is over http(s) (`https://TOKEN@host`). A user name alone
     /// over ssh (`ssh://git@host`, `git@host:path`) is no secret.
     pub fn new(url: &str) -> Redactor {
-        let mut secrets = Vec::new();
+        let mut secrets = Secrets::default();
         if let Some((scheme, rest)) = url.split_once("://") {
             let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
             if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                let mut add = |form: &str| {
+                    secrets.add(form);
+                    secrets.add(percent_decode(form));
+                };
                 if let Some((_, password)) = userinfo.split_once(':') {
-                    secrets.extend([userinfo.to_owned(), password.to_owned()]);
+                    add(userinfo);
+                    add(password);
                 } else if scheme.starts_with("http") {
-                    secrets.push(userinfo.to_owned());
+                    add(userinfo);
                 }
             }
         }
-        let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
-        secrets.extend(decoded);
-        secrets.retain(|s| !s.is_empty());
-        // Longest first, so a password inside the whole userinfo never leaves a piece behind.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
         Redactor { secrets }
     }
 
     pub fn text(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
+        self.secrets.hide(text, "***")
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An error with every cause under it, `outer: inner: innermost` ("handshake failed" alone

@@ -16,6 +16,9 @@
 use std::fmt;
 use std::sync::Mutex;
 
+use tailpod_core::redact::Secrets;
+pub use tailpod_core::redact::percent_encode;
+
 use crate::credentials::Secret;
 
 /// The most characters of server text a message shows, `...` marking a cut included.
@@ -30,27 +33,13 @@ const REDACTED: &str = "[redacted]";
 /// The secrets of one run, shared by the API client and the logger.
 #[derive(Default)]
 pub struct Redactor {
-    secrets: Mutex<Vec<String>>,
+    secrets: Mutex<Secrets>,
 }
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Redactor").field("secrets", &self.forms().len()).finish()
+        f.debug_struct("Redactor").field("secrets", &self.secrets().len()).finish()
     }
-}
-
-/// `text` percent-encoded, keeping only RFC 3986's unreserved characters: safe as a URL path
-/// segment and as a form value (`application/x-www-form-urlencoded` decodes `%20` as a space).
-pub fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
 
 /// `text` with everything but printable ASCII escaped (`\n`, `\u{1b}`, `\u{e4}`), so it stays on
@@ -87,20 +76,16 @@ impl Redactor {
         ];
         let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
         for form in forms {
-            if !secrets.contains(&form) {
-                secrets.push(form);
-            }
+            secrets.add(form);
         }
-        // Longest first, so a secret that contains another is removed whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
-    fn forms(&self) -> Vec<String> {
-        self.secrets.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn secrets(&self) -> std::sync::MutexGuard<'_, Secrets> {
+        self.secrets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn without_secrets(&self, text: &str) -> String {
-        self.forms().iter().fold(text.to_owned(), |text, secret| text.replace(secret, REDACTED))
+        self.secrets().hide(text, REDACTED)
     }
 
     /// `text` with every secret removed and non-printable characters escaped: for a log line.
@@ -162,13 +147,5 @@ mod tests {
         let text = format!("{}SECRETSECRET", "y".repeat(SERVER_TEXT_MAX - 7));
         let shown = redactor.server_text(&text);
         assert_eq!(shown, format!("{}[red...", "y".repeat(SERVER_TEXT_MAX - 7)));
-    }
-
-    #[test]
-    fn percent_encoding_keeps_only_unreserved_characters() {
-        assert_eq!(percent_encode("example.com"), "example.com");
-        assert_eq!(percent_encode("-"), "-");
-        assert_eq!(percent_encode("a b/../c?d#e%f@g"), "a%20b%2F..%2Fc%3Fd%23e%25f%40g");
-        assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
     }
 }

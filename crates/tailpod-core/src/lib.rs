@@ -4,6 +4,7 @@
 //! * [`merge`]: the transform merge engine quadsync applies to container specs.
 //! * [`envfile`]: `KEY=value` configuration files (`config.env`, `oauth.env`).
 //! * [`names`]: validated names, so that nothing unchecked reaches a path, an argv or `useradd`.
+//! * [`redact`]: secrets hidden from text before it is shown, and percent-encoding.
 //!
 //! Everything that touches the host lives in the tool crates; keeping this crate pure is what lets
 //! the merge rules be tested exhaustively from data files and fuzzed.
@@ -11,4 +12,5 @@
 pub mod envfile;
 pub mod merge;
 pub mod names;
+pub mod redact;
 pub mod unit;

@@ -3,11 +3,18 @@
 //!
 //! Serves `GET /key` and the ts2021 upgrade over plain HTTP (nodes built with
 //! `ts_control/insecure-keyfetch` accept that), then, over Noise and HTTP/2,
-//! `POST /machine/register` (auth keys, re-registration of known node keys) and
-//! `POST /machine/map` (endpoint updates, and a streamed netmap: self node, every peer, the DERP
-//! map, an allow-all packet filter, pushed again on every change, with keep-alives). Ephemeral
-//! nodes are removed once their last map stream has been gone for `ephemeral_grace`, and a
-//! hostname already taken gets `-1`, `-2`, … as the real control does.
+//! `POST /machine/register` (auth keys, re-registration of known node keys, and logout: a request
+//! whose `Expiry` is in the past deletes the node at once) and `POST /machine/map` (endpoint
+//! updates, and a streamed netmap: self node, every peer, the DERP map with its STUN port, the
+//! packet filter, allow-all unless [`Control::set_packet_filter`] says otherwise, pushed again on
+//! every change, with keep-alives). Ephemeral nodes are removed once their last map stream has
+//! been gone for `ephemeral_grace`, and a hostname already taken gets `-1`, `-2`, … as the real
+//! control does.
+//!
+//! [`Control::suspend`] closes the port and cuts every connection, keeping all state;
+//! [`Control::resume`] listens again on the same port. Ephemeral nodes are not removed while the
+//! server is down, nor for `reconnect_grace` after, so that the nodes an outage cut off find
+//! themselves still registered when they come back.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -17,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -24,11 +32,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use ts_control_serde::{HostInfo, Node, StableNodeId};
 use ts_keys::{DiscoPublicKey, MachineKeyPair, MachinePublicKey, NodePublicKey};
 
+use crate::listener::{Epoch, Listener, Serve};
 use crate::noise;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -36,9 +46,13 @@ type Body = BoxBody<Bytes, Infallible>;
 /// The DERP region every node is told to use.
 #[derive(Debug, Clone, Copy)]
 pub struct DerpEndpoint {
+    /// Where the relay listens (TLS).
     pub addr: SocketAddr,
+    /// The STUN port on the same IP; `None` tells nodes the server has no STUN.
+    pub stun_port: Option<u16>,
 }
 
+/// What a control server tells nodes, and how soon it gives up on them.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
     /// MagicDNS suffix, e.g. `lab.ts.net`; node names are `host.<tailnet>`.
@@ -48,6 +62,9 @@ pub struct ControlConfig {
     pub keep_alive: Duration,
     /// How long an ephemeral node may be without a map stream before it is deleted.
     pub ephemeral_grace: Duration,
+    /// How long after an outage ([`Control::resume`]) the nodes it cut off have to reconnect
+    /// before ephemeral ones may be deleted.
+    pub reconnect_grace: Duration,
 }
 
 /// What an auth key grants.
@@ -78,12 +95,24 @@ pub struct LabNode {
     streams: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     nodes: BTreeMap<i64, LabNode>,
     next_id: i64,
     auth_keys: BTreeMap<String, AuthKey>,
     used_keys: Vec<String>,
+    /// The `PacketFilter` of every netmap.
+    packet_filter: Value,
+}
+
+/// Whether an outage holds back the removal of ephemeral nodes.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    None,
+    /// The server is down.
+    Down,
+    /// The server is back; nodes have until then to reconnect.
+    Until(Instant),
 }
 
 struct Shared {
@@ -92,13 +121,14 @@ struct Shared {
     state: Mutex<State>,
     /// Bumped on every change a netmap shows.
     generation: watch::Sender<u64>,
+    hold: watch::Sender<Hold>,
 }
 
 /// A running control server; stops when dropped.
 pub struct Control {
     url: String,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
+    listener: Listener,
 }
 
 impl std::fmt::Debug for Control {
@@ -107,31 +137,53 @@ impl std::fmt::Debug for Control {
     }
 }
 
-impl Drop for Control {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 impl Control {
     /// Listens on `listen` (port 0 picks one) and serves until dropped.
     pub async fn start(listen: SocketAddr, config: ControlConfig) -> std::io::Result<Control> {
-        let listener = TcpListener::bind(listen).await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let state = State {
+            nodes: BTreeMap::new(),
+            next_id: 1,
+            auth_keys: BTreeMap::new(),
+            used_keys: Vec::new(),
+            packet_filter: allow_all(),
+        };
         let shared = Arc::new(Shared {
             config,
             key: MachineKeyPair::random(),
-            state: Mutex::new(State { next_id: 1, ..State::default() }),
+            state: Mutex::new(state),
             generation: watch::channel(0).0,
+            hold: watch::channel(Hold::None).0,
         });
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
-        Ok(Control { url, shared, task })
+        let serving = shared.clone();
+        let serve: Serve =
+            Arc::new(move |tcp, epoch| Box::pin(serve_http(tcp, serving.clone(), epoch)));
+        let listener = Listener::start(listen, serve).await?;
+        let url = format!("http://{}", listener.addr());
+        Ok(Control { url, shared, listener })
     }
 
+    /// Stops accepting and cuts every connection (and so every map stream); returns once the
+    /// port is closed. Nodes, keys and settings stay; ephemeral nodes are kept until
+    /// `reconnect_grace` after [`Control::resume`].
+    pub async fn suspend(&self) {
+        self.shared.hold.send_replace(Hold::Down);
+        self.listener.stop().await;
+    }
+
+    /// Listens again on the same address, after [`Control::suspend`].
+    pub async fn resume(&self) -> std::io::Result<()> {
+        self.listener.resume().await?;
+        let until = Instant::now() + self.shared.config.reconnect_grace;
+        self.shared.hold.send_replace(Hold::Until(until));
+        Ok(())
+    }
+
+    /// The URL nodes use, `http://ip:port`.
     pub fn url(&self) -> &str {
         &self.url
     }
 
+    /// The MagicDNS suffix.
     pub fn tailnet(&self) -> &str {
         &self.shared.config.tailnet
     }
@@ -182,6 +234,7 @@ impl Control {
         key
     }
 
+    /// Every registered node, by id.
     pub fn nodes(&self) -> Vec<LabNode> {
         self.shared.lock().nodes.values().cloned().collect()
     }
@@ -193,7 +246,7 @@ impl Control {
         check: impl Fn(&[LabNode]) -> bool,
     ) -> Result<Vec<LabNode>, Vec<LabNode>> {
         let mut changes = self.shared.generation.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             let nodes = self.nodes();
             if check(&nodes) {
@@ -203,6 +256,37 @@ impl Control {
                 return Err(nodes);
             }
         }
+    }
+
+    /// Waits until no node is named `hostname` (it left, logged out or was removed), or
+    /// `timeout` passes; as [`Control::wait_for`].
+    pub async fn wait_for_gone(
+        &self,
+        timeout: Duration,
+        hostname: &str,
+    ) -> Result<Vec<LabNode>, Vec<LabNode>> {
+        self.wait_for(timeout, |nodes| nodes.iter().all(|n| n.hostname != hostname)).await
+    }
+
+    /// Replaces the packet filter every node gets and sends each a new netmap. `rules` is the
+    /// `PacketFilter` of Tailscale's `MapResponse`, e.g.
+    /// `[{"SrcIPs": ["100.64.0.1"], "DstPorts": [{"IP": "*", "Ports": {"First": 22, "Last": 22}}]}]`;
+    /// `[]` blocks everything. The default lets everything through.
+    ///
+    /// # Panics
+    ///
+    /// If `rules` is not a packet filter tailscale-rs can read: better here than a node's map
+    /// stream failing without a word.
+    pub fn set_packet_filter(&self, rules: Value) {
+        let parsed = json!({ "PacketFilter": &rules }).to_string();
+        let parsed = serde_json::from_str::<ts_control_serde::MapResponse>(&parsed);
+        match parsed {
+            Ok(response) if response.packet_filter.is_some() => {}
+            Ok(_) => panic!("a packet filter is a JSON array, not {rules}"),
+            Err(e) => panic!("not a packet filter ({e}): {rules}"),
+        }
+        self.shared.lock().packet_filter = rules;
+        self.shared.changed();
     }
 }
 
@@ -214,21 +298,48 @@ impl Shared {
     fn changed(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
+
+    /// Removes the first node `matches` accepts, if any, and tells everyone.
+    fn remove_node(&self, why: &str, matches: impl Fn(&LabNode) -> bool) -> bool {
+        let removed = {
+            let mut state = self.lock();
+            let id = state.nodes.values().find(|n| matches(n)).map(|n| n.id);
+            id.and_then(|id| state.nodes.remove(&id))
+        };
+        let Some(node) = removed else { return false };
+        log::info!("control: removed {} ({why})", node.hostname);
+        self.changed();
+        true
+    }
+
+    /// Returns once no outage holds back removals: the server is up and has been for
+    /// `reconnect_grace`.
+    async fn outage_over(&self) {
+        let mut hold = self.hold.subscribe();
+        loop {
+            let current = *hold.borrow_and_update();
+            match current {
+                Hold::None => return,
+                Hold::Until(until) if until <= Instant::now() => return,
+                // Looked at again after: another outage may have begun meanwhile.
+                Hold::Until(until) => tokio::time::sleep_until(until).await,
+                Hold::Down => {
+                    if hold.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| outer(req, shared.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                log::debug!("control connection ended: {e}");
-            }
-        });
+async fn serve_http(tcp: TcpStream, shared: Arc<Shared>, epoch: Epoch) {
+    let service = hyper::service::service_fn(move |req| outer(req, shared.clone(), epoch.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        log::debug!("control connection ended: {e}");
     }
 }
 
@@ -239,7 +350,11 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// The plain-HTTP side: the control key and the ts2021 upgrade.
-async fn outer(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+async fn outer(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    epoch: Epoch,
+) -> Result<Response<Body>, Infallible> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/key") => {
             let key = shared.key.public.to_string();
@@ -256,7 +371,7 @@ async fn outer(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<B
                 Ok(accepted) => accepted,
                 Err(e) => return Ok(full(StatusCode::BAD_REQUEST, e)),
             };
-            tokio::spawn(async move {
+            epoch.spawn(async move {
                 let upgraded = match hyper::upgrade::on(req).await {
                     Ok(upgraded) => upgraded,
                     Err(e) => return log::warn!("ts2021 upgrade failed: {e}"),
@@ -312,6 +427,18 @@ struct RegisterRequest {
     hostinfo: Option<RegisterHostinfo>,
     #[serde(default)]
     ephemeral: bool,
+    #[serde(default)]
+    expiry: Option<DateTime<Utc>>,
+}
+
+impl RegisterRequest {
+    /// A logout asks for an expiry in the past. Go clients send the zero time
+    /// (`0001-01-01T00:00:00Z`) for "no expiry requested", so that one is not a logout, as on
+    /// the real control server.
+    fn is_logout(&self) -> bool {
+        let go_zero = NaiveDate::from_ymd_opt(1, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0));
+        self.expiry.is_some_and(|t| Some(t.naive_utc()) != go_zero && t < Utc::now())
+    }
 }
 
 #[derive(Deserialize)]
@@ -328,11 +455,23 @@ struct RegisterHostinfo {
     hostname: Option<String>,
 }
 
-fn register_response(authorized: bool, error: &str) -> Response<Body> {
+/// How a register request ended.
+enum Registered<'a> {
+    Authorized,
+    LoggedOut,
+    Refused(&'a str),
+}
+
+fn register_response(outcome: Registered) -> Response<Body> {
+    let (authorized, expired, error) = match outcome {
+        Registered::Authorized => (true, false, ""),
+        Registered::LoggedOut => (false, true, ""),
+        Registered::Refused(error) => (false, false, error),
+    };
     let body = json!({
         "User": { "ID": 1, "DisplayName": "lab" },
         "Login": { "ID": 1, "Provider": "lab", "LoginName": "lab@example.com" },
-        "NodeKeyExpired": false,
+        "NodeKeyExpired": expired,
         "MachineAuthorized": authorized,
         "AuthURL": "",
         "Error": error,
@@ -348,19 +487,29 @@ fn register(shared: &Shared, machine_key: MachinePublicKey, body: &[u8]) -> Resp
             return full(StatusCode::BAD_REQUEST, format!("bad register request: {e}"));
         }
     };
+    if request.is_logout() {
+        // Only the machine that registered a node key may log it out; anything else changes
+        // nothing, and the answer is the same.
+        let key = request.node_key;
+        if !shared.remove_node("logged out", |n| n.node_key == key && n.machine_key == machine_key)
+        {
+            log::info!("control: logout of unknown node key {key}");
+        }
+        return register_response(Registered::LoggedOut);
+    }
     let mut state = shared.lock();
     if state.nodes.values().any(|n| n.node_key == request.node_key) {
         log::info!("control: known node key {} registered again", request.node_key);
-        return register_response(true, "");
+        return register_response(Registered::Authorized);
     }
     let key = request.auth.map(|a| a.auth_key).unwrap_or_default();
     let Some(grants) = state.auth_keys.get(&key).cloned() else {
         log::info!("control: refused a registration with an unknown auth key");
-        return register_response(false, "invalid auth key");
+        return register_response(Registered::Refused("invalid auth key"));
     };
     if !grants.reusable {
         if state.used_keys.contains(&key) {
-            return register_response(false, "auth key already used");
+            return register_response(Registered::Refused("auth key already used"));
         }
         state.used_keys.push(key);
     }
@@ -392,7 +541,7 @@ fn register(shared: &Shared, machine_key: MachinePublicKey, body: &[u8]) -> Resp
     state.nodes.insert(id, node);
     drop(state);
     shared.changed();
-    register_response(true, "")
+    register_response(Registered::Authorized)
 }
 
 /// The requested name if free, else the first free `name-N`.
@@ -502,13 +651,9 @@ async fn stream_closed(shared: &Arc<Shared>, id: i64) {
         return;
     }
     tokio::time::sleep(shared.config.ephemeral_grace).await;
-    let mut state = shared.lock();
-    if state.nodes.get(&id).is_some_and(|n| n.streams == 0) {
-        let node = state.nodes.remove(&id).expect("checked above");
-        log::info!("control: removed ephemeral node {}", node.hostname);
-        drop(state);
-        shared.changed();
-    }
+    // A stream an outage cut is not a node leaving: it gets the chance to come back first.
+    shared.outage_over().await;
+    shared.remove_node("ephemeral, offline", |n| n.id == id && n.streams == 0);
 }
 
 /// The full netmap for node `id`, or `None` once it is gone.
@@ -527,28 +672,41 @@ fn netmap(shared: &Shared, id: i64) -> Option<Value> {
         let wire = wire_node(n, name, stable_id);
         if n.id == me.id { self_node = Some(wire) } else { peers.push(wire) }
     }
-    let derp = shared.config.derp.addr;
-    // As JSON: the published crate does not export every type a DERP map is made of.
-    let derp_map = json!({ "Regions": { "1": {
-        "RegionID": 1, "RegionCode": "lab", "RegionName": "Lab",
-        "Nodes": [{
-            "Name": "1a", "RegionID": 1, "HostName": derp.ip().to_string(),
-            "IPv4": derp.ip().to_string(), "IPv6": "none",
-            "STUNPort": -1, "DERPPort": derp.port(), "InsecureForTests": true,
-        }],
-    }}});
     Some(json!({
         "Node": self_node,
         "Peers": peers,
-        "DERPMap": derp_map,
+        "DERPMap": derp_map(&shared.config.derp),
         "Domain": tailnet,
-        "PacketFilter": [{
-            "SrcIPs": ["*"],
-            "DstPorts": [{ "IP": "*", "Ports": { "First": 0, "Last": 65535 } }],
-        }],
+        "PacketFilter": state.packet_filter,
         "DNSConfig": { "Domains": [tailnet], "Proxied": true },
         "UserProfiles": [{ "ID": 1, "LoginName": "lab@example.com", "DisplayName": "lab" }],
     }))
+}
+
+/// As JSON: the published crate does not export every type a DERP map is made of.
+fn derp_map(derp: &DerpEndpoint) -> Value {
+    let ip = derp.addr.ip().to_string();
+    // The address goes in its own family's field; "none" turns the other family off.
+    let (ipv4, ipv6) =
+        if derp.addr.is_ipv4() { (ip.as_str(), "none") } else { ("none", ip.as_str()) };
+    json!({ "Regions": { "1": {
+        "RegionID": 1, "RegionCode": "lab", "RegionName": "Lab",
+        "Nodes": [{
+            "Name": "1a", "RegionID": 1, "HostName": ip,
+            "IPv4": ipv4, "IPv6": ipv6,
+            // -1 is "no STUN"; 0 would mean the default port, 3478.
+            "STUNPort": derp.stun_port.map_or(-1, i32::from),
+            "DERPPort": derp.addr.port(), "InsecureForTests": true,
+        }],
+    }}})
+}
+
+/// The packet filter that lets everything through: the default.
+fn allow_all() -> Value {
+    json!([{
+        "SrcIPs": ["*"],
+        "DstPorts": [{ "IP": "*", "Ports": { "First": 0, "Last": 65535 } }],
+    }])
 }
 
 fn region() -> ts_control_serde::DerpRegionId {

@@ -1,13 +1,18 @@
 //! A minimal DERP relay: TLS with a throwaway self-signed certificate (nodes built with
 //! `ts_control/insecure-derp` skip verifying it when the DERP map says `InsecureForTests`), the
-//! HTTP upgrade, the key exchange, and packet forwarding between connected nodes.
+//! HTTP upgrade, the key exchange, and packet forwarding between connected nodes. Beside it, on
+//! the same IP and a UDP port the kernel picks, a STUN server ([`crate::stun`]) tells nodes
+//! their address; the DERP map control sends names that port.
 //!
 //! Frames are a type byte, a big-endian u32 length and a body, as in Tailscale's `derp` package.
+//!
+//! [`Derp::suspend`] closes the relay's port and cuts every client (STUN keeps answering);
+//! [`Derp::resume`] listens again on the same port, with the same key.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use crypto_box::aead::{Aead, AeadCore, OsRng};
@@ -17,11 +22,15 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::control::DerpEndpoint;
+use crate::listener::{Epoch, Listener, Serve};
+use crate::stun::StunServer;
 
 const MAGIC: &[u8; 8] = b"DERP\xF0\x9F\x94\x91";
 const SERVER_KEY: u8 = 0x01;
@@ -35,56 +44,87 @@ const PONG: u8 = 0x13;
 /// Larger than any frame a node sends (packets are at most 64 KiB).
 const MAX_FRAME: usize = 1 << 20;
 
-type Clients = Arc<Mutex<HashMap<[u8; 32], mpsc::Sender<Bytes>>>>;
+#[derive(Default)]
+struct Clients(Mutex<HashMap<[u8; 32], mpsc::Sender<Bytes>>>);
 
-/// A running DERP server; stops when dropped.
+impl Clients {
+    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], mpsc::Sender<Bytes>>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What every connection shares.
+struct Relay {
+    acceptor: TlsAcceptor,
+    key: SecretKey,
+    clients: Clients,
+}
+
+/// A running DERP server and its STUN server; both stop when dropped.
 pub struct Derp {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    listener: Listener,
+    stun: StunServer,
 }
 
 impl std::fmt::Debug for Derp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Derp").field("addr", &self.addr).finish()
-    }
-}
-
-impl Drop for Derp {
-    fn drop(&mut self) {
-        self.task.abort();
+        f.debug_struct("Derp")
+            .field("addr", &self.addr())
+            .field("stun_addr", &self.stun_addr())
+            .finish()
     }
 }
 
 impl Derp {
+    /// Listens on `listen` (port 0 picks one), and for STUN on the same IP, any port.
     pub async fn start(listen: SocketAddr) -> std::io::Result<Derp> {
-        let acceptor = TlsAcceptor::from(Arc::new(tls_config(listen)?));
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        let key = SecretKey::generate(&mut OsRng);
-        let clients = Clients::default();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (acceptor, key, clients) = (acceptor.clone(), key.clone(), clients.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(move |req| {
-                        upgrade(req, key.clone(), clients.clone())
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .with_upgrades();
-                    if let Err(e) = conn.await {
-                        log::debug!("derp http connection ended: {e}");
-                    }
-                });
-            }
+        let relay = Arc::new(Relay {
+            acceptor: TlsAcceptor::from(Arc::new(tls_config(listen)?)),
+            key: SecretKey::generate(&mut OsRng),
+            clients: Clients::default(),
         });
-        Ok(Derp { addr, task })
+        let serve: Serve =
+            Arc::new(move |tcp, epoch| Box::pin(serve_tls(tcp, relay.clone(), epoch)));
+        let listener = Listener::start(listen, serve).await?;
+        let stun = StunServer::start(SocketAddr::new(listener.addr().ip(), 0)).await?;
+        Ok(Derp { listener, stun })
     }
 
+    /// Where DERP listens (TLS).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.addr()
+    }
+
+    /// Where STUN binding requests are answered (UDP).
+    pub fn stun_addr(&self) -> SocketAddr {
+        self.stun.addr()
+    }
+
+    /// This server as the control server's DERP map shows it.
+    pub fn endpoint(&self) -> DerpEndpoint {
+        DerpEndpoint { addr: self.addr(), stun_port: Some(self.stun_addr().port()) }
+    }
+
+    /// Stops accepting and disconnects every client; returns once the port is closed. STUN
+    /// keeps answering.
+    pub async fn suspend(&self) {
+        self.listener.stop().await;
+    }
+
+    /// Listens again on the same address, with the same key; clients must connect again.
+    pub async fn resume(&self) -> std::io::Result<()> {
+        self.listener.resume().await
+    }
+}
+
+async fn serve_tls(tcp: TcpStream, relay: Arc<Relay>, epoch: Epoch) {
+    let Ok(tls) = relay.acceptor.accept(tcp).await else { return };
+    let service = hyper::service::service_fn(move |req| upgrade(req, relay.clone(), epoch.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        log::debug!("derp http connection ended: {e}");
     }
 }
 
@@ -102,8 +142,8 @@ fn tls_config(listen: SocketAddr) -> std::io::Result<ServerConfig> {
 
 async fn upgrade(
     req: Request<Incoming>,
-    key: SecretKey,
-    clients: Clients,
+    relay: Arc<Relay>,
+    epoch: Epoch,
 ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let mut response = Response::new(Empty::new().boxed());
     if req.uri().path() == "/derp/latency-check" {
@@ -113,10 +153,10 @@ async fn upgrade(
         *response.status_mut() = StatusCode::NOT_FOUND;
         return Ok(response);
     }
-    tokio::spawn(async move {
+    epoch.spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                if let Err(e) = relay(TokioIo::new(upgraded), &key, &clients).await {
+                if let Err(e) = serve_client(TokioIo::new(upgraded), &relay).await {
                     log::debug!("derp client left: {e}");
                 }
             }
@@ -150,10 +190,11 @@ async fn read_frame(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(u8, V
 }
 
 /// Serves one node: key exchange, then forwarding until it disconnects.
-async fn relay<T>(io: T, key: &SecretKey, clients: &Clients) -> std::io::Result<()>
+async fn serve_client<T>(io: T, relay: &Relay) -> std::io::Result<()>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let key = &relay.key;
     let (mut reader, mut writer) = tokio::io::split(io);
     writer.write_all(&frame(SERVER_KEY, &[MAGIC, key.public_key().as_bytes()])).await?;
     let (kind, body) = read_frame(&mut reader).await?;
@@ -173,27 +214,49 @@ where
     writer.write_all(&frame(SERVER_INFO, &[nonce.as_slice(), &info])).await?;
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(256);
-    clients.lock().unwrap_or_else(|p| p.into_inner()).insert(client, tx.clone());
-    let writing = tokio::spawn(async move {
+    let _registered = Registration::new(&relay.clients, client, tx.clone());
+    // Reading and writing in one task, so that cutting the connection (an outage drops this
+    // future) ends both halves and closes the socket.
+    let writing = async move {
         let mut keep_alive = tokio::time::interval(std::time::Duration::from_secs(30));
         loop {
             let frame = tokio::select! {
-                next = rx.recv() => match next { Some(frame) => frame, None => break },
+                next = rx.recv() => match next { Some(frame) => frame, None => return },
                 _ = keep_alive.tick() => frame(KEEP_ALIVE, &[]),
             };
             if writer.write_all(&frame).await.is_err() {
-                break;
+                return;
             }
         }
-    });
-    let result = forward(&mut reader, client, &tx, clients).await;
-    let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
-    if map.get(&client).is_some_and(|t| t.same_channel(&tx)) {
-        map.remove(&client);
+    };
+    tokio::select! {
+        result = forward(&mut reader, client, &tx, &relay.clients) => result,
+        () = writing => Ok(()),
     }
-    drop(map);
-    writing.abort();
-    result
+}
+
+/// A client's entry in the forwarding table, removed when its connection ends however it ends,
+/// unless a newer connection with the same key has taken its place.
+struct Registration<'a> {
+    clients: &'a Clients,
+    client: [u8; 32],
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl<'a> Registration<'a> {
+    fn new(clients: &'a Clients, client: [u8; 32], tx: mpsc::Sender<Bytes>) -> Registration<'a> {
+        clients.lock().insert(client, tx.clone());
+        Registration { clients, client, tx }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut clients = self.clients.lock();
+        if clients.get(&self.client).is_some_and(|t| t.same_channel(&self.tx)) {
+            clients.remove(&self.client);
+        }
+    }
 }
 
 async fn forward(
@@ -207,7 +270,7 @@ async fn forward(
         match kind {
             SEND_PACKET if body.len() >= 32 => {
                 let dst: [u8; 32] = body[..32].try_into().expect("checked length");
-                let peer = clients.lock().unwrap_or_else(|p| p.into_inner()).get(&dst).cloned();
+                let peer = clients.lock().get(&dst).cloned();
                 // A full queue drops the packet, as a congested relay does.
                 if let Some(peer) = peer {
                     let _ = peer.try_send(frame(RECV_PACKET, &[&client, &body[32..]]));

@@ -2,8 +2,9 @@
 //!
 //! * [`api`]: Tailscale's public HTTP API (OAuth token, auth keys, devices), as published, for
 //!   tailmint's tests and the end-to-end box.
-//! * [`control`] and [`derp`]: a minimal control server and DERP relay, so that real
-//!   tailscale-rs nodes (ts4nsnet, [`node`]) can form a tailnet with no internet.
+//! * [`control`] and [`derp`]: a minimal control server and DERP relay (with STUN), so that real
+//!   tailscale-rs nodes (ts4nsnet, [`node`]) can form a tailnet with no internet. Both can be
+//!   taken down and brought back on the same ports ([`Tailnet::outage`]), keeping their state.
 //! * [`node`]: a plain tailscale-rs node that answers TCP echo, UDP echo and ping.
 //!
 //! Nothing here is secure or meant for a real network; the crate is never part of a release.
@@ -12,8 +13,10 @@ pub mod api;
 pub mod control;
 pub mod derp;
 mod http;
+mod listener;
 pub mod node;
 mod noise;
+mod stun;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -49,16 +52,45 @@ impl Tailnet {
         Tailnet::start_on(SocketAddr::new(ip, 0), SocketAddr::new(ip, 0)).await
     }
 
+    /// Starts control on `control` and DERP on `derp` (port 0: the kernel picks one).
     pub async fn start_on(control: SocketAddr, derp: SocketAddr) -> std::io::Result<Tailnet> {
         let derp = Derp::start(derp).await?;
-        let config = ControlConfig {
+        let control = Control::start(control, Tailnet::config(&derp)).await?;
+        Ok(Tailnet { control, derp })
+    }
+
+    /// The control settings of a lab tailnet whose relay is `derp`: short keep-alives and
+    /// ephemeral grace, so that tests run fast.
+    pub fn config(derp: &Derp) -> ControlConfig {
+        ControlConfig {
             tailnet: Tailnet::SUFFIX.to_owned(),
-            derp: DerpEndpoint { addr: derp.addr() },
+            derp: derp.endpoint(),
             keep_alive: Duration::from_secs(2),
             ephemeral_grace: Duration::from_secs(1),
-        };
-        let control = Control::start(control, config).await?;
-        Ok(Tailnet { control, derp })
+            // Clients back off while control is away; give them time to notice it is back.
+            reconnect_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Takes control and DERP down: their ports close and every connection is cut (map streams,
+    /// Noise connections, DERP clients; STUN keeps answering). State stays.
+    pub async fn suspend(&self) {
+        tokio::join!(self.control.suspend(), self.derp.suspend());
+    }
+
+    /// Brings both back on the same addresses, after [`Tailnet::suspend`].
+    pub async fn resume(&self) -> std::io::Result<()> {
+        self.derp.resume().await?;
+        self.control.resume().await
+    }
+
+    /// A control and DERP outage of `down`: [`Tailnet::suspend`], wait, [`Tailnet::resume`].
+    /// Nodes find everything as before when they reconnect, ephemeral ones included (see
+    /// [`ControlConfig::reconnect_grace`]). Fails only if a port was taken meanwhile.
+    pub async fn outage(&self, down: Duration) -> std::io::Result<()> {
+        self.suspend().await;
+        tokio::time::sleep(down).await;
+        self.resume().await
     }
 }
 

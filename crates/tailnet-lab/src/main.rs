@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use tailnet_lab::api::{ApiConfig, ApiServer, Route, Scripted};
 use tailnet_lab::node::LabPeer;
 use tailnet_lab::{AuthKey, Tailnet};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
 #[command(about = "A loopback Tailscale control server, DERP relay and peer, for tests only")]
@@ -19,6 +20,8 @@ enum Command {
     /// Serve control on --listen and DERP on the next port; print the control URL and an auth key.
     ///
     /// SIGUSR1 starts an API outage: the next token and key requests fail with 500 and 429.
+    /// SIGHUP takes control and DERP down for --outage-secs, cutting every connection, then
+    /// brings them back on the same ports with the same state.
     Serve {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
@@ -31,6 +34,9 @@ enum Command {
         /// Tags the API's OAuth client owns (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "tag:tailpod")]
         api_tags: Vec<String>,
+        /// How long a SIGHUP outage of control and DERP lasts, in seconds.
+        #[arg(long, default_value_t = 5)]
+        outage_secs: u64,
     },
     /// Join a tailnet, send a request to a peer over TCP and print the answer, then leave.
     Probe {
@@ -70,8 +76,9 @@ async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { listen, derp_listen, api_listen, api_tags } => {
-            serve(listen, derp_listen, api_listen, api_tags).await
+        Command::Serve { listen, derp_listen, api_listen, api_tags, outage_secs } => {
+            let outage = std::time::Duration::from_secs(outage_secs);
+            serve(listen, derp_listen, api_listen, api_tags, outage).await
         }
         Command::Probe { control_url, auth_key, hostname, to, send } => {
             probe(&control_url, &auth_key, &hostname, &to, &send).await
@@ -94,12 +101,20 @@ async fn serve(
     derp_listen: Option<SocketAddr>,
     api_listen: Option<SocketAddr>,
     api_tags: Vec<String>,
+    outage: std::time::Duration,
 ) -> Result<(), String> {
     let derp_listen = derp_listen.unwrap_or(SocketAddr::new(listen.ip(), 0));
     let tailnet = Tailnet::start_on(listen, derp_listen).await.map_err(|e| e.to_string())?;
+    // Handled from before the addresses are printed: whoever read them may signal at once.
+    // SIGUSR1: an API outage, as the box's fault test needs it. The next requests for a token
+    // and for a key fail with 500 and 429 in turn, and then the API behaves again.
+    let mut api_outage = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
+    // SIGHUP: control and DERP go away under the running nodes, as a restarted server does.
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let key = tailnet.control.new_auth_key(AuthKey { reusable: true, ..AuthKey::default() });
     println!("control URL: {}", tailnet.control.url());
     println!("DERP: {}", tailnet.derp.addr());
+    println!("STUN: {}", tailnet.derp.stun_addr());
     println!("auth key: {key}");
     let _api = match api_listen {
         Some(addr) => {
@@ -113,14 +128,23 @@ async fn serve(
         }
         None => None,
     };
-    // SIGUSR1: an API outage, as the box's fault test needs it. The next requests for a token
-    // and for a key fail with 500 and 429 in turn, and then the API behaves again.
-    let mut outage = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-        .map_err(|e| e.to_string())?;
+    // One Ctrl-C listener for the whole run, so that one pressed during an outage counts too.
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            stopped = tokio::signal::ctrl_c() => return stopped.map_err(|e| e.to_string()),
-            _ = outage.recv() => {
+            stopped = &mut stop => return stopped.map_err(|e| e.to_string()),
+            _ = hangup.recv() => {
+                tailnet.suspend().await;
+                println!("control and DERP outage: down for {}s", outage.as_secs());
+                tokio::select! {
+                    stopped = &mut stop => return stopped.map_err(|e| e.to_string()),
+                    () = tokio::time::sleep(outage) => {}
+                }
+                tailnet.resume().await.map_err(|e| format!("after the outage: {e}"))?;
+                println!("control and DERP outage: back up");
+            }
+            _ = api_outage.recv() => {
                 if let Some(api) = &_api {
                     let failures = || {
                         (0..API_OUTAGE_FAILURES).map(|n| match n % 2 {

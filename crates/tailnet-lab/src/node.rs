@@ -1,12 +1,13 @@
 //! A plain tailscale-rs node, as a peer for tests and benchmarks: it joins a tailnet with the
-//! library's own userspace network stack and answers TCP echo, UDP echo and ping.
+//! library's own runtime and userspace network stack and answers TCP echo, UDP echo and ping.
+//! It is the independent implementation our own node (`tailnode`) is tested against.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use ts_netstack_smoltcp::CreateSocket as _;
 use ts_netstack_smoltcp::netcore::{Channel, smoltcp::wire::IpProtocol};
-use ts4nsnet::node::{JoinSettings, Node};
+use ts_runtime::{ActorRef, Runtime, Spawn as _};
 use ts4nsnet::packet::echo_reply4;
 
 /// How long joining may take before it counts as failed.
@@ -14,7 +15,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running node; shut it down with [`LabPeer::shutdown`].
 pub struct LabPeer {
-    node: Node,
+    runtime: ActorRef<Runtime>,
     channel: Channel,
     pub ipv4: Ipv4Addr,
     pub ipv6: Ipv6Addr,
@@ -40,21 +41,47 @@ impl LabPeer {
         hostname: &str,
         ephemeral: bool,
     ) -> Result<LabPeer, String> {
-        let settings = JoinSettings {
-            control_url: control_url.to_owned(),
-            auth_key: Some(auth_key.to_owned()),
-            hostname: hostname.to_owned(),
+        tailnode::node::install_crypto_provider();
+        let control_config = ts_control::Config {
+            server_url: control_url.parse().map_err(|e| format!("{control_url}: {e}"))?,
+            hostname: Some(hostname.to_owned()),
+            client_name: Some("tailnet-lab".to_owned()),
             tags: Vec::new(),
             ephemeral,
-            client_name: "tailnet-lab".to_owned(),
         };
-        let node = Node::join(settings, ts_keys::NodeState::generate(), JOIN_TIMEOUT).await?;
+        let runtime = Runtime::spawn(ts_runtime::Config {
+            control_config,
+            auth_key: Some(auth_key.to_owned()),
+            keys: ts_keys::NodeState::generate(),
+        });
+        let joined = async {
+            runtime.wait_for_startup_result().await.map_err(|e| e.to_string())?;
+            let (channel,) =
+                runtime.ask(ts_runtime::GetChannel).await.map_err(|e| e.to_string())?;
+            let node = runtime
+                .ask(ts_runtime::SelfNode)
+                .await
+                .map_err(|_| "control refused the registration")?
+                .ok_or("control sent no node")?;
+            Ok::<_, String>((channel, node))
+        };
+        let (channel, node) = match tokio::time::timeout(JOIN_TIMEOUT, joined).await {
+            Ok(Ok(joined)) => joined,
+            Ok(Err(e)) => {
+                runtime.kill();
+                return Err(format!("joining the tailnet: {e}"));
+            }
+            Err(_) => {
+                runtime.kill();
+                return Err(format!("joining the tailnet: no answer within {JOIN_TIMEOUT:?}"));
+            }
+        };
         Ok(LabPeer {
-            ipv4: node.ipv4,
-            ipv6: node.ipv6,
+            ipv4: node.tailnet_address.ipv4.addr(),
+            ipv6: node.tailnet_address.ipv6.addr(),
             hostname: node.hostname.clone(),
-            channel: node.channel().clone(),
-            node,
+            channel,
+            runtime,
             tasks: Vec::new(),
         })
     }
@@ -141,7 +168,9 @@ impl LabPeer {
 
     /// A tailnet name's IPv4 address, from this node's netmap.
     pub async fn lookup(&self, name: &str) -> Option<IpAddr> {
-        self.node.lookup(name).await.map(|(ipv4, _)| IpAddr::V4(ipv4))
+        let name = name.trim_end_matches('.').to_owned();
+        let peer = self.runtime.ask(ts_runtime::PeerByName { name }).await.ok().flatten()?;
+        Some(IpAddr::V4(peer.tailnet_address.ipv4.addr()))
     }
 
     /// Opens a TCP connection from this node.
@@ -177,7 +206,14 @@ impl LabPeer {
         for task in &self.tasks {
             task.abort();
         }
-        self.node.shutdown().await;
+        let graceful = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = self.runtime.stop_gracefully().await;
+            self.runtime.wait_for_shutdown().await;
+        })
+        .await;
+        if graceful.is_err() {
+            self.runtime.kill();
+        }
     }
 }
 

@@ -138,7 +138,9 @@ async fn session(
     let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return Ended::Lost(format!("connecting to {url}: {e}")),
-        Err(_) => return Ended::Lost(format!("connecting to {url}: no answer in {CONNECT_TIMEOUT:?}")),
+        Err(_) => {
+            return Ended::Lost(format!("connecting to {url}: no answer in {CONNECT_TIMEOUT:?}"));
+        }
     };
     if let Err(ended) = register(settings, keys, *known, &conn).await {
         return ended;
@@ -286,7 +288,9 @@ async fn logout(settings: &Settings, keys: &ts_keys::NodeState, conn: &HttpConn)
     let url = settings.control_url.join("machine/register").expect("a fixed path joins");
     let sent = conn.post(&url, None, Bytes::from(body).into());
     match tokio::time::timeout(LOGOUT_TIMEOUT, sent).await {
-        Ok(Ok(response)) if response.status().is_success() => log::info!("logged out of the tailnet"),
+        Ok(Ok(response)) if response.status().is_success() => {
+            log::info!("logged out of the tailnet")
+        }
         Ok(Ok(response)) => log::warn!("logging out: control answered {}", response.status()),
         Ok(Err(e)) => log::warn!("logging out: {e}"),
         Err(_) => log::warn!("logging out: no answer in {LOGOUT_TIMEOUT:?}"),

@@ -49,7 +49,13 @@ pub struct Options {
     /// Offer loopback addresses as endpoints too: for nodes that share one host (tests and
     /// benchmarks); never useful across machines.
     pub loopback_endpoints: bool,
+    /// Never look for direct paths: everything goes through DERP (for networks that drop UDP,
+    /// and to test the relay path).
+    pub derp_only: bool,
 }
+
+/// The direct paths in use, by peer name; what is not here goes through DERP.
+pub type DirectPaths = std::collections::BTreeMap<String, SocketAddr>;
 
 /// Where an underlay packet came from.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +80,7 @@ pub struct DataPath {
     netmap: Arc<Netmap>,
     reachability: watch::Sender<Reachability>,
     service: mpsc::Sender<PacketMut>,
+    direct: watch::Sender<DirectPaths>,
     home: Option<RegionId>,
     /// What STUN last reported, per family (v4, v6).
     mapped: [Option<SocketAddr>; 2],
@@ -96,6 +103,7 @@ impl DataPath {
         netmap_rx: watch::Receiver<Arc<Netmap>>,
         reachability: watch::Sender<Reachability>,
         service: mpsc::Sender<PacketMut>,
+        direct: watch::Sender<DirectPaths>,
     ) -> std::io::Result<DataPath> {
         let udp = Underlay::bind(options.port)?;
         let (relayed_tx, relayed) = mpsc::channel(1024);
@@ -115,6 +123,7 @@ impl DataPath {
             netmap_rx,
             reachability,
             service,
+            direct,
             home: None,
             mapped: [None, None],
             stun_pending: HashMap::new(),
@@ -124,6 +133,7 @@ impl DataPath {
     }
 
     /// Runs until `stop` is set or the TUN device goes away; says why it ended.
+    #[allow(clippy::mutable_key_type)] // see `send`
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> String {
         log::debug!("data path: UDP port {}", self.udp.port());
         self.netmap_changed();
@@ -146,14 +156,14 @@ impl DataPath {
                     if ready.is_ok() {
                         let mut datagrams = Vec::new();
                         udp::recv_batch(&self.udp.v4, &mut scratch, &mut datagrams);
-                        self.from_udp(datagrams).await;
+                        self.receive_udp(datagrams).await;
                     }
                 },
                 ready = readable(self.udp.v6.as_ref()) => {
                     if let (Ok(()), Some(v6)) = (ready, self.udp.v6.as_ref()) {
                         let mut datagrams = Vec::new();
                         udp::recv_batch(v6, &mut scratch, &mut datagrams);
-                        self.from_udp(datagrams).await;
+                        self.receive_udp(datagrams).await;
                     }
                 },
                 Some(first) = self.relayed.recv() => {
@@ -164,7 +174,7 @@ impl DataPath {
                             Err(_) => break,
                         }
                     }
-                    self.from_derp(batch).await;
+                    self.receive_relayed(batch).await;
                 },
                 changed = self.netmap_rx.changed() => {
                     if changed.is_err() {
@@ -203,7 +213,7 @@ impl DataPath {
         }
     }
 
-    async fn from_udp(&mut self, datagrams: Vec<(SocketAddr, PacketMut)>) {
+    async fn receive_udp(&mut self, datagrams: Vec<(SocketAddr, PacketMut)>) {
         let mut wireguard = Vec::with_capacity(datagrams.len());
         for (from, packet) in datagrams {
             if ts_disco_protocol::is_disco_message(packet.as_ref()) {
@@ -217,7 +227,7 @@ impl DataPath {
         self.inbound(wireguard).await;
     }
 
-    async fn from_derp(&mut self, batch: Vec<Inbound>) {
+    async fn receive_relayed(&mut self, batch: Vec<Inbound>) {
         let mut wireguard = Vec::with_capacity(batch.len());
         for (_region, _from, packet) in batch {
             if ts_disco_protocol::is_disco_message(packet.as_ref()) {
@@ -243,6 +253,9 @@ impl DataPath {
     }
 
     /// Sends the data plane's output: UDP now, DERP through the region's queue.
+    // The map's keys hold `DynEndpoint`s, which clippy cannot see are immutable; it is the
+    // library's type, and only iterated here.
+    #[allow(clippy::mutable_key_type)]
     async fn send(&mut self, to_peers: ts_underlay_router::outbound::Result) {
         for ((transport, endpoint), packets) in to_peers {
             if transport == UDP {
@@ -283,12 +296,10 @@ impl DataPath {
                     self.ping(probe).await;
                 }
             }
-            (Message::Pong { tx, .. }, Source::Udp(from)) => {
-                if self.paths.pong(&tx, from, now) == Some(peer) {
-                    self.peers.route(peer, &mut self.dp, &self.paths, now);
-                    let name = self.peers.get(peer).map(|p| p.name.as_str()).unwrap_or("?");
-                    log::info!("direct path to {name} at {from}");
-                }
+            (Message::Pong { tx, .. }, Source::Udp(from))
+                if self.paths.pong(&tx, from, now) == Some(peer) =>
+            {
+                self.path_changed(peer, now);
             }
             (Message::CallMeMaybe(endpoints), Source::Derp) => {
                 for endpoint in endpoints {
@@ -302,7 +313,30 @@ impl DataPath {
         }
     }
 
+    /// Routes `peer` by its current best path, and says so.
+    fn path_changed(&mut self, peer: PeerId, now: Instant) {
+        self.peers.route(peer, &mut self.dp, &self.paths, now);
+        let Some(name) = self.peers.get(peer).map(|p| p.name.clone()) else { return };
+        match self.paths.direct(peer, now) {
+            Some(addr) => {
+                log::info!("direct path to {name} at {addr}");
+                self.direct.send_modify(|paths| {
+                    paths.insert(name, addr);
+                });
+            }
+            None => {
+                log::info!("direct path to {name} lost; relaying through DERP");
+                self.direct.send_modify(|paths| {
+                    paths.remove(&name);
+                });
+            }
+        }
+    }
+
     async fn ping(&mut self, probe: Probe) {
+        if self.options.derp_only {
+            return;
+        }
         let Some(disco_key) = self.peers.get(probe.peer).and_then(|p| p.disco_key) else { return };
         let ping = Message::Ping { tx: probe.tx, node_key: self.node_key };
         let sealed = ping.seal(&self.disco_keys, &disco_key);
@@ -313,6 +347,9 @@ impl DataPath {
     async fn discover(&mut self) {
         let now = Instant::now();
         let active: Vec<PeerId> = self.dp.active_peers.keys().copied().collect();
+        if self.options.derp_only {
+            return;
+        }
         let round = self.paths.due(now, active);
         for probe in round.pings {
             self.ping(probe).await;
@@ -336,9 +373,7 @@ impl DataPath {
     async fn tick(&mut self) {
         let now = Instant::now();
         for peer in self.paths.expired(now) {
-            self.peers.route(peer, &mut self.dp, &self.paths, now);
-            let name = self.peers.get(peer).map(|p| p.name.as_str()).unwrap_or("?");
-            log::info!("direct path to {name} lost; relaying through DERP");
+            self.path_changed(peer, now);
         }
         self.discover().await;
         if now >= self.next_refresh {
@@ -480,14 +515,19 @@ fn usable(ip: IpAddr, loopback: bool) -> bool {
     let tailnet_v6: ipnet::Ipv6Net = "fd7a:115c:a1e0::/48".parse().expect("a valid prefix");
     match ip {
         IpAddr::V4(v4) => {
-            !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() || v4.is_link_local())
-                && (loopback || !v4.is_loopback())
-                && !tailnet_v4.contains(&v4)
+            let unreachable = v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_link_local()
+                || (v4.is_loopback() && !loopback);
+            !unreachable && !tailnet_v4.contains(&v4)
         }
         IpAddr::V6(v6) => {
-            !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local())
-                && (loopback || !v6.is_loopback())
-                && !tailnet_v6.contains(&v6)
+            let unreachable = v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unicast_link_local()
+                || (v6.is_loopback() && !loopback);
+            !unreachable && !tailnet_v6.contains(&v6)
         }
     }
 }
@@ -501,7 +541,16 @@ mod tests {
         for ip in ["192.0.2.2", "10.0.0.1", "2001:db8::1", "fd00::2", "203.0.113.9"] {
             assert!(usable(ip.parse().unwrap(), false), "{ip}");
         }
-        for ip in ["127.0.0.1", "::1", "169.254.1.1", "fe80::1", "100.64.0.3", "fd7a:115c:a1e0::3", "224.0.0.1", "0.0.0.0"] {
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "169.254.1.1",
+            "fe80::1",
+            "100.64.0.3",
+            "fd7a:115c:a1e0::3",
+            "224.0.0.1",
+            "0.0.0.0",
+        ] {
             assert!(!usable(ip.parse().unwrap(), false), "{ip}");
         }
         assert!(usable("127.0.0.1".parse().unwrap(), true));
@@ -511,6 +560,9 @@ mod tests {
     #[test]
     fn transports_map_to_regions_and_udp_is_none() {
         assert_eq!(region_of(UDP), None);
-        assert_eq!(region_of(crate::peers::derp_transport(RegionId(NonZeroU32::new(7).unwrap()))), Some(RegionId(NonZeroU32::new(7).unwrap())));
+        assert_eq!(
+            region_of(crate::peers::derp_transport(RegionId(NonZeroU32::new(7).unwrap()))),
+            Some(RegionId(NonZeroU32::new(7).unwrap()))
+        );
     }
 }

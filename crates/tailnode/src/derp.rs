@@ -167,5 +167,7 @@ async fn dial(servers: &[ServerConnInfo], keys: &NodeKeyPair) -> Result<Client, 
     let upgraded = ts_http_util::do_upgrade(response)
         .await
         .map_err(|e| format!("{}: upgrade refused: {e}", server.hostname))?;
-    Client::handshake(upgraded, keys).await.map_err(|e| format!("{}: handshake: {e}", server.hostname))
+    Client::handshake(upgraded, keys)
+        .await
+        .map_err(|e| format!("{}: handshake: {e}", server.hostname))
 }

@@ -27,6 +27,6 @@ pub mod tun;
 pub mod udp;
 
 pub use control::Settings;
-pub use datapath::Options;
+pub use datapath::{DirectPaths, Options};
 pub use identity::Identity;
-pub use node::{JoinError, Node, ServiceTraffic};
+pub use node::{JoinError, Names, Node, ServiceTraffic};

@@ -62,11 +62,7 @@ impl Netmap {
     pub fn lookup(&self, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
         let addresses = |n: &Node| (n.tailnet_address.ipv4.addr(), n.tailnet_address.ipv6.addr());
         let name = name.trim_end_matches('.');
-        self.node
-            .iter()
-            .chain(self.peers.values())
-            .find(|n| n.matches_name(name))
-            .map(addresses)
+        self.node.iter().chain(self.peers.values()).find(|n| n.matches_name(name)).map(addresses)
     }
 }
 
@@ -121,7 +117,10 @@ pub(crate) mod tests {
             ..update()
         };
         assert!(netmap.apply(full));
-        assert_eq!(netmap.lookup("db.lab.ts.net.").map(|a| a.0), Some("100.64.0.2".parse().unwrap()));
+        assert_eq!(
+            netmap.lookup("db.lab.ts.net.").map(|a| a.0),
+            Some("100.64.0.2".parse().unwrap())
+        );
         assert_eq!(netmap.lookup("web").map(|a| a.0), Some("100.64.0.1".parse().unwrap()));
         assert_eq!(netmap.lookup("db.other.net"), None);
 

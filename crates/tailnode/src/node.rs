@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use ts_packet::PacketMut;
 
 use crate::control::{self, Reachability, Refusal, Settings};
-use crate::datapath::{DataPath, Options};
+use crate::datapath::{DataPath, DirectPaths, Options};
 use crate::identity::Identity;
 use crate::netmap::Netmap;
 use crate::tun::Tun;
@@ -20,6 +20,17 @@ use crate::tun::Tun;
 pub struct ServiceTraffic {
     pub packets: mpsc::Receiver<PacketMut>,
     pub tun: Arc<Tun>,
+}
+
+/// The tailnet's names, always from the latest netmap.
+#[derive(Debug, Clone)]
+pub struct Names(watch::Receiver<Arc<Netmap>>);
+
+impl Names {
+    /// A peer's (or our own) addresses by bare or fully qualified name.
+    pub fn lookup(&self, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
+        self.0.borrow().lookup(name)
+    }
 }
 
 /// Why joining failed.
@@ -56,6 +67,8 @@ pub struct Node {
     identity: Identity,
     options: Options,
     netmap: watch::Receiver<Arc<Netmap>>,
+    direct: watch::Receiver<DirectPaths>,
+    direct_tx: Option<watch::Sender<DirectPaths>>,
     reachability: Option<watch::Sender<Reachability>>,
     stop: watch::Sender<bool>,
     control: tokio::task::JoinHandle<()>,
@@ -70,6 +83,7 @@ impl Node {
         options: Options,
         timeout: Duration,
     ) -> Result<Node, JoinError> {
+        install_crypto_provider();
         let deadline = tokio::time::Instant::now() + timeout;
         resolve(&settings.control_url, deadline).await?;
         let (netmap_tx, netmap) = watch::channel(Arc::new(Netmap::default()));
@@ -99,6 +113,7 @@ impl Node {
             control.abort();
             return Err(failure);
         }
+        let (direct_tx, direct) = watch::channel(DirectPaths::new());
         let map = netmap.borrow().clone();
         let own = map.node.as_ref().expect("joined means our node is known");
         Ok(Node {
@@ -109,6 +124,8 @@ impl Node {
             identity,
             options,
             netmap,
+            direct,
+            direct_tx: Some(direct_tx),
             reachability: Some(reachability),
             stop,
             control,
@@ -118,9 +135,11 @@ impl Node {
 
     /// Starts carrying packets between `tun` and the tailnet.
     pub fn start(&mut self, tun: OwnedFd) -> std::io::Result<ServiceTraffic> {
-        let reachability = self.reachability.take().ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the node is already started")
-        })?;
+        let (Some(reachability), Some(direct)) = (self.reachability.take(), self.direct_tx.take())
+        else {
+            let e = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already started");
+            return Err(e);
+        };
         let tun = Arc::new(Tun::new(tun)?);
         let (service_tx, packets) = mpsc::channel(256);
         let datapath = DataPath::new(
@@ -130,6 +149,7 @@ impl Node {
             self.netmap.clone(),
             reachability,
             service_tx,
+            direct,
         )?;
         self.datapath = Some(tokio::spawn(datapath.run(self.stop.subscribe())));
         Ok(ServiceTraffic { packets, tun })
@@ -138,6 +158,16 @@ impl Node {
     /// A peer's (or our own) addresses by bare or fully qualified name.
     pub fn lookup(&self, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
         self.netmap.borrow().lookup(name)
+    }
+
+    /// Name lookups that outlive a borrow of the node (for a DNS responder's task).
+    pub fn names(&self) -> Names {
+        Names(self.netmap.clone())
+    }
+
+    /// The direct paths in use now, by peer name (the rest go through DERP).
+    pub fn direct_paths(&self) -> watch::Receiver<DirectPaths> {
+        self.direct.clone()
     }
 
     /// The latest netmap.
@@ -186,4 +216,12 @@ async fn resolve(url: &url::Url, deadline: tokio::time::Instant) -> Result<(), J
         Err(_) => "no answer in time".to_owned(),
     };
     Err(JoinError::Settings(format!("cannot resolve control server host {host}: {why}")))
+}
+
+/// Picks rustls' process-wide crypto provider before the TLS clients (control over https,
+/// DERP) need one. rustls refuses to guess when a build enables more than one provider, which
+/// happens as soon as this crate shares a build with another user of rustls (cargo unifies
+/// features); aws-lc-rs is the one the tailscale crates bring. A second call is a no-op.
+pub fn install_crypto_provider() {
+    let _already_installed = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

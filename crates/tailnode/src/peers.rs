@@ -102,22 +102,23 @@ impl Peers {
         self.ids.retain(|_, id| wanted.contains_key(id));
         for (id, peer) in &wanted {
             if self.by_id.get(id).is_none_or(|old| old.node_key != peer.node_key) {
-                let config = ts_tunnel::PeerConfig::new(ts_tunnel::PeerId(id.0), peer.node_key, [0; 32]);
+                let config =
+                    ts_tunnel::PeerConfig::new(ts_tunnel::PeerId(id.0), peer.node_key, [0; 32]);
                 dp.wireguard.upsert_peer(config);
             }
             paths.set_endpoints(*id, &peer.endpoints);
         }
-        self.by_disco = wanted
-            .iter()
-            .filter_map(|(id, peer)| Some((peer.disco_key?, *id)))
-            .collect();
+        self.by_disco =
+            wanted.iter().filter_map(|(id, peer)| Some((peer.disco_key?, *id))).collect();
         self.by_id = wanted;
         dp.or_out.swap(routes_out);
         dp.src_filter_in = Arc::new(sources);
         let mut routes_in = ts_bart::Table::default();
         if let Some(node) = &netmap.node {
-            routes_in.insert(node.tailnet_address.ipv4.into(), inbound::RouteAction::ToOverlay(TUN));
-            routes_in.insert(node.tailnet_address.ipv6.into(), inbound::RouteAction::ToOverlay(TUN));
+            routes_in
+                .insert(node.tailnet_address.ipv4.into(), inbound::RouteAction::ToOverlay(TUN));
+            routes_in
+                .insert(node.tailnet_address.ipv6.into(), inbound::RouteAction::ToOverlay(TUN));
         }
         dp.or_in.swap(routes_in);
         dp.packet_filter = Arc::new(netmap.filter.clone());
@@ -158,8 +159,7 @@ mod tests {
     }
 
     fn with_route(mut n: ts_control::Node, region: u32) -> ts_control::Node {
-        n.accepted_routes =
-            vec![n.tailnet_address.ipv4.into(), n.tailnet_address.ipv6.into()];
+        n.accepted_routes = vec![n.tailnet_address.ipv4.into(), n.tailnet_address.ipv6.into()];
         n.derp_region = Some(RegionId(NonZeroU32::new(region).unwrap()));
         n
     }
@@ -171,7 +171,8 @@ mod tests {
         let (mut peers, mut paths) = (Peers::default(), Paths::default());
         let (a, b) = (with_route(node(2, "a"), 1), with_route(node(3, "b"), 2));
         peers.sync(&netmap(vec![a.clone(), b.clone()]), &mut dp, &mut paths, now);
-        let (id_a, id_b) = (peers.by_node_key(&a.node_key).unwrap(), peers.by_node_key(&b.node_key).unwrap());
+        let (id_a, id_b) =
+            (peers.by_node_key(&a.node_key).unwrap(), peers.by_node_key(&b.node_key).unwrap());
         assert_ne!(id_a, id_b);
         assert_eq!(dp.wireguard.peer_id(a.node_key), Some(ts_tunnel::PeerId(id_a.0)));
         let (transport, endpoint) = dp.ur_out.table[&id_b].clone();

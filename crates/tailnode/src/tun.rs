@@ -29,11 +29,17 @@ impl Tun {
 
     /// Waits for packets, then reads up to [`BATCH`] of them into `out` (cleared first).
     /// `Ok(false)` means the device is gone (end of file).
-    pub async fn read_batch(&self, scratch: &mut [u8], out: &mut Vec<PacketMut>) -> io::Result<bool> {
+    pub async fn read_batch(
+        &self,
+        scratch: &mut [u8],
+        out: &mut Vec<PacketMut>,
+    ) -> io::Result<bool> {
         out.clear();
         let mut ready = self.0.readable().await?;
         while out.len() < BATCH {
-            match ready.try_io(|fd| nix::unistd::read(fd.get_ref(), scratch).map_err(io::Error::from)) {
+            match ready
+                .try_io(|fd| nix::unistd::read(fd.get_ref(), scratch).map_err(io::Error::from))
+            {
                 Ok(Ok(0)) => return Ok(!out.is_empty()),
                 Ok(Ok(len)) => out.push(PacketMut::from(&scratch[..len])),
                 Ok(Err(e)) if out.is_empty() => return Err(e),

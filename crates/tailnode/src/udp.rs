@@ -124,7 +124,10 @@ mod tests {
             underlay.v4.readable().await.unwrap();
             recv_batch(&underlay.v4, &mut scratch, &mut out);
         }
-        assert_eq!(out.iter().map(|(_, p)| p.as_ref()[0]).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            out.iter().map(|(_, p)| p.as_ref()[0]).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
         if let Some(v6) = &underlay.v6 {
             assert_eq!(v6.local_addr().unwrap().port(), port);
         }

@@ -116,29 +116,84 @@ fn is_echo_reply4(packet: &[u8], seq: u16) -> bool {
     matches!(icmp.icmp_type(), etherparse::Icmpv4Type::EchoReply(e) if e.seq == seq)
 }
 
-async fn wait_for_direct_path(node: &Node, peer: &str) -> Option<SocketAddr> {
-    let _ = (node, peer);
-    None
+async fn joined(fixture: &Fixture, hostname: &str, options: Options) -> (Node, Wire) {
+    let timeout = Duration::from_secs(20);
+    let settings = settings(fixture, hostname);
+    let mut node = Node::join(settings, Identity::fresh(), options, timeout).await.unwrap();
+    assert_eq!(node.hostname, hostname);
+    let (device, wire) = Wire::pair();
+    let _service = node.start(device).unwrap();
+    (node, wire)
+}
+
+/// UDP both families and ping to the peer, and UDP from the peer answered by us.
+async fn exchange_everything(node: &Node, wire: &Wire, peer: &LabPeer) {
+    let v4 = udp(node.ipv4.into(), peer.ipv4.into(), b"over v4");
+    let took = wire.exchange(&v4, |p| is_udp_echo(p, b"over v4")).await;
+    eprintln!("UDP over IPv4 answered after {took:?}");
+    let v6 = udp(node.ipv6.into(), peer.ipv6.into(), b"over v6");
+    wire.exchange(&v6, |p| is_udp_echo(p, b"over v6")).await;
+    wire.exchange(&ping4(node.ipv4, peer.ipv4, 1), |p| is_echo_reply4(p, 1)).await;
+
+    // The other way: the official node sends, we answer from our side of the wire.
+    let socket = peer.udp_bind(6000).await.unwrap();
+    let ours = SocketAddr::new(node.ipv4.into(), 5000);
+    let reply = async {
+        loop {
+            let Some(packet) = wire.recv(Duration::from_secs(20)).await else { return false };
+            let Ok(parsed) = SlicedPacket::from_ip(&packet) else { continue };
+            if let Some(TransportSlice::Udp(u)) = parsed.transport
+                && u.destination_port() == 5000
+            {
+                let mut answer = Vec::new();
+                PacketBuilder::ipv4(node.ipv4.octets(), peer.ipv4.octets(), 64)
+                    .udp(5000, u.source_port())
+                    .write(&mut answer, b"answered")
+                    .unwrap();
+                wire.send(&answer).await;
+                return true;
+            }
+        }
+    };
+    let ask = async {
+        for _ in 0..40 {
+            socket.send_to(ours, b"hello").await.unwrap();
+            let answer = tokio::time::timeout(Duration::from_millis(500), socket.recv_from_bytes());
+            if let Ok(Ok((_, data))) = answer.await {
+                return data.as_ref() == b"answered";
+            }
+        }
+        false
+    };
+    let (answered, received) = tokio::join!(ask, reply);
+    assert!(received, "the peer's datagram never reached our side");
+    assert!(answered, "our answer never reached the peer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_and_ping_reach_the_official_node_both_families() {
+async fn over_derp_udp_and_ping_work_both_families_and_both_ways() {
     let fixture = lab().await;
-    let options = Options { port: 0, loopback_endpoints: true };
-    let mut node = Node::join(settings(&fixture, "ours"), Identity::fresh(), options, Duration::from_secs(20))
-        .await
-        .unwrap();
-    assert_eq!(node.hostname, "ours");
+    let options = Options { derp_only: true, loopback_endpoints: true, ..Options::default() };
+    let (node, wire) = joined(&fixture, "relayed", options).await;
     assert_eq!(node.lookup("peer.lab.ts.net"), Some((fixture.peer.ipv4, fixture.peer.ipv6)));
-    let (device, wire) = Wire::pair();
-    let _service = node.start(device).unwrap();
+    exchange_everything(&node, &wire, &fixture.peer).await;
+    assert!(node.direct_paths().borrow().is_empty(), "a DERP-only node went direct");
+    node.shutdown().await;
+}
 
-    let v4 = udp(node.ipv4.into(), fixture.peer.ipv4.into(), b"over v4");
-    let took = wire.exchange(&v4, |p| is_udp_echo(p, b"over v4")).await;
-    eprintln!("UDP over IPv4 answered after {took:?}");
-    let v6 = udp(node.ipv6.into(), fixture.peer.ipv6.into(), b"over v6");
-    wire.exchange(&v6, |p| is_udp_echo(p, b"over v6")).await;
-    wire.exchange(&ping4(node.ipv4, fixture.peer.ipv4, 1), |p| is_echo_reply4(p, 1)).await;
-    let _ = wait_for_direct_path(&node, "peer").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_path_to_the_official_node_is_found_and_carries_everything() {
+    let fixture = lab().await;
+    let options = Options { loopback_endpoints: true, ..Options::default() };
+    let (node, wire) = joined(&fixture, "direct", options).await;
+    let v4 = udp(node.ipv4.into(), fixture.peer.ipv4.into(), b"warm up");
+    wire.exchange(&v4, |p| is_udp_echo(p, b"warm up")).await;
+    let mut direct = node.direct_paths();
+    let found =
+        tokio::time::timeout(Duration::from_secs(10), direct.wait_for(|d| d.contains_key("peer")));
+    let path = found.await.expect("no direct path within 10 s").unwrap()["peer"];
+    eprintln!("direct path to the peer: {path}");
+    exchange_everything(&node, &wire, &fixture.peer).await;
+    assert!(node.direct_paths().borrow().contains_key("peer"), "the direct path was lost");
     node.shutdown().await;
 }

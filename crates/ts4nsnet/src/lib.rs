@@ -5,8 +5,9 @@
 //! * [`config`]: the node's settings from the environment.
 //! * [`netns`] and [`netlink`]: the TUN inside the container's namespace, configured over
 //!   netlink.
-//! * [`node`]: the tailnet node on the official tailscale-rs runtime.
-//! * [`bridge`], [`packet`], [`dns`]: packets between the two, and quad-100 DNS.
+//! * [`node`]: the container's tailnet node, on the `tailnode` crate (which carries packets
+//!   between the TUN and the tailnet itself).
+//! * [`service`], [`packet`], [`dns`]: quad-100 DNS inside the container.
 //! * [`run`]: the whole lifecycle podman sees.
 //! * [`plugin`]: the same as a netavark plugin (podman 5 and later).
 
@@ -15,7 +16,6 @@
 pub const DEFAULT_LOG_FILTER: &str =
     "info,tracing=off,kameo=warn,ts_=warn,rustls=warn,hyper=warn,h2=warn";
 
-pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod dns;
@@ -25,4 +25,5 @@ pub mod node;
 pub mod packet;
 pub mod plugin;
 pub mod run;
+pub mod service;
 pub mod sys;

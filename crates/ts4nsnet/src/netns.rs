@@ -15,17 +15,9 @@ use crate::cli::Netns;
 use crate::netlink::Netlink;
 use crate::sys;
 
-/// The tailnet's MTU: what tailscale-rs's network stack and WireGuard carry.
+/// The tailnet's MTU: what Tailscale's WireGuard carries everywhere.
 pub const TAILNET_MTU: u32 = 1280;
 const LOOPBACK_INDEX: u32 = 1;
-
-/// The namespace's TCP receive buffer (`net.ipv4.tcp_rmem`, also used by IPv6): min, default,
-/// max. Peers may have about half of it in flight, two full segments here. Today's packet path
-/// queues inbound packets in the library's raw sockets, which hold 4 KiB: a larger window lets
-/// a peer send bursts that are dropped there, and a peer on tailscale-rs's own TCP then stalls
-/// instead of recovering. Measured: 4960 never stalled, 9920 did. Loopback traffic inside the
-/// container is barely affected (its round trips are microseconds).
-const TCP_RECEIVE_BUFFER: &str = "4096 4960 4960";
 
 /// Where the namespace lives in the filesystem.
 pub fn netns_path(netns: &Netns) -> PathBuf {
@@ -42,9 +34,6 @@ pub struct Interface {
     pub name: String,
     pub index: u32,
     netlink: Netlink,
-    /// The namespace's `tcp_rmem`, opened from inside it (net sysctls belong to the namespace
-    /// of whoever opens them); `None` if /proc/sys is not writable there.
-    tcp_rmem: Option<std::fs::File>,
 }
 
 impl Interface {
@@ -64,12 +53,7 @@ impl Interface {
                     let index = nix::net::if_::if_nametoindex(name.as_str())
                         .map_err(|e| format!("finding {name}: {e}"))?;
                     let netlink = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
-                    let tcp_rmem = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open("/proc/sys/net/ipv4/tcp_rmem")
-                        .inspect_err(|e| log::warn!("net.ipv4.tcp_rmem in the namespace: {e}"))
-                        .ok();
-                    Ok(Interface { tun, name: name.clone(), index, netlink, tcp_rmem })
+                    Ok(Interface { tun, name: name.clone(), index, netlink })
                 })
                 .join()
                 .map_err(|_| "the namespace thread panicked".to_owned())?
@@ -77,8 +61,7 @@ impl Interface {
     }
 
     /// Brings `lo` and the TUN up, and gives the TUN the node's addresses and the default
-    /// routes, as slirp4netns's `--configure` does for its tap; and caps the namespace's TCP
-    /// receive buffer to what the packet path can queue ([`TCP_RECEIVE_BUFFER`]).
+    /// routes, as slirp4netns's `--configure` does for its tap.
     pub fn configure(&mut self, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> Result<(), String> {
         let name = self.name.clone();
         let fail = |e: std::io::Error| format!("{name}: {e}");
@@ -90,11 +73,6 @@ impl Interface {
             let ip = IpAddr::V6(ipv6);
             self.netlink.add_address(self.index, ip, 128).map_err(fail)?;
             self.netlink.add_default_route(self.index, ip).map_err(fail)?;
-        }
-        if let Some(file) = &mut self.tcp_rmem
-            && let Err(e) = std::io::Write::write_all(file, TCP_RECEIVE_BUFFER.as_bytes())
-        {
-            log::warn!("setting net.ipv4.tcp_rmem in the namespace (downloads may stall): {e}");
         }
         Ok(())
     }

@@ -4,20 +4,15 @@
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::bridge::{self, RawSocketPath, Tun};
 use crate::cli::SlirpArgs;
 use crate::config::NodeConfig;
 use crate::netns::{self, Interface, TAILNET_MTU};
-use crate::node::{self, JoinSettings, Node};
-use crate::sys;
+use crate::{node, service, sys};
 
-/// How long registration may take; podman waits for the ready byte as long as we live.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often to check that the container's namespace still exists.
 const NETNS_POLL: Duration = Duration::from_secs(2);
 
@@ -32,20 +27,7 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
         log::debug!("using the tailnet's MTU {TAILNET_MTU}, not the {:?} asked for", args.mtu);
     }
     let mut interface = Interface::create(&netns, &args.tap_name)?;
-    let keys = node::load_or_create_keys(config.state_dir.as_deref())?;
-    let settings = JoinSettings {
-        control_url: config.control_url.clone(),
-        auth_key: config.auth_key.clone(),
-        hostname: config.hostname.as_str().to_owned(),
-        tags: config.tags.iter().map(|t| t.as_str().to_owned()).collect(),
-        ephemeral: config.ephemeral(),
-        client_name: format!("ts4nsnet/{}", env!("CARGO_PKG_VERSION")),
-    };
-    let node = Node::join(settings, keys, JOIN_TIMEOUT).await?;
-    if let Err(e) = node.check_hostname(config.hostname.as_str()) {
-        node.shutdown().await;
-        return Err(e);
-    }
+    let mut node = node::join(&config).await?;
     let ipv6 = args.enable_ipv6.then_some(node.ipv6);
     if args.configure
         && let Err(e) = interface.configure(node.ipv4, ipv6)
@@ -53,16 +35,14 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
         node.shutdown().await;
         return Err(e);
     }
-    let path = match RawSocketPath::open(node.channel(), args.enable_ipv6).await {
-        Ok(path) => Arc::new(path),
+    let traffic = match node.start(interface.tun) {
+        Ok(traffic) => traffic,
         Err(e) => {
             node.shutdown().await;
-            return Err(e);
+            return Err(format!("starting the data path: {e}"));
         }
     };
-    let tun = Arc::new(Tun::new(interface.tun).map_err(|e| format!("TUN: {e}"))?);
-    let node = Arc::new(node);
-    let mut pump = tokio::spawn(bridge::pump(tun, path, node.clone()));
+    let dns = tokio::spawn(service::serve(traffic, node.names(), node.tailnet.clone()));
     log::info!(
         "{} is on the tailnet as {} ({}{}), interface {} in {}",
         node.hostname,
@@ -91,15 +71,11 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
         reason = exit_fd_closed(exit) => reason,
         reason = terminated() => reason,
         reason = netns_gone(&netns_path) => reason,
-        _ = &mut pump => "the container's interface went away".to_owned(),
+        reason = node.stopped() => format!("the container's interface went away ({reason})"),
     };
     log::info!("stopping: {reason}");
-    pump.abort();
-    let _ = pump.await;
-    match Arc::try_unwrap(node) {
-        Ok(node) => node.shutdown().await,
-        Err(_) => log::warn!("the node is still in use; leaving without a graceful shutdown"),
-    }
+    dns.abort();
+    node.shutdown().await;
     Ok(())
 }
 

@@ -3,16 +3,16 @@
 //! Skips, saying why, when not root or without `ip`.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+    self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6,
 };
 mod support;
-use support::{BULK_PORT, ECHO_PORT, Lab, Netns, can_run, start};
+use support::{BULK_PORT, ECHO_PORT, Lab, Netns, can_run, start, start_with};
 
 fn dns_query(name: &str) -> Vec<u8> {
     let mut q = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -53,6 +53,230 @@ fn ping(to: Ipv4Addr) -> bool {
     })
 }
 
+/// [`ping`] for IPv6 (the kernel fills in the ICMPv6 checksum on raw sockets).
+fn ping6(to: Ipv6Addr) -> bool {
+    let fd = socket::socket(
+        AddressFamily::Inet6,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::IcmpV6,
+    )
+    .unwrap();
+    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(1, 0))
+        .unwrap();
+    let dst = SockaddrIn6::from(std::net::SocketAddrV6::new(to, 0, 0, 0));
+    (1..=3u8).any(|sequence| {
+        let mut echo = vec![128, 0, 0, 0, 0x12, 0x34, 0, sequence];
+        echo.extend_from_slice(b"tailpod");
+        socket::sendto(fd.as_raw_fd(), &echo, &dst, MsgFlags::empty()).unwrap();
+        let mut buffer = [0u8; 1500];
+        while let Ok((len, Some(from))) =
+            socket::recvfrom::<SockaddrIn6>(fd.as_raw_fd(), &mut buffer)
+        {
+            if len >= 8 && from.ip() == to && buffer[0] == 129 && buffer[7] == sequence {
+                return true;
+            }
+        }
+        false
+    })
+}
+
+/// Moves `size` bytes each way over TCP from inside `client` to a server in `server` at
+/// `to`; the figures in MB/s (a check that it completes, not a benchmark).
+fn bulk_both_ways(client: &Netns, server: &Netns, to: SocketAddr, size: u64) -> (f64, f64) {
+    let listener = server.run(|| {
+        TcpListener::bind(SocketAddr::new(
+            if to.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() },
+            to.port(),
+        ))
+        .unwrap()
+    });
+    let serve = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut direction = [0u8; 1];
+            stream.read_exact(&mut direction).unwrap();
+            let mut buffer = vec![0x5a; 256 << 10];
+            let mut moved = 0u64;
+            while moved < size {
+                let n = if direction[0] == b'U' {
+                    stream.read(&mut buffer).unwrap()
+                } else {
+                    let part = (size - moved).min(buffer.len() as u64) as usize;
+                    stream.write_all(&buffer[..part]).unwrap();
+                    part
+                };
+                assert!(n > 0, "the transfer stopped after {moved} bytes");
+                moved += n as u64;
+            }
+            stream.write_all(b"k").unwrap_or(());
+        }
+    });
+    let rates = client.run(|| {
+        let timed = |direction: u8| {
+            let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(10)).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream.write_all(&[direction]).unwrap();
+            let started = std::time::Instant::now();
+            let mut buffer = vec![0x5a; 256 << 10];
+            let mut moved = 0u64;
+            while moved < size {
+                let n = if direction == b'U' {
+                    let part = (size - moved).min(buffer.len() as u64) as usize;
+                    stream.write_all(&buffer[..part]).unwrap();
+                    part
+                } else {
+                    match stream.read(&mut buffer) {
+                        Ok(n) if n > 0 => n,
+                        other => panic!("download stalled after {moved} bytes: {other:?}"),
+                    }
+                };
+                moved += n as u64;
+            }
+            if direction == b'U' {
+                let mut done = [0u8; 1];
+                stream.read_exact(&mut done).expect("upload acknowledged");
+            }
+            size as f64 / started.elapsed().as_secs_f64() / 1e6
+        };
+        (timed(b'U'), timed(b'D'))
+    });
+    serve.join().unwrap();
+    rates
+}
+
+#[test]
+fn two_containers_talk_through_their_own_kernel_stacks() {
+    if !can_run() {
+        return;
+    }
+    let Lab { rt, net, key, url, peer } = Lab::start();
+    let id = std::process::id();
+    let (a, b) = (Netns::add(&format!("ts4nsnet-a-{id}")), Netns::add(&format!("ts4nsnet-b-{id}")));
+    let env = [("TS_AUTHKEY", key.as_str())];
+    let mut alpha = start_with(&a, &url, "alpha", &["--enable-ipv6"], &env);
+    let mut beta = start_with(&b, &url, "beta", &["--enable-ipv6"], &env);
+    alpha.wait_ready().unwrap();
+    beta.wait_ready().unwrap();
+    let beta_node = net.control.nodes().into_iter().find(|n| n.hostname == "beta").unwrap();
+    let (v4, v6) = (beta_node.ipv4, beta_node.ipv6);
+
+    // Dual-stack sockets: one each for both families.
+    let echo =
+        b.run(|| (UdpSocket::bind("[::]:7000").unwrap(), TcpListener::bind("[::]:7001").unwrap()));
+    let servers = std::thread::spawn(move || {
+        let (udp, tcp) = echo;
+        for _ in 0..2 {
+            let mut buffer = [0u8; 64];
+            let (len, from) = udp.recv_from(&mut buffer).unwrap();
+            udp.send_to(&buffer[..len], from).unwrap();
+        }
+        for _ in 0..2 {
+            let (mut stream, _) = tcp.accept().unwrap();
+            let mut buffer = [0u8; 5];
+            stream.read_exact(&mut buffer).unwrap();
+            stream.write_all(&buffer).unwrap();
+        }
+    });
+    a.run(|| {
+        for to in [IpAddr::V4(v4), IpAddr::V6(v6)] {
+            let local: SocketAddr =
+                if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+            let udp = UdpSocket::bind(local).unwrap();
+            udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buffer = [0u8; 64];
+            let answered = (0..5).any(|_| {
+                udp.send_to(b"datagram", (to, 7000)).unwrap();
+                udp.recv_from(&mut buffer).is_ok_and(|(len, _)| &buffer[..len] == b"datagram")
+            });
+            assert!(answered, "no UDP echo from {to}");
+        }
+        for to in [IpAddr::V4(v4), IpAddr::V6(v6)] {
+            let mut tcp =
+                TcpStream::connect_timeout(&SocketAddr::new(to, 7001), Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("TCP to {to}: {e}"));
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            tcp.write_all(b"hello").unwrap();
+            let mut back = [0u8; 5];
+            tcp.read_exact(&mut back).unwrap();
+            assert_eq!(&back, b"hello");
+        }
+        assert!(ping(v4), "no IPv4 echo reply from beta");
+        assert!(ping6(v6), "no IPv6 echo reply from beta");
+    });
+    servers.join().unwrap();
+
+    // Kernel TCP both ways, well past any window: 64 MiB up and down.
+    let (up, down) = bulk_both_ways(&a, &b, SocketAddr::new(v4.into(), 7002), 64 << 20);
+    eprintln!("alpha to beta: up {up:.1} MB/s, down {down:.1} MB/s");
+
+    // A download from the official peer into a container completes too.
+    let size: u64 = 64 << 20;
+    let peer_ip = peer.ipv4;
+    let started = std::time::Instant::now();
+    a.run(|| {
+        let mut bulk = TcpStream::connect((peer_ip, BULK_PORT)).expect("TCP to the bulk port");
+        bulk.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut request = vec![b'D'];
+        request.extend_from_slice(&size.to_be_bytes());
+        bulk.write_all(&request).unwrap();
+        let (mut received, mut buffer) = (0, vec![0u8; 65536]);
+        while received < size {
+            match bulk.read(&mut buffer) {
+                Ok(n) if n > 0 => received += n as u64,
+                other => panic!("download stalled after {received} bytes: {other:?}"),
+            }
+        }
+    });
+    eprintln!("64 MiB from the official peer in {:?}", started.elapsed());
+
+    // Ephemeral nodes log out on exit: gone from control within a second.
+    for (node, name) in [(&mut alpha, "alpha"), (&mut beta, "beta")] {
+        node.exit = None;
+        let (code, stderr) = node.finish(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{stderr}");
+        let gone = rt.block_on(
+            net.control.wait_for(Duration::from_secs(1), |n| n.iter().all(|n| n.hostname != name)),
+        );
+        assert!(gone.is_ok(), "{name} stayed on the tailnet: {gone:?}");
+    }
+    rt.block_on(peer.shutdown());
+}
+
+#[test]
+fn a_restart_with_a_state_dir_is_the_same_node() {
+    if !can_run() {
+        return;
+    }
+    let Lab { rt, net, url, peer, .. } = Lab::start();
+    let grants = tailnet_lab::AuthKey { reusable: false, ephemeral: false, tags: vec![] };
+    let key = net.control.new_auth_key(grants);
+    let state = std::env::temp_dir().join(format!("ts4nsnet-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let netns = Netns::add(&format!("ts4nsnet-keep-{}", std::process::id()));
+    let state_dir = state.to_str().unwrap();
+    let mut first =
+        start_with(&netns, &url, "keep", &[], &[("TS_AUTHKEY", &key), ("TS_STATE_DIR", state_dir)]);
+    first.wait_ready().unwrap();
+    let before = net.control.nodes().into_iter().find(|n| n.hostname == "keep").unwrap();
+    first.exit = None;
+    assert_eq!(first.finish(Duration::from_secs(10)).0, Some(0));
+
+    // The key was single-use: the node comes back on its own identity.
+    let mut second = start_with(&netns, &url, "keep", &[], &[("TS_STATE_DIR", state_dir)]);
+    second.wait_ready().unwrap();
+    let after: Vec<_> =
+        net.control.nodes().into_iter().filter(|n| n.requested_hostname == "keep").collect();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!((after[0].id, after[0].ipv4, after[0].ipv6), (before.id, before.ipv4, before.ipv6));
+    assert_eq!(after[0].hostname, "keep", "no -1 rename");
+    second.exit = None;
+    assert_eq!(second.finish(Duration::from_secs(10)).0, Some(0));
+    std::fs::remove_dir_all(&state).unwrap();
+    rt.block_on(peer.shutdown());
+}
+
 #[test]
 fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
     if !can_run() {
@@ -89,8 +313,7 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
         tcp.read_exact(&mut back).expect("TCP echo");
         assert_eq!(back, sent);
 
-        // A download from the peer: its bursts must not outrun the packet path (this stalled
-        // before the namespace's receive buffer was capped).
+        // A download from the peer: its bursts must not outrun the packet path.
         let mut bulk = TcpStream::connect((peer_ip, BULK_PORT)).expect("TCP to the bulk port");
         bulk.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let size: u64 = 1 << 20;
@@ -138,7 +361,7 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
     });
 
     // Peer to container: a server inside the namespace, on a port nobody declared.
-    let listener = netns.run(|| std::net::TcpListener::bind("0.0.0.0:8080").unwrap());
+    let listener = netns.run(|| TcpListener::bind("0.0.0.0:8080").unwrap());
     let server = std::thread::spawn(move || {
         let (mut stream, from) = listener.accept().unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -155,7 +378,7 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
     });
     assert_eq!(echoed.as_deref(), Ok(&b"hello"[..]));
     let from = server.join().unwrap();
-    assert_eq!(from.ip(), std::net::IpAddr::from(peer_ip), "the source address is preserved");
+    assert_eq!(from.ip(), IpAddr::from(peer_ip), "the source address is preserved");
 
     // Podman closing the exit pipe ends it, and the ephemeral node leaves the tailnet.
     node.exit = None;

@@ -117,20 +117,33 @@ impl Drop for Ts4nsnet {
 }
 
 pub fn start(netns: &Netns, control_url: &str, key: &str, hostname: &str) -> Ts4nsnet {
+    start_with(netns, control_url, hostname, &[], &[("TS_AUTHKEY", key)])
+}
+
+/// [`start`] with more arguments before the namespace's, and `env` instead of the auth key.
+pub fn start_with(
+    netns: &Netns,
+    control_url: &str,
+    hostname: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Ts4nsnet {
     // Without close-on-exec, so the child inherits them under the same numbers.
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::empty()).unwrap();
     let (exit_r, exit_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let exit_r = nix::unistd::dup(&exit_r).unwrap(); // a copy without close-on-exec
     let log = std::env::temp_dir().join(format!("ts4nsnet-{}-{hostname}.log", std::process::id()));
     let child = Command::new(env!("CARGO_BIN_EXE_ts4nsnet"))
-        .args(["--mtu=65520", "--enable-sandbox", "-c", "-r"])
+        .args(["--mtu=65520", "--enable-sandbox"])
+        .args(args)
+        .args(["-c", "-r"])
         .arg(ready_w.as_raw_fd().to_string())
         .arg("-e")
         .arg(exit_r.as_raw_fd().to_string())
         .arg("--netns-type=path")
         .arg(netns.path())
         .arg("tap0")
-        .env("TS_AUTHKEY", key)
+        .envs(env.iter().copied())
         .env("TS_HOSTNAME", hostname)
         .env("TS_CONTROL_URL", control_url)
         .env("RUST_LOG", "info")

@@ -95,16 +95,29 @@ impl std::fmt::Debug for DataPath {
     }
 }
 
+/// How the data path talks with the rest of the node.
+#[derive(Debug)]
+pub struct Wiring {
+    /// Control's view of the tailnet, in.
+    pub netmap: watch::Receiver<Arc<Netmap>>,
+    /// Our endpoints and home region, out to control.
+    pub reachability: watch::Sender<Reachability>,
+    /// Packets for the service address, out to whoever answers them.
+    pub service: mpsc::Sender<PacketMut>,
+    /// The direct paths in use, out.
+    pub direct: watch::Sender<DirectPaths>,
+    /// The DERP regions connected now, out.
+    pub relayed_by: watch::Sender<crate::derp::Connected>,
+}
+
 impl DataPath {
     pub fn new(
         keys: &ts_keys::NodeState,
         options: Options,
         tun: Arc<Tun>,
-        netmap_rx: watch::Receiver<Arc<Netmap>>,
-        reachability: watch::Sender<Reachability>,
-        service: mpsc::Sender<PacketMut>,
-        direct: watch::Sender<DirectPaths>,
+        wiring: Wiring,
     ) -> std::io::Result<DataPath> {
+        let Wiring { netmap: netmap_rx, reachability, service, direct, relayed_by } = wiring;
         let udp = Underlay::bind(options.port)?;
         let (relayed_tx, relayed) = mpsc::channel(1024);
         let netmap = netmap_rx.borrow().clone();
@@ -115,7 +128,7 @@ impl DataPath {
             options,
             tun,
             udp,
-            relays: Relays::new(keys.node_keys.clone(), relayed_tx),
+            relays: Relays::new(keys.node_keys.clone(), relayed_tx, relayed_by),
             relayed,
             peers: Peers::default(),
             paths: Paths::default(),
@@ -285,6 +298,7 @@ impl DataPath {
             return;
         };
         let now = Instant::now();
+        log::trace!("disco {message:?} via {source:?}");
         match (message, source) {
             (Message::Ping { tx, node_key }, Source::Udp(from)) => {
                 if self.peers.get(peer).map(|p| p.node_key) != Some(node_key) {
@@ -339,6 +353,7 @@ impl DataPath {
         }
         let Some(disco_key) = self.peers.get(probe.peer).and_then(|p| p.disco_key) else { return };
         let ping = Message::Ping { tx: probe.tx, node_key: self.node_key };
+        log::trace!("disco ping to {}", probe.to);
         let sealed = ping.seal(&self.disco_keys, &disco_key);
         self.udp.send(probe.to, &[PacketMut::from(sealed)]).await;
     }
@@ -350,7 +365,8 @@ impl DataPath {
         if self.options.derp_only {
             return;
         }
-        let round = self.paths.due(now, active);
+        let round = self.paths.due(now, active.iter().copied());
+        log::trace!("discovery: {} active, {} pings due", active.len(), round.pings.len());
         for probe in round.pings {
             self.ping(probe).await;
         }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use ts_derp::{RegionId, ServerConnInfo};
 use ts_http_util::Client as _;
 use ts_keys::{NodeKeyPair, NodePublicKey};
@@ -27,12 +27,16 @@ pub type Inbound = (RegionId, NodePublicKey, PacketMut);
 
 type Client = ts_derp::Client<ts_http_util::Upgraded>;
 
+/// The regions with a live connection now.
+pub type Connected = std::collections::BTreeSet<RegionId>;
+
 /// The node's relay connections, one a region in use.
 #[derive(Debug)]
 pub struct Relays {
     keys: NodeKeyPair,
     inbound: mpsc::Sender<Inbound>,
     links: HashMap<RegionId, Link>,
+    connected: Arc<watch::Sender<Connected>>,
 }
 
 #[derive(Debug)]
@@ -49,8 +53,12 @@ impl Drop for Link {
 }
 
 impl Relays {
-    pub fn new(keys: NodeKeyPair, inbound: mpsc::Sender<Inbound>) -> Relays {
-        Relays { keys, inbound, links: HashMap::new() }
+    pub fn new(
+        keys: NodeKeyPair,
+        inbound: mpsc::Sender<Inbound>,
+        connected: watch::Sender<Connected>,
+    ) -> Relays {
+        Relays { keys, inbound, links: HashMap::new(), connected: Arc::new(connected) }
     }
 
     /// Keeps a connection to `region` open (dialing it now if it is not).
@@ -65,6 +73,7 @@ impl Relays {
             self.keys.clone(),
             queue,
             self.inbound.clone(),
+            self.connected.clone(),
         ));
         self.links.insert(region, Link { servers: servers.to_vec(), outbound, task });
     }
@@ -72,6 +81,11 @@ impl Relays {
     /// Closes the connections to regions no longer in `keep`.
     pub fn retain(&mut self, keep: impl Fn(RegionId) -> bool) {
         self.links.retain(|region, _| keep(*region));
+        self.connected.send_if_modified(|connected| {
+            let before = connected.len();
+            connected.retain(|region| keep(*region));
+            connected.len() != before
+        });
     }
 
     /// Queues `packets` for `to` through `region`; `false` if the region is unknown.
@@ -92,6 +106,7 @@ async fn keep_connected(
     keys: NodeKeyPair,
     mut outbound: mpsc::Receiver<(NodePublicKey, PacketMut)>,
     inbound: mpsc::Sender<Inbound>,
+    connected: Arc<watch::Sender<Connected>>,
 ) {
     let mut backoff = Duration::from_secs(1);
     let mut was_connected = false;
@@ -116,6 +131,9 @@ async fn keep_connected(
         }
         was_connected = true;
         backoff = Duration::from_secs(1);
+        connected.send_modify(|regions| {
+            regions.insert(region);
+        });
         let reader = {
             let (client, inbound) = (client.clone(), inbound.clone());
             async move {
@@ -137,10 +155,13 @@ async fn keep_connected(
             ended = reader => ended,
             ended = writer => match ended {
                 // The node dropped this region.
-                Ok(()) => return,
+                Ok(()) => Ok(()),
                 Err(e) => Err(e),
             },
         };
+        connected.send_modify(|regions| {
+            regions.remove(&region);
+        });
         match ended {
             Ok(()) => return,
             Err(e) => log::warn!("DERP region {region}: connection lost ({e}); reconnecting"),

@@ -166,10 +166,16 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// The endpoints control lists for `peer` (replacing the previous list).
+    /// The endpoints control lists for `peer` (replacing the previous list). New ones are
+    /// pinged at the next round without waiting out the interval.
     pub fn set_endpoints(&mut self, peer: PeerId, endpoints: &[SocketAddr]) {
         let entry = self.peers.entry(peer).or_default();
-        entry.from_control = endpoints.iter().copied().take(MAX_CANDIDATES).collect();
+        let endpoints: BTreeSet<SocketAddr> =
+            endpoints.iter().copied().take(MAX_CANDIDATES).collect();
+        if !endpoints.is_subset(&entry.from_control) {
+            entry.last_round = None;
+        }
+        entry.from_control = endpoints;
     }
 
     /// Forgets a peer that left the netmap.
@@ -327,6 +333,20 @@ mod tests {
         assert_eq!(paths.expired(t1 + TRUST - Duration::from_millis(1)), vec![]);
         assert_eq!(paths.expired(t1 + TRUST), vec![peer]);
         assert_eq!(paths.direct(peer, t1 + TRUST), None);
+    }
+
+    #[test]
+    fn new_endpoints_are_pinged_without_waiting_for_the_next_round() {
+        let t0 = Instant::now();
+        let peer = PeerId(2);
+        let mut paths = Paths::default();
+        paths.set_endpoints(peer, &[]);
+        assert!(paths.due(t0, [peer]).pings.is_empty(), "nothing to ping yet");
+        paths.set_endpoints(peer, &[addr("192.0.2.1:1")]);
+        let round = paths.due(t0 + Duration::from_millis(300), [peer]);
+        assert_eq!(round.pings.len(), 1, "the new endpoint at once");
+        paths.set_endpoints(peer, &[addr("192.0.2.1:1")]);
+        assert!(paths.due(t0 + Duration::from_secs(1), [peer]).pings.is_empty(), "same list");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use ts_packet::PacketMut;
 
 use crate::control::{self, Reachability, Refusal, Settings};
-use crate::datapath::{DataPath, DirectPaths, Options};
+use crate::datapath::{DataPath, DirectPaths, Options, Wiring};
 use crate::identity::Identity;
 use crate::netmap::Netmap;
 use crate::tun::Tun;
@@ -70,6 +70,7 @@ pub struct Node {
     direct: watch::Receiver<DirectPaths>,
     direct_tx: Option<watch::Sender<DirectPaths>>,
     reachability: Option<watch::Sender<Reachability>>,
+    relays: Option<watch::Receiver<crate::derp::Connected>>,
     stop: watch::Sender<bool>,
     control: tokio::task::JoinHandle<()>,
     datapath: Option<tokio::task::JoinHandle<String>>,
@@ -127,6 +128,7 @@ impl Node {
             direct,
             direct_tx: Some(direct_tx),
             reachability: Some(reachability),
+            relays: None,
             stop,
             control,
             datapath: None,
@@ -142,15 +144,17 @@ impl Node {
         };
         let tun = Arc::new(Tun::new(tun)?);
         let (service_tx, packets) = mpsc::channel(256);
-        let datapath = DataPath::new(
-            &self.identity.keys,
-            self.options.clone(),
-            tun.clone(),
-            self.netmap.clone(),
+        let (relayed_by, relays) = watch::channel(crate::derp::Connected::new());
+        self.relays = Some(relays);
+        let wiring = Wiring {
+            netmap: self.netmap.clone(),
             reachability,
-            service_tx,
+            service: service_tx,
             direct,
-        )?;
+            relayed_by,
+        };
+        let datapath =
+            DataPath::new(&self.identity.keys, self.options.clone(), tun.clone(), wiring)?;
         self.datapath = Some(tokio::spawn(datapath.run(self.stop.subscribe())));
         Ok(ServiceTraffic { packets, tun })
     }
@@ -158,6 +162,15 @@ impl Node {
     /// A peer's (or our own) addresses by bare or fully qualified name.
     pub fn lookup(&self, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
         self.netmap.borrow().lookup(name)
+    }
+
+    /// Waits (up to `timeout`) until the node can be reached: connected to a DERP region.
+    /// Until then a peer's first handshake is lost, and WireGuard only tries again after five
+    /// seconds; so a caller that tells others "ready" should wait for this first.
+    pub async fn reachable(&self, timeout: Duration) -> bool {
+        let Some(mut relays) = self.relays.clone() else { return false };
+        let connected = tokio::time::timeout(timeout, relays.wait_for(|r| !r.is_empty()));
+        matches!(connected.await, Ok(Ok(_)))
     }
 
     /// Name lookups that outlive a borrow of the node (for a DNS responder's task).

@@ -27,23 +27,27 @@ impl Tun {
         registered.map(Tun).map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// Waits for packets, then reads up to [`BATCH`] of them into `out` (cleared first).
-    /// `Ok(false)` means the device is gone (end of file).
+    /// Waits for packets, then reads up to [`BATCH`] of them into `out` (cleared first); at
+    /// least one unless it returns `Ok(false)`: the device is gone (end of file).
     pub async fn read_batch(
         &self,
         scratch: &mut [u8],
         out: &mut Vec<PacketMut>,
     ) -> io::Result<bool> {
         out.clear();
-        let mut ready = self.0.readable().await?;
-        while out.len() < BATCH {
-            match ready
-                .try_io(|fd| nix::unistd::read(fd.get_ref(), scratch).map_err(io::Error::from))
-            {
-                Ok(Ok(0)) => return Ok(!out.is_empty()),
-                Ok(Ok(len)) => out.push(PacketMut::from(&scratch[..len])),
-                Ok(Err(e)) if out.is_empty() => return Err(e),
-                Ok(Err(_)) | Err(_) => break,
+        while out.is_empty() {
+            let mut ready = self.0.readable().await?;
+            while out.len() < BATCH {
+                let read = ready
+                    .try_io(|fd| nix::unistd::read(fd.get_ref(), scratch).map_err(io::Error::from));
+                match read {
+                    Ok(Ok(0)) => return Ok(!out.is_empty()),
+                    Ok(Ok(len)) => out.push(PacketMut::from(&scratch[..len])),
+                    Ok(Err(e)) if out.is_empty() => return Err(e),
+                    // An error after some packets comes back on the next read; WouldBlock
+                    // (the readiness was stale) means wait again.
+                    Ok(Err(_)) | Err(_) => break,
+                }
             }
         }
         Ok(true)

@@ -13,6 +13,8 @@ use crate::config::NodeConfig;
 use crate::netns::{self, Interface, TAILNET_MTU};
 use crate::{node, service, sys};
 
+/// How long to wait for a DERP connection before saying ready anyway.
+const REACHABLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often to check that the container's namespace still exists.
 const NETNS_POLL: Duration = Duration::from_secs(2);
 
@@ -43,6 +45,11 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
         }
     };
     let dns = tokio::spawn(service::serve(traffic, node.names(), node.tailnet.clone()));
+    // "Ready" should mean peers can reach us: until a DERP region carries us, their first
+    // handshake is lost and WireGuard waits five seconds to try again.
+    if !node.reachable(REACHABLE_TIMEOUT).await {
+        log::warn!("no DERP region reachable yet; peers reach this node once one is");
+    }
     log::info!(
         "{} is on the tailnet as {} ({}{}), interface {} in {}",
         node.hostname,

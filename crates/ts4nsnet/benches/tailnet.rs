@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use support::{BULK_PORT, ECHO_PORT};
 use tailnet_lab::node::{LabPeer, send_all};
 
+#[path = "tailnet/anchor.rs"]
+mod anchor;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -185,7 +187,7 @@ fn main() {
         return;
     }
     // `_tailnet` keeps control and DERP running until the end.
-    let support::Lab { rt, net: _tailnet, key, url, peer } = support::Lab::start();
+    let support::Lab { rt, net, key, url, peer } = support::Lab::start();
 
     let netns = support::Netns::add(&format!("ts4nsnet-bench-{}", std::process::id()));
     let mut node = support::start(&netns, &url, &key, "bench");
@@ -214,5 +216,70 @@ fn main() {
         idle.0, busy.0, busy.1
     );
     rt.block_on(bare.shutdown());
+    drop(node);
+
+    let tun2tun = container_to_container(&net, &url, &key);
     rt.block_on(peer.shutdown());
+    let wggo = anchor::case();
+
+    let rates = |r: &Result<f64, String>| r.as_ref().ok().copied().map(|b| b / 1e6);
+    let summary = anchor::Summary {
+        tun2tun: tun2tun.as_ref().map(|t| anchor::Rates::from(&t.bulk)).unwrap_or_default(),
+        tun2tun_rtt_us: tun2tun.as_ref().ok().map(|t| t.bulk.rtt_median_us),
+        bare: anchor::Rates {
+            up_mb_s: rates(&ceiling.upload),
+            down_mb_s: rates(&ceiling.download),
+        },
+        wggo: wggo.as_ref().map(anchor::Rates::from).unwrap_or_default(),
+        rss_idle_mib: tun2tun.as_ref().ok().map(|t| t.rss_idle_mib),
+        rss_peak_mib: tun2tun.as_ref().ok().map(|t| t.rss_peak_mib),
+    };
+    println!("{}", anchor::summary_line(&summary));
+}
+
+/// The tun2tun case's figures, with ts4nsnet's memory on the sending side.
+struct TunToTun {
+    bulk: anchor::Bulk,
+    rss_idle_mib: f64,
+    rss_peak_mib: f64,
+}
+
+/// Two containers (namespaces with their own kernel TCP) through two ts4nsnet processes, over
+/// the direct UDP path between them: the figure the packet-level node is for.
+fn container_to_container(
+    net: &tailnet_lab::Tailnet,
+    url: &str,
+    key: &str,
+) -> Result<TunToTun, String> {
+    let id = std::process::id();
+    let a = support::Netns::add(&format!("ts4nsnet-bench-a-{id}"));
+    let b = support::Netns::add(&format!("ts4nsnet-bench-b-{id}"));
+    let mut alpha = support::start(&a, url, key, "bench-a");
+    let mut beta = support::start(&b, url, key, "bench-b");
+    alpha.wait_ready()?;
+    beta.wait_ready()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (idle, _) = memory(alpha.child.id());
+    let nodes = net.control.nodes();
+    let beta_ip =
+        nodes.iter().find(|n| n.hostname == "bench-b").ok_or("beta is not on the tailnet")?.ipv4;
+    // A few pings first: the handshake, then the direct path, before anything is timed.
+    a.run(|| {
+        for _ in 0..20 {
+            let _ = TcpStream::connect_timeout(
+                &SocketAddr::new(beta_ip.into(), 1),
+                Duration::from_millis(100),
+            );
+        }
+    });
+    let started = Instant::now();
+    let bulk = anchor::between_namespaces(&a, &b, beta_ip.into(), anchor::ANCHOR_BYTES)?;
+    eprintln!("bench: tun2tun took {:.1} s", started.elapsed().as_secs_f64());
+    let (_, peak) = memory(alpha.child.id());
+    println!(
+        "  container -> container through two ts4nsnet (tun2tun): upload {:.1} MB/s, download {:.1} MB/s, round trip median {:.0} µs",
+        bulk.upload_mb_s, bulk.download_mb_s, bulk.rtt_median_us
+    );
+    println!("  ts4nsnet resident memory (tun2tun): {idle:.1} MiB idle, {peak:.1} MiB peak");
+    Ok(TunToTun { bulk, rss_idle_mib: idle, rss_peak_mib: peak })
 }

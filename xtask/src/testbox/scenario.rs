@@ -17,7 +17,9 @@
 //! 6. Faults, each printing how long recovery took: the git server stops (nothing changes; the
 //!    host catches up when it is back); the Tailscale API fails while a tailnet container
 //!    starts (tailmint retries; nothing else restarts); quadsync is killed (-9) in the middle of
-//!    a first deploy (the next sync finishes it); the box reboots during a deploy (it converges).
+//!    a first deploy (the next sync finishes it); control and DERP restart under the tailnet
+//!    container (its node reconnects, no restart); the box reboots during a deploy (it
+//!    converges).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -635,6 +637,27 @@ fn faults(layout: &Layout, machine: &Machine, lab: &Lab, defs: &Path) -> Result<
     eprintln!(
         "box: fault: quadsync killed during a first deploy: deployed {:.1}s after the kill",
         killed.elapsed().as_secs_f64()
+    );
+
+    // Control and DERP restart under the containers on the tailnet: their nodes reconnect on
+    // their own, and a node that joins afterwards (the probe) reaches them; nothing restarts.
+    // (The lab's own peer runs tailscale-rs's runtime, which does not survive this; it is
+    // not used after here.)
+    let user = TAILNET_CONTAINER;
+    let before = main_pid(machine, user)?;
+    let others = pids()?;
+    tailnet::control_and_derp_outage(layout)?;
+    let back = Instant::now();
+    wait_for(&format!("{user} reachable after the restart"), Duration::from_secs(120), || {
+        Ok(lab
+            .probe(&format!("{user}:8080"), "GET / HTTP/1.0\r\n\r\n")?
+            .contains("hello from the box"))
+    })?;
+    check(main_pid(machine, user)? == before, &format!("{user} restarted over the outage"))?;
+    check(pids()? == others, "a control and DERP restart restarted containers")?;
+    eprintln!(
+        "box: fault: control and DERP restarted: {user} reachable again {:.1}s after they came back, without a restart",
+        back.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -118,6 +118,16 @@ pub fn api_outage(layout: &Layout) -> Result<(), String> {
         .map(drop)
 }
 
+/// Restarts the lab's control server and DERP relay under the running nodes (SIGHUP to
+/// `tailnet-lab serve`: every connection cut, the same ports again after a few seconds, the
+/// same state); returns once they are back.
+pub fn control_and_derp_outage(layout: &Layout) -> Result<(), String> {
+    let pid = std::fs::read_to_string(&pid_files(layout)[0]).map_err(|e| format!("lab: {e}"))?;
+    run("kill", &["-HUP", pid.trim()])?;
+    let out = layout.work.join("lab-serve.out");
+    wait_for_line(&out, "control and DERP outage: back up", Duration::from_secs(60)).map(drop)
+}
+
 /// Stops the git server (a fault the box must ride out).
 pub fn stop_git_daemon(layout: &Layout) {
     kill(&pid_files(layout)[2]);

@@ -150,7 +150,7 @@ impl DataPath {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> String {
         log::debug!("data path: UDP port {}", self.udp.port());
         self.netmap_changed();
-        let mut scratch = vec![0u8; 65536];
+        let mut scratch = vec![0u8; udp::SCRATCH.max(65536)];
         let mut from_tun = Vec::with_capacity(crate::tun::BATCH);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -7,14 +7,26 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage, sockopt};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::AsRawFd as _;
+
+use nix::sys::socket::{
+    self, AddressFamily, ControlMessage, MsgFlags, MultiHeaders, SockFlag, SockType,
+    SockaddrStorage, sockopt,
+};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use ts_packet::PacketMut;
 
 /// The socket buffer size asked for, each way.
 pub const BUFFER: usize = 7 << 20;
-/// The most datagrams taken per batch.
+/// The most datagrams taken or sent per system call.
 pub const BATCH: usize = 64;
+/// Room for one datagram in a receive batch. The tailnet's MTU is 1280, so WireGuard's
+/// datagrams are at most about 1360 bytes; a larger one is cut short and dropped.
+pub const SLOT: usize = 2048;
+/// The scratch space [`recv_batch`] wants.
+pub const SCRATCH: usize = BATCH * SLOT;
 
 /// The node's UDP sockets.
 #[derive(Debug)]
@@ -50,37 +62,75 @@ impl Underlay {
         }
     }
 
-    /// Sends every packet to `to`; waits while the socket is full (back-pressure for the
-    /// caller's reads), drops what the kernel refuses.
+    /// Sends every packet to `to`, [`BATCH`] at a time (`sendmmsg`); waits while the socket
+    /// is full (back-pressure for the caller's reads), drops what the kernel refuses.
     pub async fn send(&self, to: SocketAddr, packets: &[PacketMut]) {
         let Some(socket) = self.socket(to) else { return };
-        for packet in packets {
-            loop {
-                match socket.try_send_to(packet.as_ref(), to) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if socket.writable().await.is_err() {
-                            return;
-                        }
+        let address = SockaddrStorage::from(to);
+        let mut rest = packets;
+        while !rest.is_empty() {
+            let chunk = &rest[..rest.len().min(BATCH)];
+            let sent = socket.try_io(Interest::WRITABLE, || send_many(socket, &address, chunk));
+            match sent {
+                Ok(count) => rest = &rest[count.max(1)..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if socket.writable().await.is_err() {
+                        return;
                     }
-                    Err(e) => {
-                        log::debug!("UDP to {to}: {e}");
-                        break;
-                    }
+                }
+                Err(e) => {
+                    log::debug!("UDP to {to}: {e}");
+                    rest = &rest[1..];
                 }
             }
         }
     }
 }
 
-/// Reads what is waiting on `socket`, up to [`BATCH`] datagrams, into `out`.
+fn send_many(socket: &UdpSocket, to: &SockaddrStorage, packets: &[PacketMut]) -> io::Result<usize> {
+    let slices: Vec<[IoSlice<'_>; 1]> =
+        packets.iter().map(|p| [IoSlice::new(p.as_ref())]).collect();
+    let addresses = vec![Some(*to); packets.len()];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(packets.len(), None);
+    let no_control: [ControlMessage<'_>; 0] = [];
+    let flags = MsgFlags::MSG_DONTWAIT;
+    let fd = socket.as_raw_fd();
+    let sent = socket::sendmmsg(fd, &mut headers, &slices, addresses, no_control, flags)?;
+    Ok(sent.count())
+}
+
+/// Reads what is waiting on `socket`, up to [`BATCH`] datagrams in one `recvmmsg`, into `out`;
+/// `scratch` should hold [`SCRATCH`] bytes.
 pub fn recv_batch(socket: &UdpSocket, scratch: &mut [u8], out: &mut Vec<(SocketAddr, PacketMut)>) {
-    while out.len() < BATCH {
-        match socket.try_recv_from(scratch) {
-            Ok((len, from)) => out.push((from, PacketMut::from(&scratch[..len]))),
-            Err(_) => break,
+    let slots = (scratch.len() / SLOT).clamp(1, BATCH);
+    let received = socket.try_io(Interest::READABLE, || {
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+            scratch.chunks_mut(SLOT).take(slots).map(|c| [IoSliceMut::new(c)]).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slots, None);
+        let flags = MsgFlags::MSG_DONTWAIT;
+        let fd = socket.as_raw_fd();
+        let results = socket::recvmmsg(fd, &mut headers, slices.iter_mut(), flags, None)?;
+        let received: Vec<(usize, Option<SocketAddr>, bool)> = results
+            .map(|r| {
+                let truncated = r.flags.contains(MsgFlags::MSG_TRUNC);
+                (r.bytes, r.address.and_then(|a| socket_addr(&a)), truncated)
+            })
+            .collect();
+        Ok(received)
+    });
+    let Ok(received) = received else { return };
+    for ((len, from, truncated), slot) in received.into_iter().zip(scratch.chunks(SLOT)) {
+        if let (Some(from), false) = (from, truncated) {
+            out.push((from, PacketMut::from(&slot[..len])));
         }
     }
+}
+
+fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    address.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 fn open(address: SocketAddr) -> io::Result<UdpSocket> {
@@ -119,7 +169,7 @@ mod tests {
         let packets: Vec<PacketMut> = (0..10u8).map(|i| PacketMut::from(&[i; 100][..])).collect();
         underlay.send(to, &packets).await;
         let mut out = Vec::new();
-        let mut scratch = vec![0u8; 65536];
+        let mut scratch = vec![0u8; SCRATCH];
         while out.len() < 10 {
             underlay.v4.readable().await.unwrap();
             recv_batch(&underlay.v4, &mut scratch, &mut out);

@@ -127,8 +127,10 @@ fn packet_filter(update: &StateUpdate) -> Option<&[ts_packetfilter::Rule]> {
     update.packetfilter.as_ref()?.0.as_deref()
 }
 
-/// The DERP server of the first netmap.
+/// The DERP server of the first netmap; and rustls' crypto provider picked for the DERP client
+/// (a workspace build enables two, and rustls then refuses to guess).
 async fn derp_server(updates: &mut Updates) -> ts_derp::ServerConnInfo {
+    tailnode::node::install_crypto_provider();
     let update = within("a netmap", updates.next()).await.expect("a netmap");
     let map = update.derp.expect("a DERP map");
     let region = map.values().next().expect("a region");

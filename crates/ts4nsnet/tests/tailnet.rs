@@ -232,10 +232,11 @@ fn two_containers_talk_through_their_own_kernel_stacks() {
     eprintln!("64 MiB from the official peer in {:?}", started.elapsed());
 
     // Ephemeral nodes log out on exit: gone from control within a second.
-    for (node, name) in [(&mut alpha, "alpha"), (&mut beta, "beta")] {
+    for (node, name, other) in [(&mut alpha, "alpha", "beta"), (&mut beta, "beta", "alpha")] {
         node.exit = None;
         let (code, stderr) = node.finish(Duration::from_secs(10));
         assert_eq!(code, Some(0), "{stderr}");
+        assert!(stderr.contains(&format!("direct path to {other} at")), "{name} relayed: {stderr}");
         let gone = rt.block_on(
             net.control.wait_for(Duration::from_secs(1), |n| n.iter().all(|n| n.hostname != name)),
         );

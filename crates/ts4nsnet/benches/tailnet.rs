@@ -187,7 +187,18 @@ fn main() {
         return;
     }
     // `_tailnet` keeps control and DERP running until the end.
-    let support::Lab { rt, net, key, url, peer } = support::Lab::start();
+    // First the cases with no tailscale-rs runtime in this process: its nodes keep polling
+    // after they are shut down and would take CPU from these.
+    let (tun2tun, wggo) = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let net = rt.block_on(tailnet_lab::Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
+        let grants = tailnet_lab::AuthKey { reusable: true, ephemeral: true, tags: vec![] };
+        let key = net.control.new_auth_key(grants);
+        let tun2tun = container_to_container(&net, net.control.url(), &key);
+        (tun2tun, anchor::case())
+    };
+
+    let support::Lab { rt, net: _tailnet, key, url, peer } = support::Lab::start();
 
     let netns = support::Netns::add(&format!("ts4nsnet-bench-{}", std::process::id()));
     let mut node = support::start(&netns, &url, &key, "bench");
@@ -218,9 +229,7 @@ fn main() {
     rt.block_on(bare.shutdown());
     drop(node);
 
-    let tun2tun = container_to_container(&net, &url, &key);
     rt.block_on(peer.shutdown());
-    let wggo = anchor::case();
 
     let rates = |r: &Result<f64, String>| r.as_ref().ok().copied().map(|b| b / 1e6);
     let summary = anchor::Summary {

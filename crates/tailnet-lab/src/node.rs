@@ -99,6 +99,9 @@ impl LabPeer {
                                 break;
                             }
                         }
+                        // Dropping the socket resets the connection, and a reset that overtakes
+                        // the last echo makes the client's kernel discard it: let it leave first.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     });
                 }
             }));

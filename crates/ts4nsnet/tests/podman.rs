@@ -144,9 +144,9 @@ fn container_on_the_tailnet(user: Option<&str>, hostname: &str) {
     let ws = Workspace::new(hostname, user);
     let env = [("TS_AUTHKEY", key.as_str()), ("TS_HOSTNAME", hostname), ("TS_CONTROL_URL", &url)];
 
-    // ping -4: the lab peer answers ICMP echo over IPv4 only.
-    let script =
-        "echo hello | nc -w 5 peer 7 && ping -4 -c 1 -W 5 peer && nslookup peer.lab.ts.net";
+    // ping -4: the lab peer answers ICMP echo over IPv4 only. nc's input stays open a second:
+    // busybox nc stops reading once its input ends, and may miss an echo still on its way.
+    let script = "(echo hello; sleep 1) | nc -w 5 peer 7 && ping -4 -c 1 -W 5 peer && nslookup peer.lab.ts.net";
     let mut args = run_args(&ws, &["--rm", "--cap-add=NET_RAW"]);
     args.extend(["/bin/sh", "-c", script].map(String::from));
     let out = podman(&ws, user, &env, &args.iter().map(String::as_str).collect::<Vec<_>>());

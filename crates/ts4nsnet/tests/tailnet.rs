@@ -211,6 +211,19 @@ fn two_containers_talk_through_their_own_kernel_stacks() {
     let (up, down) = bulk_both_ways(&a, &b, SocketAddr::new(v4.into(), 7002), 64 << 20);
     eprintln!("alpha to beta: up {up:.1} MB/s, down {down:.1} MB/s");
 
+    // TCP over IPv6 to the official peer (its echo listens on both families).
+    let peer_v6 = peer.ipv6;
+    a.run(|| {
+        let to = SocketAddr::new(peer_v6.into(), ECHO_PORT);
+        let mut tcp = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("TCP to the peer over IPv6: {e}"));
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(b"six").unwrap();
+        let mut back = [0u8; 3];
+        tcp.read_exact(&mut back).expect("TCP echo over IPv6");
+        assert_eq!(&back, b"six");
+    });
+
     // A download from the official peer into a container completes too.
     let size: u64 = 64 << 20;
     let peer_ip = peer.ipv4;

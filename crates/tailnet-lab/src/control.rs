@@ -122,6 +122,8 @@ struct Shared {
     /// Bumped on every change a netmap shows.
     generation: watch::Sender<u64>,
     hold: watch::Sender<Hold>,
+    /// The API whose minted keys are accepted (`accept_keys_from`).
+    api: Mutex<Option<Arc<crate::api::ApiServer>>>,
 }
 
 /// A running control server; stops when dropped.
@@ -153,6 +155,7 @@ impl Control {
             state: Mutex::new(state),
             generation: watch::channel(0).0,
             hold: watch::channel(Hold::None).0,
+            api: Mutex::new(None),
         });
         let serving = shared.clone();
         let serve: Serve =
@@ -194,37 +197,10 @@ impl Control {
     }
 
     /// Accepts every key `api` mints from now on, with the capabilities it was minted with
-    /// (reusable, ephemeral, tags), as Tailscale's API and control server agree; until the
-    /// control server stops.
+    /// (reusable, ephemeral, tags), as Tailscale's API and control server agree. Looked up when
+    /// a node registers, so a key is good the moment the API has answered with it.
     pub fn accept_keys_from(&self, api: Arc<crate::api::ApiServer>) {
-        let shared = Arc::downgrade(&self.shared);
-        tokio::spawn(async move {
-            let mut seen = 0;
-            while let Some(shared) = shared.upgrade() {
-                let minted = api.minted();
-                for key in &minted[seen.min(minted.len())..] {
-                    let create = &key.request["capabilities"]["devices"]["create"];
-                    let grants = AuthKey {
-                        reusable: create["reusable"].as_bool().unwrap_or(false),
-                        ephemeral: create["ephemeral"].as_bool().unwrap_or(false),
-                        tags: create["tags"]
-                            .as_array()
-                            .map(|t| {
-                                t.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()
-                            })
-                            .unwrap_or_default(),
-                    };
-                    log::info!(
-                        "control: accepting a key minted through the API (tags {:?})",
-                        grants.tags
-                    );
-                    shared.lock().auth_keys.insert(key.key.clone(), grants);
-                }
-                seen = minted.len();
-                drop(shared);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
+        *self.shared.api.lock().unwrap_or_else(|e| e.into_inner()) = Some(api);
     }
 
     /// Creates a new random auth key.
@@ -503,6 +479,22 @@ fn register(shared: &Shared, machine_key: MachinePublicKey, body: &[u8]) -> Resp
         return register_response(Registered::Authorized);
     }
     let key = request.auth.map(|a| a.auth_key).unwrap_or_default();
+    if !state.auth_keys.contains_key(&key) {
+        let api = shared.api.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(minted) = api.and_then(|api| api.minted().into_iter().find(|m| m.key == key)) {
+            let create = &minted.request["capabilities"]["devices"]["create"];
+            let grants = AuthKey {
+                reusable: create["reusable"].as_bool().unwrap_or(false),
+                ephemeral: create["ephemeral"].as_bool().unwrap_or(false),
+                tags: create["tags"]
+                    .as_array()
+                    .map(|t| t.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default(),
+            };
+            log::info!("control: accepting a key minted through the API (tags {:?})", grants.tags);
+            state.auth_keys.insert(minted.key.clone(), grants);
+        }
+    }
     let Some(grants) = state.auth_keys.get(&key).cloned() else {
         log::info!("control: refused a registration with an unknown auth key");
         return register_response(Registered::Refused("invalid auth key"));

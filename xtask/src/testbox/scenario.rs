@@ -328,7 +328,9 @@ fn on_the_tailnet(machine: &Machine, lab: &Lab) -> Result<(), String> {
         .to_owned();
     let by_address = lab.probe(&format!("{ipv4}:8080"), request)?;
     check(by_address.contains("hello from the box"), &format!("{user} by {ipv4}: {by_address}"))?;
-    let echoed = podman_exec("echo from-the-box | nc -w 5 peer 7")?;
+    // nc's input stays open a second: busybox nc stops reading when its input ends, and the
+    // echo may still be on its way.
+    let echoed = podman_exec("(echo from-the-box; sleep 1) | nc -w 5 peer 7")?;
     check(echoed.contains("from-the-box"), &format!("{user} to the peer by name: {echoed:?}"))?;
     let minted = machine.exec(&[
         "stat",
@@ -373,7 +375,7 @@ fn netavark_plugin(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<(), 
             "/opt/box/busybox:O",
             "/bin/sh",
             "-c",
-            "echo through-the-plugin | nc -w 5 peer 7",
+            "(echo through-the-plugin; sleep 1) | nc -w 5 peer 7",
         ],
     )?;
     check(

@@ -10,7 +10,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{BULK_PORT, ECHO_PORT};
+use support::{BULK_PORT, ECHO_PORT, ROUND_TRIPS, STALL};
 use tailnet_lab::node::{LabPeer, send_all};
 
 #[path = "tailnet/anchor.rs"]
@@ -20,10 +20,6 @@ mod support;
 
 /// Bytes moved in each direction.
 const BULK: u64 = 8 << 20;
-/// One-byte TCP round trips timed.
-const ROUND_TRIPS: usize = 300;
-/// A transfer that makes no progress for this long is reported as stalled.
-const STALL: Duration = Duration::from_secs(10);
 
 /// One path's figures; a transfer that stalled says how far it got.
 struct Figures {
@@ -248,7 +244,7 @@ fn main() {
 
 /// The tun2tun case's figures, with ts4nsnet's memory on the sending side.
 struct TunToTun {
-    bulk: anchor::Bulk,
+    bulk: support::Bulk,
     rss_idle_mib: f64,
     rss_peak_mib: f64,
 }
@@ -282,7 +278,7 @@ fn container_to_container(
         }
     });
     let started = Instant::now();
-    let bulk = anchor::between_namespaces(&a, &b, beta_ip.into(), anchor::ANCHOR_BYTES)?;
+    let bulk = support::between_namespaces(&a, &b, beta_ip.into(), anchor::ANCHOR_BYTES)?;
     eprintln!("bench: tun2tun took {:.1} s", started.elapsed().as_secs_f64());
     let (_, peak) = memory(alpha.child.id());
     println!(

@@ -81,71 +81,6 @@ fn ping6(to: Ipv6Addr) -> bool {
     })
 }
 
-/// Moves `size` bytes each way over TCP from inside `client` to a server in `server` at
-/// `to`; the figures in MB/s (a check that it completes, not a benchmark).
-fn bulk_both_ways(client: &Netns, server: &Netns, to: SocketAddr, size: u64) -> (f64, f64) {
-    let listener = server.run(|| {
-        TcpListener::bind(SocketAddr::new(
-            if to.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() },
-            to.port(),
-        ))
-        .unwrap()
-    });
-    let serve = std::thread::spawn(move || {
-        for _ in 0..2 {
-            let (mut stream, _) = listener.accept().unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut direction = [0u8; 1];
-            stream.read_exact(&mut direction).unwrap();
-            let mut buffer = vec![0x5a; 256 << 10];
-            let mut moved = 0u64;
-            while moved < size {
-                let n = if direction[0] == b'U' {
-                    stream.read(&mut buffer).unwrap()
-                } else {
-                    let part = (size - moved).min(buffer.len() as u64) as usize;
-                    stream.write_all(&buffer[..part]).unwrap();
-                    part
-                };
-                assert!(n > 0, "the transfer stopped after {moved} bytes");
-                moved += n as u64;
-            }
-            stream.write_all(b"k").unwrap_or(());
-        }
-    });
-    let rates = client.run(|| {
-        let timed = |direction: u8| {
-            let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(10)).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            stream.write_all(&[direction]).unwrap();
-            let started = std::time::Instant::now();
-            let mut buffer = vec![0x5a; 256 << 10];
-            let mut moved = 0u64;
-            while moved < size {
-                let n = if direction == b'U' {
-                    let part = (size - moved).min(buffer.len() as u64) as usize;
-                    stream.write_all(&buffer[..part]).unwrap();
-                    part
-                } else {
-                    match stream.read(&mut buffer) {
-                        Ok(n) if n > 0 => n,
-                        other => panic!("download stalled after {moved} bytes: {other:?}"),
-                    }
-                };
-                moved += n as u64;
-            }
-            if direction == b'U' {
-                let mut done = [0u8; 1];
-                stream.read_exact(&mut done).expect("upload acknowledged");
-            }
-            size as f64 / started.elapsed().as_secs_f64() / 1e6
-        };
-        (timed(b'U'), timed(b'D'))
-    });
-    serve.join().unwrap();
-    rates
-}
-
 #[test]
 fn two_containers_talk_through_their_own_kernel_stacks() {
     if !can_run() {
@@ -208,8 +143,11 @@ fn two_containers_talk_through_their_own_kernel_stacks() {
     servers.join().unwrap();
 
     // Kernel TCP both ways, well past any window: 64 MiB up and down.
-    let (up, down) = bulk_both_ways(&a, &b, SocketAddr::new(v4.into(), 7002), 64 << 20);
-    eprintln!("alpha to beta: up {up:.1} MB/s, down {down:.1} MB/s");
+    let bulk = support::between_namespaces(&a, &b, v4.into(), 64 << 20).unwrap();
+    eprintln!(
+        "alpha to beta: up {:.1} MB/s, down {:.1} MB/s",
+        bulk.upload_mb_s, bulk.download_mb_s
+    );
 
     // TCP over IPv6 to the official peer (its echo listens on both families).
     let peer_v6 = peer.ipv6;

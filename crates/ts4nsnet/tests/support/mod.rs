@@ -3,11 +3,13 @@
 //! (benches).
 #![allow(dead_code)] // each includer uses a different part
 
-use std::io::Read;
-use std::net::Ipv4Addr;
+use std::io::{ErrorKind, Read, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tailnet_lab::node::LabPeer;
@@ -15,6 +17,13 @@ use tailnet_lab::{AuthKey, Tailnet};
 
 /// The peer's echo port (TCP and UDP; it also answers ping).
 pub const ECHO_PORT: u16 = 7;
+/// One-byte TCP round trips timed by [`between_namespaces`] and the benchmark.
+pub const ROUND_TRIPS: usize = 300;
+/// A transfer that makes no progress for this long is reported as stalled.
+pub const STALL: Duration = Duration::from_secs(10);
+/// Reads and writes of the bulk transfers.
+const BUFFER: usize = 256 * 1024;
+
 /// The peer's bulk-transfer port (`LabPeer::serve_bulk`).
 pub const BULK_PORT: u16 = 9;
 
@@ -176,4 +185,201 @@ impl Ts4nsnet {
         let _ = self.child.kill();
         (None, "still running".into())
     }
+}
+
+/// Kernel TCP figures between two namespaces: MB/s (1 MB = 1e6 bytes) each way, and the median
+/// one-byte round trip.
+#[derive(Debug, Clone, Copy)]
+pub struct Bulk {
+    /// Client to server.
+    pub upload_mb_s: f64,
+    /// Server to client.
+    pub download_mb_s: f64,
+    pub rtt_median_us: f64,
+}
+
+/// Measures, from `client_ns`, upload and download of `bytes` each way to a TCP server started
+/// in `server_ns` on `server_addr`, then the median of [`ROUND_TRIPS`] one-byte round trips. A
+/// transfer that makes no progress for [`STALL`] is an error saying how far it got.
+pub fn between_namespaces(
+    client_ns: &Netns,
+    server_ns: &Netns,
+    server_addr: IpAddr,
+    bytes: u64,
+) -> Result<Bulk, String> {
+    let stop = AtomicBool::new(false);
+    let (ready, bound) = mpsc::channel();
+    std::thread::scope(|s| {
+        let stop = StopOnDrop(&stop);
+        let flag = stop.0;
+        let server = s.spawn(move || server_ns.run(move || serve(server_addr, &ready, flag)));
+        let result = match bound.recv() {
+            Ok(Ok(addr)) => client_ns.run(|| measure(addr, bytes)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the server thread ended before listening".to_owned()),
+        };
+        drop(stop);
+        server.join().map_err(|_| "the server thread panicked".to_owned())?;
+        result
+    })
+}
+
+/// Stops the server however the client side ends (a panic too: the scope joins the server).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A request: `U` (the client sends `len` bytes, the server answers their count), `D` (the
+/// server sends `len` bytes) or `E` (echo until the client closes).
+fn request(kind: u8, len: u64) -> [u8; 9] {
+    let mut header = [kind; 9];
+    header[1..].copy_from_slice(&len.to_be_bytes());
+    header
+}
+
+/// The server, one connection at a time, until `stop`.
+fn serve(addr: IpAddr, ready: &mpsc::Sender<Result<SocketAddr, String>>, stop: &AtomicBool) {
+    let listener = match TcpListener::bind((addr, 0)).and_then(|l| {
+        l.set_nonblocking(true)?;
+        Ok(l)
+    }) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = ready.send(Err(format!("server cannot listen on {addr}: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(listener.local_addr().map_err(|e| e.to_string()));
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            // The client sees and reports whatever goes wrong.
+            Ok((stream, _)) => drop(answer(stream)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(STALL))?;
+    stream.set_write_timeout(Some(STALL))?;
+    stream.set_nodelay(true)?;
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header)?;
+    let len = u64::from_be_bytes(header[1..].try_into().unwrap());
+    let mut buffer = vec![0u8; BUFFER];
+    match header[0] {
+        b'U' => {
+            let mut received = 0u64;
+            while received < len {
+                match stream.read(&mut buffer)? {
+                    0 => break,
+                    n => received += n as u64,
+                }
+            }
+            stream.write_all(&received.to_be_bytes())
+        }
+        b'D' => {
+            buffer.fill(0x5a);
+            let mut sent = 0u64;
+            while sent < len {
+                let n = (len - sent).min(BUFFER as u64) as usize;
+                stream.write_all(&buffer[..n])?;
+                sent += n as u64;
+            }
+            Ok(())
+        }
+        b'E' => loop {
+            match stream.read(&mut buffer)? {
+                0 => return Ok(()),
+                n => stream.write_all(&buffer[..n])?,
+            }
+        },
+        _ => Ok(()),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// The client side of [`between_namespaces`], on a thread inside the client's namespace.
+fn measure(server: SocketAddr, bytes: u64) -> Result<Bulk, String> {
+    let connect = |what: &str| {
+        let stream = TcpStream::connect_timeout(&server, STALL)
+            .map_err(|e| format!("{what}: cannot connect to {server}: {e}"))?;
+        stream.set_read_timeout(Some(STALL)).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(STALL)).map_err(|e| e.to_string())?;
+        Ok::<_, String>(stream)
+    };
+    let total = mib(bytes);
+    let mut buffer = vec![0u8; BUFFER];
+
+    let mut stream = connect("upload")?;
+    let started = Instant::now();
+    stream.write_all(&request(b'U', bytes)).map_err(|e| format!("upload: {e}"))?;
+    buffer.fill(0xa5);
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(BUFFER as u64) as usize;
+        stream
+            .write_all(&buffer[..n])
+            .map_err(|e| format!("upload stalled after {} of {total}: {e}", mib(sent)))?;
+        sent += n as u64;
+    }
+    let mut count = [0u8; 8];
+    stream
+        .read_exact(&mut count)
+        .map_err(|e| format!("upload sent all {total} but no count came back: {e}"))?;
+    let upload = started.elapsed();
+    let counted = u64::from_be_bytes(count);
+    if counted != bytes {
+        return Err(format!("upload: the server counted {} of {total}", mib(counted)));
+    }
+    drop(stream);
+
+    let mut stream = connect("download")?;
+    let started = Instant::now();
+    stream.write_all(&request(b'D', bytes)).map_err(|e| format!("download: {e}"))?;
+    let mut received = 0u64;
+    while received < bytes {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Err(format!("download closed after {} of {total}", mib(received))),
+            Ok(n) => received += n as u64,
+            Err(e) => {
+                return Err(format!("download stalled after {} of {total}: {e}", mib(received)));
+            }
+        }
+    }
+    let download = started.elapsed();
+    drop(stream);
+
+    let mut stream = connect("round trips")?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream.write_all(&request(b'E', 0)).map_err(|e| format!("round trips: {e}"))?;
+    let mut times = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..ROUND_TRIPS {
+        let started = Instant::now();
+        let mut byte = [1u8];
+        stream
+            .write_all(&byte)
+            .and_then(|()| stream.read_exact(&mut byte))
+            .map_err(|e| format!("round trip {} of {ROUND_TRIPS} failed: {e}", i + 1))?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+
+    let rate = |elapsed: Duration| bytes as f64 / elapsed.as_secs_f64() / 1e6;
+    Ok(Bulk {
+        upload_mb_s: rate(upload),
+        download_mb_s: rate(download),
+        rtt_median_us: times[times.len() / 2].as_secs_f64() * 1e6,
+    })
 }

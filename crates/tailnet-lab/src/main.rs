@@ -72,7 +72,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let default = ts4nsnet::DEFAULT_LOG_FILTER;
+    let default = tailnode::DEFAULT_LOG_FILTER;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
     let cli = Cli::parse();
     let result = match cli.command {

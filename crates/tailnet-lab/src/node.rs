@@ -5,10 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use tailnode::packet::echo_reply4;
 use ts_netstack_smoltcp::CreateSocket as _;
 use ts_netstack_smoltcp::netcore::{Channel, smoltcp::wire::IpProtocol};
 use ts_runtime::{ActorRef, Runtime, Spawn as _};
-use ts4nsnet::packet::echo_reply4;
 
 /// How long joining may take before it counts as failed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);

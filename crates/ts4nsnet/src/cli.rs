@@ -25,13 +25,14 @@ pub enum NetnsType {
     Path,
 }
 
-/// `--version`, which says so when the build has the test-only knobs on; `cargo xtask dist`
-/// refuses a binary that carries this marker.
-#[cfg(feature = "test-insecure")]
-pub const VERSION: &str =
-    concat!(env!("CARGO_PKG_VERSION"), " (test-insecure: plain-http control key, unverified DERP)");
-#[cfg(not(feature = "test-insecure"))]
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// `--version`, which says so when the node was built with its test-only knobs on (however
+/// they got turned on: this feature, or Cargo unifying features with the test tailnet's);
+/// `cargo xtask dist` refuses a binary that carries this marker.
+pub const VERSION: &str = if tailnode::INSECURE_FOR_TESTS {
+    concat!(env!("CARGO_PKG_VERSION"), " (test-insecure: plain-http control key, unverified DERP)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
 
 const PLUGIN_HELP: &str =
     "As a netavark plugin (podman 5 and later), with JSON on stdin and stdout:

@@ -7,14 +7,9 @@
 //!   netlink.
 //! * [`node`]: the container's tailnet node, on the `tailnode` crate (which carries packets
 //!   between the TUN and the tailnet itself).
-//! * [`service`], [`packet`], [`dns`]: quad-100 DNS inside the container.
+//! * [`service`], [`dns`]: quad-100 DNS inside the container.
 //! * [`run`]: the whole lifecycle podman sees.
 //! * [`plugin`]: the same as a netavark plugin (podman 5 and later).
-
-/// The default `RUST_LOG` filter: one line per event of ours; tailscale-rs's spans and actor
-/// messages only from warnings up, or they bury the rest.
-pub const DEFAULT_LOG_FILTER: &str =
-    "info,tracing=off,kameo=warn,ts_=warn,rustls=warn,hyper=warn,h2=warn";
 
 pub mod cli;
 pub mod config;
@@ -22,7 +17,6 @@ pub mod dns;
 pub mod netlink;
 pub mod netns;
 pub mod node;
-pub mod packet;
 pub mod plugin;
 pub mod run;
 pub mod service;

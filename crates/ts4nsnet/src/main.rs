@@ -60,8 +60,11 @@ fn main() -> ExitCode {
 
 /// One line per event for the journal; tailscale-rs's own events only from warnings up.
 fn init_logging() {
-    let default = ts4nsnet::DEFAULT_LOG_FILTER;
+    let default = tailnode::DEFAULT_LOG_FILTER;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format_timestamp(None)
         .init();
+    if tailnode::INSECURE_FOR_TESTS {
+        log::warn!("built for tests: {} (never run this build for real)", ts4nsnet::cli::VERSION);
+    }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use tailnode::{Names, ServiceTraffic};
 
 use crate::dns;
-use crate::packet;
+use tailnode::packet;
 
 /// Answers DNS on quad-100 until the node stops handing out packets.
 pub async fn serve(traffic: ServiceTraffic, names: Names, tailnet: Option<String>) {

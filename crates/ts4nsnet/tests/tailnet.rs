@@ -36,7 +36,7 @@ fn ping(to: Ipv4Addr) -> bool {
     (1..=3u8).any(|sequence| {
         let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, sequence];
         echo.extend_from_slice(b"tailpod");
-        let sum = ts4nsnet::packet::checksum(&echo);
+        let sum = tailnode::packet::checksum(&echo);
         echo[2..4].copy_from_slice(&sum.to_be_bytes());
         socket::sendto(fd.as_raw_fd(), &echo, &dst, MsgFlags::empty()).unwrap();
         let mut buffer = [0u8; 1500];

@@ -3,8 +3,9 @@
 //! quadsync keeps a bare repository (`STATE/repo.git`) and reads the definitions straight from
 //! the fetched commit's tree: there is no work tree, so nothing left in one (an untracked file,
 //! a half-finished reset) can ever be deployed, and a changed URL or branch in the config takes
-//! effect at the next fetch. Fetches are shallow (depth 1). file, https and ssh URLs work; for
-//! ssh, `QUADSYNC_SSH_KEY` is the deploy key.
+//! effect at the next fetch. Fetches are shallow (depth 1), and when the branch has not moved,
+//! the ref listing is all that is asked. file, git, https and ssh URLs work; for ssh,
+//! `QUADSYNC_SSH_KEY` is the deploy key.
 //!
 //! A fetch has one deadline for all of it (connecting, the handshake, the pack), so a server
 //! that never answers cannot hold the sync lock. Credentials in the URL never leave this module:
@@ -190,9 +191,13 @@ impl FetchJob {
         let remote = repo
             .remote_at(self.url.as_str())?
             .with_refspecs([refspec.as_str()], Direction::Fetch)?;
-        let prepared = remote
-            .connect(Direction::Fetch)?
-            .prepare_fetch(gix::progress::Discard, Default::default())?;
+        let (url, version) = remote.sanitized_url_and_version(Direction::Fetch)?;
+        let connection = if url.scheme == gix::url::Scheme::Git {
+            remote.to_connection_with_transport(git_daemon(&url, version)?)
+        } else {
+            remote.connect(Direction::Fetch)?
+        };
+        let prepared = connection.prepare_fetch(gix::progress::Discard, Default::default())?;
         let advertised = prepared.ref_map().mappings.first().and_then(|m| m.remote.as_id());
         let Some(advertised) = advertised.map(ToOwned::to_owned) else {
             return Err(format!("the remote has no branch {}", self.branch).into());
@@ -208,6 +213,48 @@ impl FetchJob {
             .receive(gix::progress::Discard, &self.interrupt)?;
         Ok(())
     }
+}
+
+/// How long connecting to a `git://` server may take, per address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Transport = Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>;
+
+/// A `git://` connection as gix makes it, but with each request sent in one piece.
+///
+/// gix-transport writes every packet line as several small writes straight to the socket. With
+/// Nagle's algorithm and delayed ACKs, a request of many lines then stalls about 40 ms at a time
+/// (three times in a fetch that has nothing to do: 0.14 s for 5 ms of work). Here the writes go
+/// through a buffer that gix flushes at the end of each request, on a socket without Nagle.
+/// Every resolved address is tried, not just the first.
+fn git_daemon(
+    url: &gix::Url,
+    version: gix::protocol::transport::Protocol,
+) -> Result<Transport, Box<dyn Error + Send + Sync>> {
+    use gix::protocol::transport::client::git::{ConnectMode, blocking_io::Connection};
+    use std::net::{TcpStream, ToSocketAddrs};
+    if url.user().is_some() {
+        return Err("a git:// URL carries no user name or password".into());
+    }
+    let host = url.host().ok_or("a git:// URL needs a host")?;
+    let mut last_error = None;
+    for address in (host, url.port.unwrap_or(9418)).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                let read = stream.try_clone()?;
+                let write = std::io::BufWriter::new(stream);
+                let path = url.path.clone();
+                let virtual_host = Some((host.to_owned(), url.port));
+                let mode = ConnectMode::Daemon;
+                let connection =
+                    Connection::new(read, write, version, path, virtual_host, mode, false);
+                return Ok(Box::new(connection));
+            }
+            Err(e) => last_error = Some(format!("connecting to {address}: {e}")),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| format!("{host} has no address")).into())
 }
 
 /// How many packs the clone holds (each fetch that transfers adds one).

@@ -124,6 +124,121 @@ fn plan_works_over_http_from_a_git_server() {
     assert_eq!(json["users"].as_array().unwrap().len(), 2);
 }
 
+/// `git daemon` serving `root` on a free loopback port, killed when dropped.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(root: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // git-daemon itself, not `git daemon`, which would leave it running when killed.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let daemon = Path::new(text(&exec_path.stdout).trim()).join("git-daemon");
+        let child = Command::new(daemon)
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", root.display()))
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ready = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(ready, "git daemon did not start");
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Reads = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A loopback proxy to `port` that records every read of what clients send.
+fn recording_proxy(port: u16) -> (u16, Reads) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let reads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = reads.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let (mut from_server, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+            let (mut from_client, mut to_server) = (client, server);
+            let mut buffer = [0u8; 65536];
+            while let Ok(n @ 1..) = from_client.read(&mut buffer) {
+                recorded.lock().unwrap().push(buffer[..n].to_vec());
+                if to_server.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (proxy_port, reads)
+}
+
+#[test]
+fn plan_works_over_git_daemon_and_sends_each_request_whole() {
+    let site = Site::new();
+    let served = site.tmp.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    git(&served, &["clone", "-q", "--bare", site.repo().to_str().unwrap(), "defs.git"]);
+    let daemon = GitDaemon::start(&served);
+    let (port, reads) = recording_proxy(daemon.port);
+    site.configure(&format!("git://127.0.0.1:{port}/defs.git"));
+    let out = site.quadsync(&["plan", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["users"].as_array().unwrap().len(), 2);
+    // The connect line, the ref listing and the fetch: each arrives whole (complete packet
+    // lines), so none waits on Nagle's algorithm for the ACK of its first bytes; gix alone
+    // writes a line's length and its data apart. After them, only flush packets end the session.
+    let requests = |reads: &Reads| -> Vec<String> {
+        let reads = reads.lock().unwrap();
+        for read in reads.iter() {
+            let shown: Vec<String> = reads.iter().map(|r| text(r)).collect();
+            assert!(whole_packet_lines(read), "a request arrived in pieces: {shown:?}");
+        }
+        reads.iter().filter(|r| r.as_slice() != b"0000").map(|r| text(r)).collect()
+    };
+    let fetch = requests(&reads);
+    assert_eq!(fetch.len(), 3, "{fetch:?}");
+    assert!(fetch[1].contains("command=ls-refs") && fetch[2].contains("command=fetch"));
+    reads.lock().unwrap().clear();
+    // Nothing new: the ref listing and no more.
+    let out = site.quadsync(&["plan", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let noop = requests(&reads);
+    assert_eq!(noop.len(), 2, "a no-op asks for the refs and no more: {noop:?}");
+    assert!(noop[1].contains("command=ls-refs"));
+}
+
+/// Whether `bytes` is a sequence of complete pkt-lines (4 hex digits of length, then the data).
+fn whole_packet_lines(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        let Some(length) = bytes.get(..4).and_then(|h| std::str::from_utf8(h).ok()) else {
+            return false;
+        };
+        let Ok(length) = usize::from_str_radix(length, 16) else { return false };
+        let length = if length < 4 { 4 } else { length };
+        let Some(rest) = bytes.get(length..) else { return false };
+        bytes = rest;
+    }
+    true
+}
+
 #[test]
 fn a_broken_commit_or_a_failed_fetch_changes_nothing_and_is_reported() {
     let site = Site::new();

@@ -238,7 +238,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::discover::{Deployment, UnitDir, UserFile};
     use crate::plan::{HostFacts, plan};
-    use crate::system::Validation;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -306,8 +305,14 @@ pub(crate) mod tests {
             self.users.borrow_mut().remove(name);
             Ok(())
         }
-        fn validate(&self, _: &[(String, String)]) -> Validation {
-            Validation::Unavailable
+    }
+
+    impl crate::system::QuadletGenerator for Recorder {
+        fn generator(&self) -> Option<String> {
+            None
+        }
+        fn run_generator(&self, _: &[crate::validate::QuadletSet]) -> Result<(), String> {
+            unreachable!("no generator is installed")
         }
     }
 

@@ -4,10 +4,11 @@
 //! The flow of a sync, one module a step:
 //!
 //! * [`config`] reads `/etc/quadsync/config.env`.
-//! * [`repo`] fetches the definitions repo (gix); [`source`] is the one rule for reading its
-//!   files, from a commit or a directory.
+//! * [`repo`] fetches the definitions repo (gix); [`source`] is
+//!   the one rule for reading its files, from a commit or a directory.
 //! * [`transforms`] and [`render`]: from a spec file to the exact text deployed (shared by
-//!   `augment` and `sync`); [`discover`]: from all the files to each user's deployment.
+//!   `augment` and `sync`); [`discover`]: from all the files to each user's deployment;
+//!   [`validate`]: what changed, checked by podman's own generator.
 //! * [`state`]: what quadsync deployed and owns; [`plan`]: what to do, as data.
 //! * [`apply`]: doing it through [`system`], the narrow interface to the host; [`userfile`]: the
 //!   file work done as the container's user.
@@ -25,3 +26,4 @@ pub mod sync;
 pub mod system;
 pub mod transforms;
 pub mod userfile;
+pub mod validate;

@@ -193,7 +193,9 @@ fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(),
     let host = Host::default();
     let _lock = sync::lock(&config.state_dir)?;
     let state = State::load(&Paths::new(&config.state_dir).state)?;
-    let (commit, desired) = sync::prepare(config, &host).map_err(|errors| {
+    // What the generator vouched for at the last sync; a plan changes nothing, so not saved.
+    let mut validated = state.validated.clone();
+    let (commit, desired) = sync::prepare(config, &host, &mut validated).map_err(|errors| {
         errors.iter().for_each(|e| log::error!("{e}"));
         format!("nothing to plan: {} error(s)", errors.len())
     })?;

@@ -72,6 +72,9 @@ pub struct State {
     pub commit: Option<String>,
     pub last_sync: Option<LastSync>,
     pub users: BTreeMap<String, ManagedUser>,
+    /// What podman's generator accepted, per deployment (see [`crate::validate`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub validated: crate::validate::ValidatedRecord,
 }
 
 pub fn sha256(text: &str) -> String {

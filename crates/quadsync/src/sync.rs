@@ -13,11 +13,12 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::apply::{Outcome, apply};
 use crate::config::Config;
-use crate::discover::{Desired, UnitDir, discover};
+use crate::discover::{Desired, discover};
 use crate::plan::{HostFacts, Plan, plan};
 use crate::state::{LastSync, State};
-use crate::system::{System, Validation};
+use crate::system::System;
 use crate::transforms::TransformSet;
+use crate::validate::ValidatedRecord;
 
 /// How long a whole fetch may take, from connecting to the last byte.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -64,12 +65,14 @@ pub fn lock(state_dir: &Path) -> Result<Lock, String> {
 }
 
 /// The desired state of a commit, validated: every problem, or the deployments. More than
-/// `max_containers` is refused before anything is validated.
+/// `max_containers` is refused before anything is validated. `validated` is what the generator
+/// accepted before (only the rest is checked again), updated with what it accepts now.
 pub fn desired_state(
     files: &[crate::discover::SourceFile],
     transforms: &TransformSet,
     system: &dyn System,
     max_containers: usize,
+    validated: &mut ValidatedRecord,
 ) -> Result<Desired, Vec<String>> {
     let desired = discover(files, transforms)?;
     if desired.len() > max_containers {
@@ -79,36 +82,8 @@ pub fn desired_state(
             desired.len()
         )]);
     }
-    let mut errors = Vec::new();
-    let mut used_generator = false;
-    for deployment in desired.values() {
-        let quadlets: Vec<(String, String)> = deployment
-            .files
-            .iter()
-            .filter(|(_, f)| f.dir == UnitDir::Quadlet)
-            .map(|(n, f)| (n.clone(), f.text.clone()))
-            .collect();
-        match system.validate(&quadlets) {
-            Validation::Generator => used_generator = true,
-            Validation::Unavailable => {}
-            Validation::Refused(message) => {
-                errors.push(format!(
-                    "{}: podman's generator refused it: {message}",
-                    deployment.sources.join(", ")
-                ));
-            }
-        }
-    }
-    if !desired.is_empty() {
-        if used_generator {
-            log::info!("validated {} deployment(s) with podman's Quadlet generator", desired.len());
-        } else {
-            log::info!(
-                "podman's Quadlet generator is not installed: validated with quadsync's own checks only"
-            );
-        }
-    }
-    if errors.is_empty() { Ok(desired) } else { Err(errors) }
+    crate::validate::validate(&desired, system, validated)?;
+    Ok(desired)
 }
 
 /// What the host has, for the users a plan concerns.
@@ -132,9 +107,13 @@ pub fn host_facts(
     Ok(facts)
 }
 
-/// The steps before anything changes: fetch, read transforms, discover, validate. Errors are
-/// the lines to report.
-pub fn prepare(config: &Config, system: &dyn System) -> Result<(String, Desired), Vec<String>> {
+/// The steps before anything changes: fetch, read transforms, discover, validate (what
+/// `validated` does not vouch for, which it then records). Errors are the lines to report.
+pub fn prepare(
+    config: &Config,
+    system: &dyn System,
+    validated: &mut ValidatedRecord,
+) -> Result<(String, Desired), Vec<String>> {
     let paths = Paths::new(&config.state_dir);
     let fetched = crate::repo::fetch(
         &config.git_url,
@@ -145,7 +124,8 @@ pub fn prepare(config: &Config, system: &dyn System) -> Result<(String, Desired)
     )?;
     log::debug!("fetched {} ({} definition file(s))", fetched.commit, fetched.files.len());
     let transforms = TransformSet::load(&config.transform_dir).map_err(|e| vec![e.to_string()])?;
-    let desired = desired_state(&fetched.files, &transforms, system, config.max_containers)?;
+    let desired =
+        desired_state(&fetched.files, &transforms, system, config.max_containers, validated)?;
     Ok((fetched.commit, desired))
 }
 
@@ -176,7 +156,7 @@ pub fn sync(
         state.last_sync = Some(LastSync { at: now(), ok, message });
         state.save(&paths.state)
     };
-    let (commit, desired) = match prepare(config, system) {
+    let (commit, desired) = match prepare(config, system, &mut state.validated) {
         Ok(prepared) => prepared,
         Err(errors) => {
             for error in &errors {

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::discover::UnitDir;
+use crate::validate::QuadletSet;
 
 /// What quadsync needs to know of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,19 +22,8 @@ pub struct UserInfo {
     pub home: PathBuf,
 }
 
-/// How a unit set was checked before deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Validation {
-    /// podman's own generator accepted it.
-    Generator,
-    /// The generator is not installed; only quadsync's own checks ran.
-    Unavailable,
-    /// The generator refused it; its messages.
-    Refused(String),
-}
-
 /// Every effect quadsync has on a host.
-pub trait System {
+pub trait System: QuadletGenerator {
     fn user(&self, name: &str) -> Result<Option<UserInfo>, String>;
     fn lingering(&self, name: &str) -> bool;
     fn ensure_group(&self, group: &str) -> Result<(), String>;
@@ -56,8 +46,16 @@ pub trait System {
     fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String>;
     /// Ends the user's processes and removes the user with its home.
     fn remove_user(&self, name: &str) -> Result<(), String>;
-    /// Checks one user's Quadlet files with podman's generator, if installed.
-    fn validate(&self, files: &[(String, String)]) -> Validation;
+}
+
+/// podman's Quadlet generator, the part of the host that validates (see [`crate::validate`]).
+pub trait QuadletGenerator {
+    /// The installed generator's identity, which changes when podman is upgraded; `None` when
+    /// it is not installed.
+    fn generator(&self) -> Option<String>;
+    /// Runs the generator once over `sets`, each as its own user's directory. `Err` carries the
+    /// generator's own words.
+    fn run_generator(&self, sets: &[QuadletSet]) -> Result<(), String>;
 }
 
 /// Reads a pipe to its end on its own thread, so a chatty child never blocks on a full pipe.
@@ -330,27 +328,35 @@ impl System for Host {
             }
         }
     }
-
-    fn validate(&self, files: &[(String, String)]) -> Validation {
-        if !self.generator.exists() {
-            return Validation::Unavailable;
-        }
-        match self.run_generator(files) {
-            Ok(()) => Validation::Generator,
-            Err(message) => Validation::Refused(message),
-        }
-    }
 }
 
-impl Host {
-    /// Stages `files` in a fresh directory and runs the generator over them, as `nobody` when
-    /// quadsync is root.
+impl QuadletGenerator for Host {
+    fn generator(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        // Which file, and that it is the same file: an upgrade (an rpm-ostree deployment
+        // included, where mtimes are all 1) gives a new inode or a new ctime.
+        let meta = std::fs::metadata(&self.generator).ok()?;
+        Some(format!(
+            "{}:{}:{}:{}:{}:{}.{}",
+            self.generator.display(),
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        ))
+    }
+
+    /// Stages each set in a directory of its own inside a fresh one and runs the generator over
+    /// them all (`QUADLET_UNIT_DIRS`), as `nobody` when quadsync is root.
     ///
     /// The directory is made by `mkdtemp` (a random name, never an existing one) and each file is
     /// created new without following links, so a local user who plants a directory or a
     /// symlink in /tmp cannot make root write anywhere. Not removing it is an error. The
     /// generator parses what the repo wrote; it gets no more rights than it needs to read it.
-    fn run_generator(&self, files: &[(String, String)]) -> Result<(), String> {
+    fn run_generator(&self, sets: &[QuadletSet]) -> Result<(), String> {
+        use std::os::unix::fs::DirBuilderExt;
         let unprivileged = nix::unistd::geteuid().is_root();
         // Readable by the generator's user, writable by root alone.
         let (dir_mode, file_mode) = if unprivileged { (0o755, 0o644) } else { (0o700, 0o600) };
@@ -362,19 +368,29 @@ impl Host {
                 format!("making a staging directory in {}: {e}", self.scratch.display())
             })?;
         let outcome = (|| -> Result<(), String> {
-            for (name, text) in files {
-                crate::userfile::check_name(name)?;
-                let path = staging.path().join(name);
-                let mut file = std::fs::File::options()
-                    .write(true)
-                    .create_new(true)
-                    .mode(file_mode)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(|e| format!("staging {}: {e}", path.display()))?;
-                file.write_all(text.as_bytes())
-                    .map_err(|e| format!("staging {}: {e}", path.display()))?;
+            let mut dirs = Vec::with_capacity(sets.len());
+            for (index, set) in sets.iter().enumerate() {
+                let dir = staging.path().join(index.to_string());
+                std::fs::DirBuilder::new()
+                    .mode(dir_mode)
+                    .create(&dir)
+                    .map_err(|e| format!("staging {}: {e}", dir.display()))?;
+                for (name, text) in &set.files {
+                    crate::userfile::check_name(name)?;
+                    let path = dir.join(name);
+                    let mut file = std::fs::File::options()
+                        .write(true)
+                        .create_new(true)
+                        .mode(file_mode)
+                        .custom_flags(nix::libc::O_NOFOLLOW)
+                        .open(&path)
+                        .map_err(|e| format!("staging {}: {e}", path.display()))?;
+                    file.write_all(text.as_bytes())
+                        .map_err(|e| format!("staging {}: {e}", path.display()))?;
+                }
+                dirs.push(dir);
             }
+            let unit_dirs = std::env::join_paths(&dirs).map_err(|e| e.to_string())?;
             let mut command = if unprivileged {
                 let mut setpriv = Command::new("setpriv");
                 setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
@@ -387,11 +403,14 @@ impl Host {
                 .args(["--user", "--dryrun", "--no-kmsg-log"])
                 .env_clear()
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .env("QUADLET_UNIT_DIRS", staging.path());
-            // The generator's own words when it refuses; the whole story when it did not run.
-            run_command(command, None, QUICK)
-                .map(drop)
-                .map_err(|e| if e.stderr.is_empty() { e.to_string() } else { e.stderr })
+                .env("QUADLET_UNIT_DIRS", unit_dirs);
+            // The generator's own words when it refuses (with the staging paths taken out, so
+            // they name the files as the repo does); the whole story when it did not run.
+            run_command(command, None, QUICK).map(drop).map_err(|e| {
+                let words = if e.stderr.is_empty() { e.to_string() } else { e.stderr };
+                dirs.iter()
+                    .fold(words, |words, dir| words.replace(&format!("{}/", dir.display()), ""))
+            })
         })();
         let shown = staging.path().display().to_string();
         staging.close().map_err(|e| format!("removing the staging directory {shown}: {e}"))?;
@@ -402,6 +421,10 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one(name: &str, text: &str) -> Vec<QuadletSet> {
+        vec![QuadletSet { user: "u".into(), files: vec![(name.into(), text.into())] }]
+    }
 
     #[test]
     fn run_captures_output_feeds_stdin_and_times_out() {
@@ -432,9 +455,9 @@ mod tests {
             .unwrap();
         let host =
             Host { exe: PathBuf::from("/bin/false"), generator: fake, scratch: dir.path().into() };
-        let answer = host.validate(&[("web.container".into(), "[Container]\nImage=x\n".into())]);
+        let answer = host.run_generator(&one("web.container", "[Container]\nImage=x\n"));
         // It could read what it checks, and nothing else of root's.
-        assert_eq!(answer, Validation::Refused("65534:65534:65534 [Container] Image=x".into()));
+        assert_eq!(answer, Err("65534:65534:65534 [Container] Image=x".into()));
     }
 
     #[test]
@@ -460,10 +483,7 @@ mod tests {
             generator: PathBuf::from("/nonexistent/generator"),
             scratch: std::env::temp_dir(),
         };
-        assert_eq!(
-            host.validate(&[("a.container".into(), "[Container]\n".into())]),
-            Validation::Unavailable
-        );
+        assert_eq!(host.generator(), None);
     }
 
     #[test]
@@ -476,14 +496,35 @@ mod tests {
             .unwrap();
         let host =
             Host { exe: PathBuf::from("/bin/false"), generator: fake, scratch: dir.path().into() };
+        assert!(host.generator().is_some_and(|g| g.contains("generator")));
+        assert_eq!(host.run_generator(&one("a.container", "[Container]\nImage=x\n")), Ok(()));
         assert_eq!(
-            host.validate(&[("a.container".into(), "[Container]\nImage=x\n".into())]),
-            Validation::Generator
+            host.run_generator(&one("a.container", "[Container]\nBogus=1\n")),
+            Err("unsupported key 'Bogus'".into())
         );
-        assert_eq!(
-            host.validate(&[("a.container".into(), "[Container]\nBogus=1\n".into())]),
-            Validation::Refused("unsupported key 'Bogus'".into())
-        );
+    }
+
+    #[test]
+    fn many_sets_run_once_each_in_a_directory_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("generator");
+        // Says what it read, from where, and refuses.
+        let script = "#!/bin/sh\necho run >&2\nIFS=:\nfor d in $QUADLET_UNIT_DIRS; do ls \"$d\" | sed \"s|^|$d/|\" >&2; done\nexit 1\n";
+        std::fs::write(&fake, script).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let host =
+            Host { exe: PathBuf::from("/bin/false"), generator: fake, scratch: dir.path().into() };
+        let sets = vec![
+            QuadletSet { user: "a".into(), files: vec![("same.volume".into(), String::new())] },
+            QuadletSet { user: "b".into(), files: vec![("same.volume".into(), String::new())] },
+        ];
+        let words = host.run_generator(&sets).unwrap_err();
+        // One run; both files were there (one directory each), named as the repo names them.
+        let lines: Vec<&str> = words.split_whitespace().collect();
+        assert_eq!(lines, ["run", "same.volume", "same.volume"], "{words}");
     }
 
     #[test]
@@ -508,8 +549,7 @@ ls -ld \"$QUADLET_UNIT_DIRS\" >&2; exit 1\n",
             generator: fake,
             scratch: scratch.path().into(),
         };
-        let Validation::Refused(listing) =
-            host.validate(&[("web.container".into(), "[Container]\nImage=x\n".into())])
+        let Err(listing) = host.run_generator(&one("web.container", "[Container]\nImage=x\n"))
         else {
             panic!("the stand-in generator always refuses");
         };
@@ -523,10 +563,7 @@ ls -ld \"$QUADLET_UNIT_DIRS\" >&2; exit 1\n",
             std::fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 2, "the staging directory is removed: {left:?}");
 
-        let err = host.validate(&[("../escape.container".into(), "x".into())]);
-        assert_eq!(
-            err,
-            Validation::Refused("refusing the file name \"../escape.container\"".into())
-        );
+        let err = host.run_generator(&one("../escape.container", "x"));
+        assert_eq!(err, Err("refusing the file name \"../escape.container\"".into()));
     }
 }

@@ -4,7 +4,7 @@
 //! The flow of a sync, one module a step:
 //!
 //! * [`config`] reads `/etc/quadsync/config.env`.
-//! * [`repo`] fetches the definitions repo (gix); [`source`] is
+//! * [`repo`] fetches the definitions repo (gix; smart HTTP through `http.rs`); [`source`] is
 //!   the one rule for reading its files, from a commit or a directory.
 //! * [`transforms`] and [`render`]: from a spec file to the exact text deployed (shared by
 //!   `augment` and `sync`); [`discover`]: from all the files to each user's deployment;
@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod config;
 pub mod discover;
+mod http;
 pub mod plan;
 pub mod render;
 pub mod repo;

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use gix::protocol::transport::client::blocking_io::http::connect_http;
 use gix::remote::Direction;
 use gix::remote::fetch::Shallow;
+use gix::url::Scheme;
 use tailpod_core::redact::{Secrets, percent_decode};
 
 use crate::source::{GitTree, SourceFile, read_sources};
@@ -163,17 +165,19 @@ impl FetchJob {
         })()
         .map_err(|e| vec![format!("reading {} of {}: {}", self.branch, self.url, causes(&*e))])?;
         let root = commit.tree().map_err(|e| vec![describe(&e)])?;
-        let files = read_sources(&GitTree { root })?;
+        let files = read_sources(&GitTree::new(root))?;
         Ok(Fetched { commit: commit.id.to_string(), files })
     }
 
     fn open(&self) -> Result<gix::Repository, Box<dyn Error + Send + Sync>> {
-        let mut repo = if self.dest.join("HEAD").exists() {
-            gix::open(&self.dest)?
-        } else {
+        if !self.dest.join("HEAD").exists() {
             std::fs::create_dir_all(&self.dest)?;
-            gix::init_bare(&self.dest)?
-        };
+            gix::init_bare(&self.dest)?;
+        }
+        // The clone's own config only. Root's ~/.gitconfig, the system's and GIT_* variables
+        // could rewrite the URL (`url.*.insteadOf`), name a proxy or credential helpers; none
+        // of that belongs in what config.env says to deploy.
+        let mut repo = gix::open_opts(&self.dest, gix::open::Options::isolated())?;
         let command = ssh_command(self.ssh_key.as_deref())?;
         let mut config = repo.config_snapshot_mut();
         config.set_raw_value(gix::config::tree::Core::SSH_COMMAND, command.as_str())?;
@@ -192,11 +196,25 @@ impl FetchJob {
             .remote_at(self.url.as_str())?
             .with_refspecs([refspec.as_str()], Direction::Fetch)?;
         let (url, version) = remote.sanitized_url_and_version(Direction::Fetch)?;
-        let connection = if url.scheme == gix::url::Scheme::Git {
-            remote.to_connection_with_transport(git_daemon(&url, version)?)
-        } else {
-            remote.connect(Direction::Fetch)?
-        };
+        match url.scheme {
+            Scheme::Git => self.receive(repo, tracking, {
+                remote.to_connection_with_transport(git_daemon(&url, version)?)
+            }),
+            Scheme::Http | Scheme::Https => self.receive(repo, tracking, {
+                let http = crate::http::UreqHttp::default();
+                remote.to_connection_with_transport(connect_http(http, url, version, false))
+            }),
+            _ => self.receive(repo, tracking, remote.connect(Direction::Fetch)?),
+        }
+    }
+
+    /// Lists the remote's refs and fetches only when the branch moved.
+    fn receive<T: gix::protocol::transport::client::blocking_io::Transport>(
+        &self,
+        repo: &gix::Repository,
+        tracking: &str,
+        connection: gix::remote::Connection<'_, '_, '_, T>,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
         let prepared = connection.prepare_fetch(gix::progress::Discard, Default::default())?;
         let advertised = prepared.ref_map().mappings.first().and_then(|m| m.remote.as_id());
         let Some(advertised) = advertised.map(ToOwned::to_owned) else {
@@ -220,12 +238,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Transport = Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>;
 
-/// A `git://` connection as gix makes it, but with each request sent in one piece.
+/// A `git://` connection as gix makes it, but with each request sent in one piece and answers
+/// acknowledged at once.
 ///
 /// gix-transport writes every packet line as several small writes straight to the socket. With
 /// Nagle's algorithm and delayed ACKs, a request of many lines then stalls about 40 ms at a time
 /// (three times in a fetch that has nothing to do: 0.14 s for 5 ms of work). Here the writes go
 /// through a buffer that gix flushes at the end of each request, on a socket without Nagle.
+/// git's upload-pack answers some requests in pieces with Nagle on its side, so reads ask for
+/// quick ACKs ([`QuickAck`]) and are buffered (gix reads each line's length, then the line).
 /// Every resolved address is tried, not just the first.
 fn git_daemon(
     url: &gix::Url,
@@ -242,7 +263,7 @@ fn git_daemon(
         match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
-                let read = stream.try_clone()?;
+                let read = std::io::BufReader::new(QuickAck(stream.try_clone()?));
                 let write = std::io::BufWriter::new(stream);
                 let path = url.path.clone();
                 let virtual_host = Some((host.to_owned(), url.port));
@@ -255,6 +276,19 @@ fn git_daemon(
         }
     }
     Err(last_error.unwrap_or_else(|| format!("{host} has no address")).into())
+}
+
+/// Reads that are acknowledged at once. Without this, each piece of an answer the server writes
+/// after its first waits for our delayed ACK (about 40 ms: a fetch of one changed file took
+/// 68 ms instead of 27). Linux leaves quick-ACK mode on its own, so it is asked for before every
+/// read.
+struct QuickAck(std::net::TcpStream);
+
+impl std::io::Read for QuickAck {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+        self.0.read(buffer)
+    }
 }
 
 /// How many packs the clone holds (each fetch that transfers adds one).

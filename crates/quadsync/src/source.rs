@@ -14,6 +14,8 @@
 //! * Work is bounded: a file may have [`MAX_FILE_BYTES`], all of them [`MAX_TOTAL_BYTES`], and at
 //!   most [`MAX_ENTRIES`] entries are looked at. Text must be UTF-8 without NUL bytes.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -231,7 +233,17 @@ pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
 /// A commit's tree in the bare clone.
 #[derive(Debug)]
 pub struct GitTree<'repo> {
-    pub root: gix::Tree<'repo>,
+    root: gix::Tree<'repo>,
+    /// The blobs `list` saw, by path, so `read` finds each by id: looking every file up by path
+    /// from the root re-reads the root tree each time (quadratic in the number of files, and
+    /// 40 MiB held at once for 1,000).
+    blobs: RefCell<HashMap<String, gix::ObjectId>>,
+}
+
+impl<'repo> GitTree<'repo> {
+    pub fn new(root: gix::Tree<'repo>) -> GitTree<'repo> {
+        GitTree { root, blobs: RefCell::default() }
+    }
 }
 
 impl GitTree<'_> {
@@ -272,6 +284,7 @@ impl SourceTree for GitTree<'_> {
                     // The size from the object's header: a huge blob is refused unread.
                     let header =
                         repo.find_header(entry.id()).map_err(|e| format!("{name}: {e}"))?;
+                    self.blobs.borrow_mut().insert(join(dir, name), entry.id().detach());
                     EntryKind::File { size: header.size() }
                 }
                 Git::Blob | Git::BlobExecutable => EntryKind::File { size: 0 },
@@ -285,7 +298,11 @@ impl SourceTree for GitTree<'_> {
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, String> {
-        let blob = self.object_at(path)?;
+        let listed = self.blobs.borrow().get(path).copied();
+        let blob = match listed {
+            Some(id) => self.root.repo.find_object(id).map_err(|e| format!("{path}: {e}"))?,
+            None => self.object_at(path)?,
+        };
         if blob.data.len() as u64 > limit {
             return Err(format!("{path}: more than {limit} bytes"));
         }

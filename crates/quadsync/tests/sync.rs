@@ -124,6 +124,90 @@ fn plan_works_over_http_from_a_git_server() {
     assert_eq!(json["users"].as_array().unwrap().len(), 2);
 }
 
+#[test]
+fn http_follows_a_moved_repo_and_never_sends_credentials_in_clear_text() {
+    let site = Site::new();
+    let served = site.tmp.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    git(&served, &["clone", "-q", "--bare", site.repo().to_str().unwrap(), "defs.git"]);
+    let server = git_http::GitServer::start(&served);
+    site.configure(&format!("{}/moved/defs.git", server.url));
+    let out = site.quadsync(&["plan", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["users"].as_array().unwrap().len(), 2);
+
+    // A server that wants a password: its 401 is the error.
+    let guarded = git_http::GitServer::start_with(&served, Some("deploy:s3cr3t"));
+    site.configure(&format!("{}/defs.git", guarded.url));
+    let out = site.quadsync(&["plan"]);
+    let log = text(&out.stderr);
+    assert!(!out.status.success() && log.contains("401"), "{log}");
+    // And a password in an http:// URL is never sent (nor shown).
+    let authority = guarded.url.trim_start_matches("http://");
+    site.configure(&format!("http://deploy:s3cr3t@{authority}/defs.git"));
+    let out = site.quadsync(&["plan"]);
+    let log = text(&out.stderr);
+    assert!(!out.status.success() && log.contains("clear text"), "{log}");
+    assert!(!log.contains("s3cr3t"), "{log}");
+}
+
+#[test]
+fn https_is_verified_against_the_systems_trust_store() {
+    let site = Site::new();
+    let served = site.tmp.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    git(&served, &["clone", "-q", "--bare", site.repo().to_str().unwrap(), "defs.git"]);
+    // A private CA, as a company's git server would have, and a certificate from it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let leaf = leaf.signed_by(&key, &ca).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let server = git_http::GitServer::start_tls(&served, vec![leaf.der().clone()], key);
+    site.configure(&format!("{}/defs.git", server.url));
+    let trusting = |store: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_quadsync"))
+            .args(["plan", "--config"])
+            .arg(site.tmp.path().join("config.env"))
+            .env("SSL_CERT_FILE", store)
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .unwrap()
+    };
+    // The CA is not in the trust store: refused.
+    let store = site.tmp.path().join("trusted.pem");
+    write(&store, "");
+    let out = trusting(&store);
+    let log = text(&out.stderr).to_lowercase();
+    assert!(!out.status.success() && log.contains("certificate"), "{log}");
+    // Installed on the host: trusted.
+    write(&store, &ca.pem());
+    let out = trusting(&store);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("hello: create"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn the_users_git_config_cannot_steer_the_fetch() {
+    let site = Site::new();
+    // What a ~/.gitconfig could hold: every file:// URL rewritten to somewhere else.
+    let home = site.tmp.path().join("home");
+    write(&home.join(".gitconfig"), "[url \"file:///nonexistent/\"]\n\tinsteadOf = file:///\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_quadsync"))
+        .args(["plan", "--config"])
+        .arg(site.tmp.path().join("config.env"))
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", home.join(".gitconfig"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("hello: create"), "{}", text(&out.stdout));
+}
+
 /// `git daemon` serving `root` on a free loopback port, killed when dropped.
 struct GitDaemon {
     child: std::process::Child,

@@ -1,34 +1,94 @@
 //! A real git server on loopback for tests: `git http-backend` (smart HTTP) behind a minimal
-//! HTTP/1.1 front end, one request per connection.
+//! HTTP/1.1 front end, one request per connection, in clear or over TLS.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct GitServer {
     pub url: String,
 }
 
+/// How a connection is answered: the stream, the served root, the expected `Authorization`.
+type Handler = dyn Fn(TcpStream, &Path, Option<&str>) + Send + Sync;
+
 impl GitServer {
     /// Serves every repository under `root` at `http://127.0.0.1:PORT/NAME`.
     pub fn start(root: &Path) -> GitServer {
+        GitServer::start_with(root, None)
+    }
+
+    /// The same, answering only requests with HTTP basic auth `credentials` (`user:password`)
+    /// and redirecting `/moved/PATH` to `/PATH`, as a host that renamed a repo does.
+    pub fn start_with(root: &Path, credentials: Option<&str>) -> GitServer {
+        let expected = credentials.map(|c| format!("Basic {}", base64(c.as_bytes())));
+        let handler: Arc<Handler> = Arc::new(|mut stream, root, expected| {
+            serve(&mut stream, root, expected);
+        });
+        GitServer::listen("http://127.0.0.1", root, expected, handler)
+    }
+
+    /// Over TLS with `chain` (leaf first) and its `key`, at `https://localhost:PORT/NAME`.
+    pub fn start_tls(
+        root: &Path,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> GitServer {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let config = Arc::new(config);
+        let handler: Arc<Handler> = Arc::new(move |stream, root, expected| {
+            let Ok(connection) = rustls::ServerConnection::new(config.clone()) else { return };
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            serve(&mut tls, root, expected);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        });
+        GitServer::listen("https://localhost", root, None, handler)
+    }
+
+    fn listen(
+        base: &str,
+        root: &Path,
+        expected: Option<String>,
+        handler: Arc<Handler>,
+    ) -> GitServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("{base}:{}", listener.local_addr().unwrap().port());
         let root = root.to_owned();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let root = root.clone();
-                std::thread::spawn(move || serve(stream, &root));
+                let (handler, root, expected) = (handler.clone(), root.clone(), expected.clone());
+                std::thread::spawn(move || handler(stream, &root, expected.as_deref()));
             }
         });
         GitServer { url }
     }
 }
 
-fn serve(stream: TcpStream, root: &PathBuf) {
-    let mut reader = BufReader::new(&stream);
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            let shown = i <= chunk.len();
+            out.push(if shown { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+fn serve(stream: &mut (impl Read + Write), root: &Path, expected_authorization: Option<&str>) {
+    let mut reader = BufReader::new(&mut *stream);
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
         return;
@@ -63,6 +123,23 @@ fn serve(stream: TcpStream, root: &PathBuf) {
             }
             body.extend_from_slice(&chunk[..size]);
         }
+    }
+    drop(reader);
+    if let Some(expected) = expected_authorization
+        && header("authorization").as_deref() != Some(expected)
+    {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        return;
+    }
+    if let Some(rest) = target.strip_prefix("/moved/") {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: /{rest}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        return;
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut child = Command::new("git")
@@ -101,7 +178,6 @@ fn serve(stream: TcpStream, root: &PathBuf) {
             None => {}
         }
     }
-    let mut stream = &stream;
     let _ = write!(
         stream,
         "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",

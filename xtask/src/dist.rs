@@ -17,6 +17,13 @@ use sha2::{Digest, Sha256};
 /// The binaries a host runs.
 pub const TOOLS: [&str; 3] = ["quadsync", "tailmint", "ts4nsnet"];
 
+/// The Cargo profile each tool ships with: ts4nsnet carries packets (`release`, speed);
+/// quadsync and tailmint spend their time waiting on git, the network and processes, and ship
+/// on every host (`release-small`, size: 4.6 + 2.2 MB instead of 6.0 + 2.8).
+fn profile(tool: &str) -> &'static str {
+    if tool == "ts4nsnet" { "release" } else { "release-small" }
+}
+
 /// What ts4nsnet's `--version` carries when built with its `test-insecure` feature.
 const INSECURE_MARKER: &[u8] = b"test-insecure: ";
 
@@ -108,26 +115,29 @@ pub fn dist(
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut artifacts = Vec::new();
     for target in &targets {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(cargo);
-        command.args(["build", "--release", "--locked", "--target", target]).current_dir(&root);
+        for build_profile in ["release", "release-small"] {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut command = Command::new(cargo);
+            command.args(["build", "--profile", build_profile, "--locked", "--target", target]);
+            for tool in TOOLS.iter().filter(|t| profile(t) == build_profile) {
+                command.args(["-p", tool]);
+            }
+            if flavor == Flavor::BoxTest && build_profile == profile("ts4nsnet") {
+                command.args(["--features", "ts4nsnet/test-insecure"]);
+            }
+            let status = command
+                .current_dir(&root)
+                .env("CARGO_TARGET_DIR", target_dir)
+                .env("RUSTFLAGS", &rustflags)
+                .env("SOURCE_DATE_EPOCH", "0")
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err(format!("the {build_profile} build for {target} failed"));
+            }
+        }
         for tool in TOOLS {
-            command.args(["-p", tool]);
-        }
-        if flavor == Flavor::BoxTest {
-            command.args(["--features", "ts4nsnet/test-insecure"]);
-        }
-        let status = command
-            .env("CARGO_TARGET_DIR", target_dir)
-            .env("RUSTFLAGS", &rustflags)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("the release build for {target} failed"));
-        }
-        for tool in TOOLS {
-            let built = target_dir.join(target).join("release").join(tool);
+            let built = target_dir.join(target).join(profile(tool)).join(tool);
             let bytes = std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))?;
             if flavor == Flavor::Release && contains(&bytes, INSECURE_MARKER) {
                 return Err(format!("{}: built with test-only features", built.display()));

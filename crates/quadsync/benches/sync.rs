@@ -268,7 +268,11 @@ fn main() {
     let scratch = tempfile::tempdir().expect("temporary directory");
     let (generator, generator_name) = find_generator(scratch.path());
     println!("quadsync bench: validation by {generator_name}; {RUNS} runs each, median (min–max)");
-    for containers in [100, 1000] {
+    // QUADSYNC_BENCH_SIZES=1000 (comma-separated) runs only those.
+    let sizes: Vec<usize> = std::env::var("QUADSYNC_BENCH_SIZES")
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| vec![100, 1000]);
+    for containers in sizes {
         let dir = tempfile::tempdir().expect("temporary directory");
         let repo = dir.path().join("repo");
         std::fs::create_dir_all(&repo).expect("repo dir");

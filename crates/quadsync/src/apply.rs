@@ -333,7 +333,8 @@ pub(crate) mod tests {
     }
 
     fn run(system: &Recorder, desired: &Desired, state: &mut State, allow: bool) -> Outcome {
-        let names: Vec<String> = system.users.borrow().keys().cloned().collect();
+        let names: std::collections::BTreeSet<String> =
+            system.users.borrow().keys().cloned().collect();
         let facts = HostFacts { existing_users: names.clone(), lingering: names };
         let plan = plan("c", desired, state, &facts, 0.5, allow);
         apply(&plan, desired, state, system, "cusers", &mut |_| {}, &|| false)

@@ -1,7 +1,7 @@
 //! The plan: what a sync will do, computed as data from the desired state, quadsync's record and
 //! what the host has, before anything is done. `quadsync plan` prints it; `sync` applies it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -12,10 +12,11 @@ use crate::state::{State, deployed_files};
 /// What the host has, read before planning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostFacts {
-    /// Users that exist (by name), among those the plan is about.
-    pub existing_users: Vec<String>,
+    /// Users that exist (by name), among those the plan is about. Sets: a host has up to
+    /// thousands, and each is asked about once per user.
+    pub existing_users: BTreeSet<String>,
     /// Users with linger enabled.
-    pub lingering: Vec<String>,
+    pub lingering: BTreeSet<String>,
 }
 
 /// One step for one user, in the order it runs.
@@ -80,8 +81,8 @@ pub fn plan(
     allow_mass_removal: bool,
 ) -> Plan {
     let mut users: BTreeMap<&str, UserPlan> = BTreeMap::new();
-    let exists = |name: &str| host.existing_users.iter().any(|u| u == name);
-    let lingers = |name: &str| host.lingering.iter().any(|u| u == name);
+    let exists = |name: &str| host.existing_users.contains(name);
+    let lingers = |name: &str| host.lingering.contains(name);
 
     for (name, deployment) in desired {
         let wanted = deployed_files(deployment);
@@ -278,7 +279,7 @@ mod tests {
     }
 
     fn host(users: &[&str]) -> HostFacts {
-        let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        let users: BTreeSet<String> = users.iter().map(|u| u.to_string()).collect();
         HostFacts { existing_users: users.clone(), lingering: users }
     }
 
@@ -346,7 +347,7 @@ mod tests {
             ),
         );
         let now = desired(vec![deployment("p", &[("p.container", "1")])]);
-        let facts = HostFacts { existing_users: vec!["p".into()], lingering: Vec::new() };
+        let facts = HostFacts { existing_users: ["p".into()].into(), lingering: BTreeSet::new() };
         let steps = plan("c", &now, &state, &facts, 0.5, false).users.remove(0).steps;
         assert_eq!(steps[0], Step::EnableLinger);
         assert!(steps.contains(&Step::DisableTimer { name: "p-old.timer".into() }));

@@ -98,9 +98,9 @@ pub fn host_facts(
             continue;
         }
         if system.user(name)?.is_some() {
-            facts.existing_users.push(name.clone());
+            facts.existing_users.insert(name.clone());
             if system.lingering(name) {
-                facts.lingering.push(name.clone());
+                facts.lingering.insert(name.clone());
             }
         }
     }

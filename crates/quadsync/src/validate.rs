@@ -42,7 +42,7 @@ pub fn fingerprint(generator: &str, files: &[(String, String)]) -> String {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part.as_bytes());
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::state::hex(&hash.finalize())
 }
 
 /// The Quadlet file names a set's values mention (`Pod=db.pod`, `Volume=data.volume:/d`).

@@ -9,6 +9,8 @@
 //! Everything that touches the host lives in the tool crates; keeping this crate pure is what lets
 //! the merge rules be tested exhaustively from data files and fuzzed.
 
+#[doc(hidden)]
+pub mod checks;
 pub mod envfile;
 pub mod merge;
 pub mod names;

@@ -146,7 +146,16 @@ pub fn parse(source: &str) -> Result<Node, YamlError> {
                 };
                 let node = match kind {
                     Kind::Seq(items) => Node::Seq(items, mark),
-                    Kind::Map(map) => Node::Map(map.finish()?, mark),
+                    Kind::Map(map) => {
+                        // A block mapping starts at its first key, as in butane's yaml.v3 (the
+                        // parser marks it at the first value); a flow mapping at its `{`.
+                        let entries = map.finish()?;
+                        let first_key = entries.first().map(|(_, key, _)| *key);
+                        let start = first_key
+                            .filter(|k| (k.line, k.col) < (mark.line, mark.col))
+                            .unwrap_or(mark);
+                        Node::Map(entries, start)
+                    }
                 };
                 builder.push(node, weight, anchor)?;
             }

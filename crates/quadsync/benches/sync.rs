@@ -24,6 +24,9 @@ use quadsync::sync::{Paths, sync};
 use quadsync::system::{Host, QuadletGenerator, System, UserInfo};
 use quadsync::validate::QuadletSet;
 
+#[path = "../tests/support/git_daemon.rs"]
+mod git_daemon;
+
 const RUNS: usize = 10;
 const BOX_GENERATOR: &str = "/var/tmp/tailpod-box/work/rootfs/usr/libexec/podman/quadlet";
 
@@ -199,41 +202,6 @@ fn find_generator(scratch: &Path) -> (PathBuf, String) {
     (stand_in, "a stand-in script (run `cargo xtask box test` once for podman's own)".into())
 }
 
-/// A `git daemon` serving `root` on loopback, until dropped.
-struct GitDaemon(std::process::Child, u16);
-
-impl GitDaemon {
-    fn start(root: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr();
-        let port = port.expect("port").port();
-        let exec_path = Command::new("git").arg("--exec-path").output().expect("git");
-        let daemon =
-            Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
-        let child = Command::new(daemon)
-            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", root.display()))
-            .arg(root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("git-daemon");
-        let up = (0..200).any(|_| {
-            std::thread::sleep(Duration::from_millis(25));
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "git daemon did not start");
-        GitDaemon(child, port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The processes one sync starts (`strace -f`), by program name; `None` without strace.
 fn processes(me: &Path, args: &[String]) -> Option<Vec<String>> {
     let log = tempfile::NamedTempFile::new().ok()?;
@@ -279,9 +247,9 @@ fn main() {
         std::fs::create_dir_all(dir.path().join("transforms")).expect("transforms dir");
         git(&repo, &["init", "-q"]);
         commit_definitions(&repo, containers);
-        let daemon = GitDaemon::start(dir.path());
+        let daemon = git_daemon::GitDaemon::start(dir.path());
         let file_url = format!("file://{}", repo.display());
-        let git_url = format!("git://127.0.0.1:{}/repo", daemon.1);
+        let git_url = format!("git://127.0.0.1:{}/repo", daemon.port);
         for (transport, url) in [("file://", &file_url), ("git://", &git_url)] {
             // A fresh state each time: the first sync deploys all (and validates all, once).
             let _ = std::fs::remove_dir_all(dir.path().join("state"));

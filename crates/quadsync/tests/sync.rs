@@ -1,6 +1,8 @@
 //! quadsync against real git repositories (file:// and a git server on loopback), run as a
 //! binary. Nothing here creates users: what needs root and systemd runs in the box.
 
+#[path = "support/git_daemon.rs"]
+mod git_daemon;
 #[path = "support/git_http.rs"]
 mod git_http;
 
@@ -208,43 +210,6 @@ fn the_users_git_config_cannot_steer_the_fetch() {
     assert!(text(&out.stdout).contains("hello: create"), "{}", text(&out.stdout));
 }
 
-/// `git daemon` serving `root` on a free loopback port, killed when dropped.
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(root: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        // git-daemon itself, not `git daemon`, which would leave it running when killed.
-        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
-        let daemon = Path::new(text(&exec_path.stdout).trim()).join("git-daemon");
-        let child = Command::new(daemon)
-            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", root.display()))
-            .arg(root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let ready = (0..200).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(25));
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(ready, "git daemon did not start");
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 type Reads = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
 
 /// A loopback proxy to `port` that records every read of what clients send.
@@ -279,7 +244,7 @@ fn plan_works_over_git_daemon_and_sends_each_request_whole() {
     let served = site.tmp.path().join("served");
     std::fs::create_dir(&served).unwrap();
     git(&served, &["clone", "-q", "--bare", site.repo().to_str().unwrap(), "defs.git"]);
-    let daemon = GitDaemon::start(&served);
+    let daemon = git_daemon::GitDaemon::start(&served);
     let (port, reads) = recording_proxy(daemon.port);
     site.configure(&format!("git://127.0.0.1:{port}/defs.git"));
     let out = site.quadsync(&["plan", "--json"]);

@@ -226,10 +226,14 @@ impl Client {
         send: impl Fn(&Agent, Duration) -> Result<Response<ureq::Body>, ureq::Error>,
     ) -> Result<(u16, String), ApiError> {
         let mut attempt = 0;
+        // The error that made us wait, so a deadline that falls during the wait still says
+        // why (a sleep can overrun it by a little under load).
+        let mut waited_on: Option<String> = None;
         loop {
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(ApiError::Deadline { last: format!("{what}: no time left") });
+                let last = waited_on.unwrap_or_else(|| format!("{what}: no time left"));
+                return Err(ApiError::Deadline { last });
             }
             let (last, server_delay) = match send(&self.agent, remaining) {
                 Ok(mut response) => {
@@ -252,6 +256,7 @@ impl Client {
             }
             log::warn!("{last}; retrying in {} ms", delay.as_millis());
             std::thread::sleep(delay);
+            waited_on = Some(last);
             attempt += 1;
         }
     }

@@ -1,7 +1,7 @@
 //! A minimal DERP relay: TLS with a throwaway self-signed certificate (nodes built with
 //! `ts_control/insecure-derp` skip verifying it when the DERP map says `InsecureForTests`), the
 //! HTTP upgrade, the key exchange, and packet forwarding between connected nodes. Beside it, on
-//! the same IP and a UDP port the kernel picks, a STUN server ([`crate::stun`]) tells nodes
+//! the same IP and a UDP port the kernel picks, a STUN server (`stun.rs`) tells nodes
 //! their address; the DERP map control sends names that port.
 //!
 //! Frames are a type byte, a big-endian u32 length and a body, as in Tailscale's `derp` package.

@@ -1,6 +1,6 @@
 //! The pure core of tailpod: no I/O, no processes, no clocks.
 //!
-//! * [`unit`]: a lossless model of systemd unit files and Quadlet files.
+//! * [`unit`](mod@unit): a lossless model of systemd unit files and Quadlet files.
 //! * [`merge`]: the transform merge engine quadsync applies to container specs.
 //! * [`envfile`]: `KEY=value` configuration files (`config.env`, `oauth.env`).
 //! * [`names`]: validated names, so that nothing unchecked reaches a path, an argv or `useradd`.

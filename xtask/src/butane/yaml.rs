@@ -3,7 +3,7 @@
 //! Rust YAML libraries resolve `0755` as the decimal 755 or refuse it; Butane's yaml.v3 reads it
 //! as octal 493, and every file mode in a Butane config depends on that. So this module keeps each
 //! scalar's raw text and style (from yaml-rust2's event stream) and resolves it only when the
-//! schema says which type the field has, with Go's rules ([`int`], [`bool`]).
+//! schema says which type the field has, with Go's rules ([`int()`], [`bool()`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -87,7 +87,7 @@ impl fmt::Display for YamlError {
 }
 
 /// Parses the one YAML document of a Butane config, as yaml.v3 would decode it: aliases expanded
-/// within yaml.v3's budget ([`AliasBudget`]), merge keys (`<<`) applied, and a duplicate mapping
+/// within yaml.v3's budget (`AliasBudget`), merge keys (`<<`) applied, and a duplicate mapping
 /// key an error.
 ///
 /// A second document is refused: butane decodes only the first, so anything after a stray `---`

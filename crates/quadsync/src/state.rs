@@ -114,23 +114,21 @@ impl State {
         }
     }
 
-    /// Writes the state atomically (temporary file, fsync, rename), mode 0600.
+    /// Writes the state atomically, mode 0600: a new file of a random name beside it (never an
+    /// existing one, never through a link), fsync, rename over.
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let temporary = path.with_extension("json.tmp");
+        let failed = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)
-        };
-        write().map_err(|e| format!("writing {}: {e}", path.display()))
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut temporary = tempfile::Builder::new()
+            .prefix(".state-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .tempfile_in(dir)
+            .map_err(|e| failed(&e))?;
+        temporary.write_all(text.as_bytes()).map_err(|e| failed(&e))?;
+        temporary.as_file().sync_all().map_err(|e| failed(&e))?;
+        temporary.persist(path).map_err(|e| failed(&e.error))?;
+        Ok(())
     }
 }
 
@@ -145,6 +143,26 @@ mod tests {
             sha256("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn saving_never_writes_through_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        // The temporary name the state was once written to, planted as a link.
+        std::os::unix::fs::symlink(&victim, dir.path().join("state.json.tmp")).unwrap();
+        let path = dir.path().join("state.json");
+        let state = State { commit: Some("abc".into()), ..State::default() };
+        state.save(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(State::load(&path).unwrap(), state);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let left: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 3, "no temporary file left: {left:?}");
     }
 
     #[test]

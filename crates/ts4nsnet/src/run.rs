@@ -99,9 +99,16 @@ pub struct Status {
 }
 
 impl Status {
+    /// Writes beside `path` and renames over it. A leftover (or planted) partial file is
+    /// unlinked, never written through, and the new one is created exclusively.
     fn write(&self, path: &Path) -> std::io::Result<()> {
         let partial = path.with_extension("partial");
-        std::fs::write(&partial, serde_json::to_vec_pretty(self)?)?;
+        match std::fs::remove_file(&partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&partial)?;
+        file.write_all(&serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(&partial, path)
     }
 }
@@ -146,5 +153,32 @@ async fn netns_gone(path: &Path) -> String {
         if std::fs::metadata(path).is_err() {
             return format!("the network namespace {} is gone", path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_file_is_never_written_through_a_planted_link() {
+        let dir = std::env::temp_dir().join(format!("ts4nsnet-status-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.join("status.json");
+        std::os::unix::fs::symlink(&victim, path.with_extension("partial")).unwrap();
+        let status = Status {
+            hostname: "web".into(),
+            tailnet: None,
+            ipv4: std::net::Ipv4Addr::new(100, 64, 0, 1),
+            ipv6: None,
+            interface: "tailscale0".into(),
+        };
+        status.write(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"web\""));
+        assert!(!path.with_extension("partial").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

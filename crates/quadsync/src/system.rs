@@ -426,6 +426,19 @@ mod tests {
         vec![QuadletSet { user: "u".into(), files: vec![(name.into(), text.into())] }]
     }
 
+    /// A host whose generator is `script`, in a fresh scratch directory that the generator's
+    /// user (nobody, when the tests run as root) can enter.
+    fn host_with_generator(script: &str) -> (tempfile::TempDir, Host) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let generator = dir.path().join("generator");
+        std::fs::write(&generator, script).unwrap();
+        std::fs::set_permissions(&generator, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let host = Host { exe: PathBuf::from("/bin/false"), generator, scratch: dir.path().into() };
+        (dir, host)
+    }
+
     #[test]
     fn run_captures_output_feeds_stdin_and_times_out() {
         assert_eq!(run("cat", &[], Some(b"hello"), QUICK).unwrap(), "hello");
@@ -445,16 +458,9 @@ mod tests {
             eprintln!("skipped: needs root to drop privileges");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("generator");
-        std::fs::write(&fake, "#!/bin/sh\necho \"$(id -u):$(id -g):$(id -G)\" >&2; cat \"$QUADLET_UNIT_DIRS\"/* >&2; exit 1\n")
-            .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let host =
-            Host { exe: PathBuf::from("/bin/false"), generator: fake, scratch: dir.path().into() };
+        let (_dir, host) = host_with_generator(
+            "#!/bin/sh\necho \"$(id -u):$(id -g):$(id -G)\" >&2; cat \"$QUADLET_UNIT_DIRS\"/* >&2; exit 1\n",
+        );
         let answer = host.run_generator(&one("web.container", "[Container]\nImage=x\n"));
         // It could read what it checks, and nothing else of root's.
         assert_eq!(answer, Err("65534:65534:65534 [Container] Image=x".into()));
@@ -488,14 +494,10 @@ mod tests {
 
     #[test]
     fn a_refusing_generator_is_reported_with_its_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("generator");
         // A stand-in with the generator's contract: exit 1 and a message when a file is bad.
-        std::fs::write(&fake, "#!/bin/sh\ngrep -l Bogus \"$QUADLET_UNIT_DIRS\"/* >/dev/null && { echo \"unsupported key 'Bogus'\" >&2; exit 1; }\nexit 0\n").unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let host =
-            Host { exe: PathBuf::from("/bin/false"), generator: fake, scratch: dir.path().into() };
+        let (_dir, host) = host_with_generator(
+            "#!/bin/sh\ngrep -l Bogus \"$QUADLET_UNIT_DIRS\"/* >/dev/null && { echo \"unsupported key 'Bogus'\" >&2; exit 1; }\nexit 0\n",
+        );
         assert!(host.generator().is_some_and(|g| g.contains("generator")));
         assert_eq!(host.run_generator(&one("a.container", "[Container]\nImage=x\n")), Ok(()));
         assert_eq!(
@@ -506,17 +508,10 @@ mod tests {
 
     #[test]
     fn many_sets_run_once_each_in_a_directory_of_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("generator");
         // Says what it read, from where, and refuses.
-        let script = "#!/bin/sh\necho run >&2\nIFS=:\nfor d in $QUADLET_UNIT_DIRS; do ls \"$d\" | sed \"s|^|$d/|\" >&2; done\nexit 1\n";
-        std::fs::write(&fake, script).unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let host =
-            Host { exe: PathBuf::from("/bin/false"), generator: fake, scratch: dir.path().into() };
+        let (_dir, host) = host_with_generator(
+            "#!/bin/sh\necho run >&2\nIFS=:\nfor d in $QUADLET_UNIT_DIRS; do ls \"$d\" | sed \"s|^|$d/|\" >&2; done\nexit 1\n",
+        );
         let sets = vec![
             QuadletSet { user: "a".into(), files: vec![("same.volume".into(), String::new())] },
             QuadletSet { user: "b".into(), files: vec![("same.volume".into(), String::new())] },
@@ -531,24 +526,11 @@ mod tests {
     fn staging_never_writes_through_a_planted_directory_or_link() {
         // What a local user could prepare in a shared /tmp: the old predictable name as a link
         // to a directory root would then write into, and as a directory of links.
-        let scratch = tempfile::tempdir().unwrap();
         let victim = tempfile::tempdir().unwrap();
-        let fake = scratch.path().join("generator");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh
-ls -ld \"$QUADLET_UNIT_DIRS\" >&2; exit 1\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        let (scratch, host) =
+            host_with_generator("#!/bin/sh\nls -ld \"$QUADLET_UNIT_DIRS\" >&2; exit 1\n");
         let planted = scratch.path().join(format!("quadsync-check-{}", std::process::id()));
         std::os::unix::fs::symlink(victim.path(), &planted).unwrap();
-        let host = Host {
-            exe: PathBuf::from("/bin/false"),
-            generator: fake,
-            scratch: scratch.path().into(),
-        };
         let Err(listing) = host.run_generator(&one("web.container", "[Container]\nImage=x\n"))
         else {
             panic!("the stand-in generator always refuses");

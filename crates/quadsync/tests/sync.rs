@@ -67,6 +67,22 @@ impl Site {
         self.tmp.path().join("repo")
     }
 
+    /// A directory holding a bare clone of the repo as `defs.git`, for a server to serve.
+    fn served(&self) -> PathBuf {
+        let served = self.tmp.path().join("served");
+        std::fs::create_dir(&served).unwrap();
+        git(&served, &["clone", "-q", "--bare", self.repo().to_str().unwrap(), "defs.git"]);
+        served
+    }
+
+    /// `quadsync plan --json` succeeds; how many users it plans for.
+    fn planned_users(&self) -> usize {
+        let out = self.quadsync(&["plan", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["users"].as_array().unwrap().len()
+    }
+
     fn quadsync(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_quadsync"))
             .args(args)
@@ -115,29 +131,19 @@ fn plan_shows_what_sync_would_do_from_a_file_url() {
 #[test]
 fn plan_works_over_http_from_a_git_server() {
     let site = Site::new();
-    let served = site.tmp.path().join("served");
-    std::fs::create_dir(&served).unwrap();
-    git(&served, &["clone", "-q", "--bare", site.repo().to_str().unwrap(), "defs.git"]);
+    let served = site.served();
     let server = git_http::GitServer::start(&served);
     site.configure(&format!("{}/defs.git", server.url));
-    let out = site.quadsync(&["plan", "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["users"].as_array().unwrap().len(), 2);
+    assert_eq!(site.planned_users(), 2);
 }
 
 #[test]
 fn http_follows_a_moved_repo_and_never_sends_credentials_in_clear_text() {
     let site = Site::new();
-    let served = site.tmp.path().join("served");
-    std::fs::create_dir(&served).unwrap();
-    git(&served, &["clone", "-q", "--bare", site.repo().to_str().unwrap(), "defs.git"]);
+    let served = site.served();
     let server = git_http::GitServer::start(&served);
     site.configure(&format!("{}/moved/defs.git", server.url));
-    let out = site.quadsync(&["plan", "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["users"].as_array().unwrap().len(), 2);
+    assert_eq!(site.planned_users(), 2);
 
     // A server that wants a password: its 401 is the error.
     let guarded = git_http::GitServer::start_with(&served, Some("deploy:s3cr3t"));
@@ -157,9 +163,7 @@ fn http_follows_a_moved_repo_and_never_sends_credentials_in_clear_text() {
 #[test]
 fn https_is_verified_against_the_systems_trust_store() {
     let site = Site::new();
-    let served = site.tmp.path().join("served");
-    std::fs::create_dir(&served).unwrap();
-    git(&served, &["clone", "-q", "--bare", site.repo().to_str().unwrap(), "defs.git"]);
+    let served = site.served();
     // A private CA, as a company's git server would have, and a certificate from it.
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -241,24 +245,19 @@ fn recording_proxy(port: u16) -> (u16, Reads) {
 #[test]
 fn plan_works_over_git_daemon_and_sends_each_request_whole() {
     let site = Site::new();
-    let served = site.tmp.path().join("served");
-    std::fs::create_dir(&served).unwrap();
-    git(&served, &["clone", "-q", "--bare", site.repo().to_str().unwrap(), "defs.git"]);
+    let served = site.served();
     let daemon = git_daemon::GitDaemon::start(&served);
     let (port, reads) = recording_proxy(daemon.port);
     site.configure(&format!("git://127.0.0.1:{port}/defs.git"));
-    let out = site.quadsync(&["plan", "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["users"].as_array().unwrap().len(), 2);
+    assert_eq!(site.planned_users(), 2);
     // The connect line, the ref listing and the fetch: each arrives whole (complete packet
     // lines), so none waits on Nagle's algorithm for the ACK of its first bytes; gix alone
     // writes a line's length and its data apart. After them, only flush packets end the session.
     let requests = |reads: &Reads| -> Vec<String> {
         let reads = reads.lock().unwrap();
-        for read in reads.iter() {
+        if !reads.iter().all(|read| whole_packet_lines(read)) {
             let shown: Vec<String> = reads.iter().map(|r| text(r)).collect();
-            assert!(whole_packet_lines(read), "a request arrived in pieces: {shown:?}");
+            panic!("a request arrived in pieces: {shown:?}");
         }
         reads.iter().filter(|r| r.as_slice() != b"0000").map(|r| text(r)).collect()
     };
@@ -267,8 +266,7 @@ fn plan_works_over_git_daemon_and_sends_each_request_whole() {
     assert!(fetch[1].contains("command=ls-refs") && fetch[2].contains("command=fetch"));
     reads.lock().unwrap().clear();
     // Nothing new: the ref listing and no more.
-    let out = site.quadsync(&["plan", "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(site.planned_users(), 2);
     let noop = requests(&reads);
     assert_eq!(noop.len(), 2, "a no-op asks for the refs and no more: {noop:?}");
     assert!(noop[1].contains("command=ls-refs"));

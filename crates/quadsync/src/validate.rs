@@ -36,9 +36,12 @@ const QUADLET_EXTENSIONS: &[&str] =
 
 /// What the generator's answer for `files` depends on: the generator itself and every byte of
 /// every file, each framed by its length so no two sets run together.
-pub fn fingerprint(generator: &str, files: &[(String, String)]) -> String {
+pub fn fingerprint<'a>(
+    generator: &str,
+    files: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
     let mut hash = Sha256::new();
-    for part in std::iter::once(generator).chain(files.iter().flat_map(|(n, t)| [&**n, &**t])) {
+    for part in std::iter::once(generator).chain(files.into_iter().flat_map(|(n, t)| [n, t])) {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part.as_bytes());
     }
@@ -107,14 +110,14 @@ pub fn validate(
     let mut changed = Vec::new();
     let mut fingerprints = Vec::new();
     for deployment in desired.values() {
-        let files: Vec<(String, String)> = deployment
-            .files
-            .iter()
-            .filter(|(_, f)| f.dir == UnitDir::Quadlet)
-            .map(|(n, f)| (n.clone(), f.text.clone()))
-            .collect();
-        let print = fingerprint(&generator, &files);
+        let quadlets = || {
+            let files = deployment.files.iter().filter(|(_, f)| f.dir == UnitDir::Quadlet);
+            files.map(|(name, f)| (name.as_str(), f.text.as_str()))
+        };
+        let print = fingerprint(&generator, quadlets());
+        // Copied only to be staged: most syncs change nothing.
         if record.get(&deployment.user) != Some(&print) {
+            let files = quadlets().map(|(n, t)| (n.to_owned(), t.to_owned())).collect();
             changed.push(QuadletSet { user: deployment.user.clone(), files });
             fingerprints.push(print);
         }
@@ -286,16 +289,13 @@ mod tests {
 
     #[test]
     fn fingerprints_change_with_the_generator_and_every_byte() {
-        let files = vec![("a.container".to_owned(), "[Container]\nImage=x\n".to_owned())];
-        let base = fingerprint("gen:1", &files);
-        assert_eq!(base, fingerprint("gen:1", &files));
-        assert_ne!(base, fingerprint("gen:2", &files));
-        let edited = vec![("a.container".to_owned(), "[Container]\nImage=y\n".to_owned())];
-        assert_ne!(base, fingerprint("gen:1", &edited));
+        let files = [("a.container", "[Container]\nImage=x\n")];
+        let base = fingerprint("gen:1", files);
+        assert_eq!(base, fingerprint("gen:1", files));
+        assert_ne!(base, fingerprint("gen:2", files));
+        assert_ne!(base, fingerprint("gen:1", [("a.container", "[Container]\nImage=y\n")]));
         // Framing: moving text between a name and its contents is a different set.
-        let a = vec![("ab".to_owned(), "c".to_owned())];
-        let b = vec![("a".to_owned(), "bc".to_owned())];
-        assert_ne!(fingerprint("g", &a), fingerprint("g", &b));
+        assert_ne!(fingerprint("g", [("ab", "c")]), fingerprint("g", [("a", "bc")]));
     }
 
     #[test]

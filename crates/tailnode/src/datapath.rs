@@ -13,6 +13,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use ts_control_serde::EndpointType;
@@ -52,6 +53,9 @@ pub struct Options {
     /// Never look for direct paths: everything goes through DERP (for networks that drop UDP,
     /// and to test the relay path).
     pub derp_only: bool,
+    /// Hand packets for destinations outside the tailnet to [`Wiring::egress`] (the host's own
+    /// network) instead of dropping them at the tailnet's edge.
+    pub egress: bool,
 }
 
 /// The direct paths in use, by peer name; what is not here goes through DERP.
@@ -80,6 +84,9 @@ pub struct DataPath {
     netmap: Arc<Netmap>,
     reachability: watch::Sender<Reachability>,
     service: mpsc::Sender<PacketMut>,
+    egress: Option<mpsc::Sender<PacketMut>>,
+    /// Where the tailnet is: its address ranges and the routes peers offer.
+    tailnet_routes: Vec<IpNet>,
     direct: watch::Sender<DirectPaths>,
     home: Option<RegionId>,
     /// What STUN last reported, per family (v4, v6).
@@ -104,6 +111,8 @@ pub struct Wiring {
     pub reachability: watch::Sender<Reachability>,
     /// Packets for the service address, out to whoever answers them.
     pub service: mpsc::Sender<PacketMut>,
+    /// Packets for outside the tailnet, out to the host's network, when [`Options::egress`].
+    pub egress: Option<mpsc::Sender<PacketMut>>,
     /// The direct paths in use, out.
     pub direct: watch::Sender<DirectPaths>,
     /// The DERP regions connected now, out.
@@ -117,7 +126,8 @@ impl DataPath {
         tun: Arc<Tun>,
         wiring: Wiring,
     ) -> std::io::Result<DataPath> {
-        let Wiring { netmap: netmap_rx, reachability, service, direct, relayed_by } = wiring;
+        let Wiring { netmap: netmap_rx, reachability, service, egress, direct, relayed_by } =
+            wiring;
         let udp = Underlay::bind(options.port)?;
         let (relayed_tx, relayed) = mpsc::channel(1024);
         let netmap = netmap_rx.borrow().clone();
@@ -125,7 +135,7 @@ impl DataPath {
             dp: DataPlane::new(keys.node_keys.clone()),
             disco_keys: keys.disco_keys.clone(),
             node_key: keys.node_keys.public,
-            options,
+            options: options.clone(),
             tun,
             udp,
             relays: Relays::new(keys.node_keys.clone(), relayed_tx, relayed_by),
@@ -136,6 +146,8 @@ impl DataPath {
             netmap_rx,
             reachability,
             service,
+            egress: egress.filter(|_| options.egress),
+            tailnet_routes: Vec::new(),
             direct,
             home: None,
             mapped: [None, None],
@@ -212,6 +224,12 @@ impl DataPath {
                 Some(IpAddr::V4(SERVICE_V4)) | Some(IpAddr::V6(SERVICE_V6)) => {
                     let _dropped_when_busy = self.service.try_send(packet);
                 }
+                Some(dst) if !self.in_tailnet(dst) => {
+                    if let Some(egress) = &self.egress {
+                        // Dropped when busy, as a full link would: the container's TCP resends.
+                        let _dropped_when_busy = egress.try_send(packet);
+                    }
+                }
                 _ => to_tailnet.push(packet),
             }
         }
@@ -224,6 +242,13 @@ impl DataPath {
             self.active_seen = self.dp.active_peers.len();
             self.discover().await;
         }
+    }
+
+    /// Whether `dst` belongs to the tailnet: its own ranges (so a packet for an address no
+    /// peer holds stops here, never leaking to the host's network) or a route a peer offers.
+    /// A peer's default route would make it an exit node, which is chosen, not assumed.
+    fn in_tailnet(&self, dst: IpAddr) -> bool {
+        self.tailnet_routes.iter().any(|net| net.contains(&dst))
     }
 
     async fn receive_udp(&mut self, datagrams: Vec<(SocketAddr, PacketMut)>) {
@@ -404,6 +429,7 @@ impl DataPath {
         self.netmap = self.netmap_rx.borrow_and_update().clone();
         let now = Instant::now();
         self.peers.sync(&self.netmap, &mut self.dp, &mut self.paths, now);
+        self.tailnet_routes = tailnet_routes(&self.netmap);
         let derp = &self.netmap.derp;
         self.relays.retain(|region| derp.contains_key(&region));
         // The home region: the lowest-numbered one that may be a home. Measuring latency
@@ -526,9 +552,30 @@ fn local_endpoints(udp: &Underlay, loopback: bool) -> Vec<(SocketAddr, EndpointT
     endpoints
 }
 
+/// The tailnet's own address ranges (CGNAT for IPv4, Tailscale's ULA prefix for IPv6).
+const TAILNET_V4: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 10) {
+    Ok(net) => net,
+    Err(_) => panic!("a valid prefix"),
+};
+const TAILNET_V6: Ipv6Net =
+    match Ipv6Net::new(Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0), 48) {
+        Ok(net) => net,
+        Err(_) => panic!("a valid prefix"),
+    };
+
+/// The tailnet's ranges and every non-default route a peer offers (a subnet router's).
+fn tailnet_routes(netmap: &Netmap) -> Vec<IpNet> {
+    let mut routes = vec![IpNet::V4(TAILNET_V4), IpNet::V6(TAILNET_V6)];
+    for peer in netmap.peers.values() {
+        routes.extend(peer.accepted_routes.iter().filter(|route| route.prefix_len() > 0));
+    }
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
 fn usable(ip: IpAddr, loopback: bool) -> bool {
-    let tailnet_v4: ipnet::Ipv4Net = "100.64.0.0/10".parse().expect("a valid prefix");
-    let tailnet_v6: ipnet::Ipv6Net = "fd7a:115c:a1e0::/48".parse().expect("a valid prefix");
+    let (tailnet_v4, tailnet_v6) = (TAILNET_V4, TAILNET_V6);
     match ip {
         IpAddr::V4(v4) => {
             let unreachable = v4.is_unspecified()

@@ -43,3 +43,5 @@ pub use control::Settings;
 pub use datapath::{DirectPaths, Options};
 pub use identity::Identity;
 pub use node::{JoinError, Names, Node, ServiceTraffic};
+/// The packet type the node hands out ([`ServiceTraffic`]).
+pub use ts_packet::PacketMut;

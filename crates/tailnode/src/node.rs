@@ -14,13 +14,20 @@ use crate::identity::Identity;
 use crate::netmap::Netmap;
 use crate::tun::Tun;
 
-/// Packets for Tailscale's own service addresses (quad-100 DNS) that the data path hands out
-/// instead of sending to the tailnet; answers go back through [`ServiceTraffic::tun`].
+/// Packets the data path hands out instead of sending to the tailnet: those for Tailscale's
+/// own service addresses (quad-100 DNS) and, with [`Options::egress`], those for outside the
+/// tailnet. Answers go back through [`ServiceTraffic::tun`].
 #[derive(Debug)]
 pub struct ServiceTraffic {
     pub packets: mpsc::Receiver<PacketMut>,
+    /// Set when the node was started with [`Options::egress`].
+    pub egress: Option<mpsc::Receiver<PacketMut>>,
     pub tun: Arc<Tun>,
 }
+
+/// Packets for outside the tailnet waiting for the egress side; beyond this they are dropped,
+/// as a full link drops them, rather than holding up the tailnet's traffic.
+const EGRESS_QUEUE: usize = 1024;
 
 /// The tailnet's names, always from the latest netmap.
 #[derive(Debug, Clone)]
@@ -144,19 +151,27 @@ impl Node {
         };
         let tun = Arc::new(Tun::new(tun)?);
         let (service_tx, packets) = mpsc::channel(256);
+        let (egress_tx, egress) = match self.options.egress {
+            true => {
+                let (tx, rx) = mpsc::channel(EGRESS_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         let (relayed_by, relays) = watch::channel(crate::derp::Connected::new());
         self.relays = Some(relays);
         let wiring = Wiring {
             netmap: self.netmap.clone(),
             reachability,
             service: service_tx,
+            egress: egress_tx,
             direct,
             relayed_by,
         };
         let datapath =
             DataPath::new(&self.identity.keys, self.options.clone(), tun.clone(), wiring)?;
         self.datapath = Some(tokio::spawn(datapath.run(self.stop.subscribe())));
-        Ok(ServiceTraffic { packets, tun })
+        Ok(ServiceTraffic { packets, egress, tun })
     }
 
     /// A peer's (or our own) addresses by bare or fully qualified name.

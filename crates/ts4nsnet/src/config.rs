@@ -21,6 +21,9 @@ pub struct NodeConfig {
     /// Keeps the node's identity across restarts; without it every start is a new,
     /// ephemeral node.
     pub state_dir: Option<PathBuf>,
+    /// Whether what is not on the tailnet is reached through the host's network
+    /// (`TS_EGRESS`, on unless `off`).
+    pub egress: bool,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -31,6 +34,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("tags", &self.tags)
             .field("control_url", &self.control_url)
             .field("state_dir", &self.state_dir)
+            .field("egress", &self.egress)
             .finish()
     }
 }
@@ -56,12 +60,13 @@ impl NodeConfig {
         let control_url = read(&set, "TS_CONTROL_URL", parse_control_url)?
             .unwrap_or_else(|| DEFAULT_CONTROL_URL.to_owned());
         let state_dir = read(&set, "TS_STATE_DIR", parse_state_dir)?;
+        let egress = read(&set, "TS_EGRESS", parse_switch)?.unwrap_or(true);
         let auth_key = set("TS_AUTHKEY").map(|k| k.trim().to_owned());
         let has_identity = state_dir.as_ref().is_some_and(|d| d.join(STATE_FILE).is_file());
         if auth_key.is_none() && !has_identity {
             return Err("TS_AUTHKEY is not set (and TS_STATE_DIR holds no registered node)".into());
         }
-        Ok(NodeConfig { auth_key, hostname, tags, control_url, state_dir })
+        Ok(NodeConfig { auth_key, hostname, tags, control_url, state_dir, egress })
     }
 
     /// Ephemeral unless the identity is kept: a node that forgets its keys on exit should not
@@ -84,6 +89,7 @@ pub fn check_value(var: &str, value: &str) -> Result<(), String> {
         "TS_TAGS" => parse_tags(value).map(drop),
         "TS_CONTROL_URL" => parse_control_url(value).map(drop),
         "TS_STATE_DIR" => parse_state_dir(value).map(drop),
+        "TS_EGRESS" => parse_switch(value).map(drop),
         _ => Err(format!("{var} is not a node setting")),
     }
 }
@@ -120,6 +126,14 @@ fn parse_control_url(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
+fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{value:?} is neither on nor off")),
+    }
+}
+
 fn parse_state_dir(value: &str) -> Result<PathBuf, String> {
     let dir = PathBuf::from(value);
     if !dir.is_absolute() {
@@ -145,6 +159,9 @@ mod tests {
         assert_eq!(c.hostname.as_str(), "web");
         assert_eq!(c.control_url, DEFAULT_CONTROL_URL);
         assert!(c.tags.is_empty() && c.ephemeral());
+        assert!(c.egress, "egress is on unless turned off");
+        let off = config(&[("TS_AUTHKEY", "k"), ("TS_HOSTNAME", "web"), ("TS_EGRESS", "off")]);
+        assert!(!off.unwrap().egress);
     }
 
     #[test]
@@ -178,6 +195,7 @@ mod tests {
             r#"TS_CONTROL_URL: "https:///key" names no host"#
         );
         assert!(with(("TS_STATE_DIR", "relative")).starts_with("TS_STATE_DIR"));
+        assert_eq!(with(("TS_EGRESS", "maybe")), r#"TS_EGRESS: "maybe" is neither on nor off"#);
         assert!(with(("TS_EXIT_NODE", "100.64.0.9")).contains("not supported"));
         assert!(with(("TS_TLS_CERTS_DIR", "/certs")).contains("not supported"));
     }

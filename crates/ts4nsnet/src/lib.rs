@@ -8,12 +8,15 @@
 //! * [`node`]: the container's tailnet node, on the `tailnode` crate (which carries packets
 //!   between the TUN and the tailnet itself).
 //! * [`service`], [`dns`]: quad-100 DNS inside the container.
+//! * [`egress`]: the host's network for what is not on the tailnet (TCP ended by smoltcp,
+//!   UDP relayed per flow), within podman's loopback and IPv6 settings.
 //! * [`run`]: the whole lifecycle podman sees.
 //! * [`plugin`]: the same as a netavark plugin (podman 5 and later).
 
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod egress;
 pub mod netlink;
 pub mod netns;
 pub mod node;

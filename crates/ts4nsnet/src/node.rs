@@ -28,7 +28,8 @@ pub async fn join(config: &NodeConfig) -> Result<Node, String> {
         Some(dir) => Identity::load_or_create(dir, STATE_FILE)?,
         None => Identity::fresh(),
     };
-    let node = Node::join(settings, identity, Options::default(), JOIN_TIMEOUT)
+    let options = Options { egress: config.egress, ..Options::default() };
+    let node = Node::join(settings, identity, options, JOIN_TIMEOUT)
         .await
         .map_err(|e| format!("joining the tailnet: {e}"))?;
     if let Err(e) = same_hostname(&node.hostname, config.hostname.as_str()) {

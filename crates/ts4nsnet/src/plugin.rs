@@ -32,11 +32,12 @@ pub const VERBS: [&str; 4] = ["info", "create", "setup", "teardown"];
 const API_VERSION: &str = "1.0.0";
 
 /// Options a network or container may set, and the variable each stands for.
-const OPTIONS: [(&str, &str); 4] = [
+const OPTIONS: [(&str, &str); 5] = [
     ("hostname", "TS_HOSTNAME"),
     ("tags", "TS_TAGS"),
     ("control_url", "TS_CONTROL_URL"),
     ("state_dir", "TS_STATE_DIR"),
+    ("egress", "TS_EGRESS"),
 ];
 
 /// How long `setup` waits for the node to join before giving up.
@@ -280,7 +281,9 @@ fn setup(
     let exe = std::env::current_exe().map_err(|e| format!("finding ts4nsnet itself: {e}"))?;
     let mut daemon = Command::new(exe);
     daemon
-        .args(["-c", "--enable-ipv6", "--netns-type=path", "-r"])
+        // The host's loopback stays closed to the container, as podman's default for
+        // slirp4netns: a plugin network has no allow_host_loopback to open it.
+        .args(["-c", "--enable-ipv6", "--disable-host-loopback", "--netns-type=path", "-r"])
         .arg(ready_w.as_raw_fd().to_string())
         .arg("--status-file")
         .arg(&status_file)

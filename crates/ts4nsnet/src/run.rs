@@ -10,6 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::SlirpArgs;
 use crate::config::NodeConfig;
+use crate::egress::{self, Policy, policy};
 use crate::netns::{self, Interface, TAILNET_MTU};
 use crate::{node, service, sys};
 
@@ -25,6 +26,7 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
         args.ready_fd.map(sys::take_fd).transpose().map_err(|e| format!("--ready-fd: {e}"))?;
     let exit = args.exit_fd.map(sys::take_fd).transpose().map_err(|e| format!("--exit-fd: {e}"))?;
     let netns = args.netns()?;
+    let policy = egress_policy(&args)?;
     if args.mtu.is_some_and(|mtu| mtu != TAILNET_MTU) {
         log::debug!("using the tailnet's MTU {TAILNET_MTU}, not the {:?} asked for", args.mtu);
     }
@@ -37,13 +39,23 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
         node.shutdown().await;
         return Err(e);
     }
-    let traffic = match node.start(interface.tun) {
+    let mut traffic = match node.start(interface.tun) {
         Ok(traffic) => traffic,
         Err(e) => {
             node.shutdown().await;
             return Err(format!("starting the data path: {e}"));
         }
     };
+    let egress = traffic.egress.take().map(|packets| {
+        let tun = traffic.tun.clone();
+        tokio::spawn(egress::run(
+            packets,
+            tun,
+            policy,
+            egress::Limits::default(),
+            TAILNET_MTU as usize,
+        ))
+    });
     let dns = tokio::spawn(service::serve(traffic, node.names(), node.tailnet.clone()));
     // "Ready" should mean peers can reach us: until a DERP region carries us, their first
     // handshake is lost and WireGuard waits five seconds to try again.
@@ -82,8 +94,32 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
     };
     log::info!("stopping: {reason}");
     dns.abort();
+    if let Some(egress) = egress {
+        egress.abort();
+    }
     node.shutdown().await;
     Ok(())
+}
+
+/// Where the container may go on the host's network, from podman's slirp4netns flags.
+fn egress_policy(args: &SlirpArgs) -> Result<Policy, String> {
+    let outbound = |flag: &str, value: &Option<String>, v6: bool| {
+        value.as_deref().map(|value| policy::outbound_address(flag, value, v6)).transpose()
+    };
+    let v4 = outbound("--outbound-addr", &args.outbound_addr, false)?;
+    let v6 = outbound("--outbound-addr6", &args.outbound_addr6, true)?;
+    Ok(Policy {
+        host_loopback: !args.disable_host_loopback,
+        ipv6: args.enable_ipv6,
+        outbound_v4: v4.and_then(|ip| match ip {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        }),
+        outbound_v6: v6.and_then(|ip| match ip {
+            std::net::IpAddr::V6(v6) => Some(v6),
+            std::net::IpAddr::V4(_) => None,
+        }),
+    })
 }
 
 /// What `--status-file` holds once the node is ready.

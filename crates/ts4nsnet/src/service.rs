@@ -13,7 +13,7 @@ use tailnode::packet;
 
 /// Answers DNS on quad-100 until the node stops handing out packets.
 pub async fn serve(traffic: ServiceTraffic, names: Names, tailnet: Option<String>) {
-    let ServiceTraffic { mut packets, tun } = traffic;
+    let ServiceTraffic { mut packets, tun, .. } = traffic;
     let upstream = std::fs::read_to_string("/etc/resolv.conf")
         .ok()
         .and_then(|text| dns::upstream_from_resolv_conf(&text));

@@ -1,0 +1,441 @@
+//! TCP to the host's network: smoltcp ends the container's connection inside ts4nsnet, and a
+//! host socket carries its bytes on, as libslirp does for slirp4netns.
+//!
+//! A connection is made on the host first, and only then does the container's SYN reach
+//! smoltcp, so a refused or unreachable destination is a reset to the container, as it would
+//! be on the host. Each direction is bounded: the host side reads only as much as a credit
+//! allows (given back as smoltcp takes the bytes), and the container's bytes wait in smoltcp's
+//! receive buffer (its window closes) while the host side is slow.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpCidr, IpListenEndpoint};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use super::policy::{HOST_ALIAS_V4, HOST_ALIAS_V6, Policy};
+use super::{AbortOnDrop, Limits};
+
+/// A connection: the container's address and port, and the destination as it addressed it.
+pub type Key = (SocketAddr, SocketAddr);
+
+/// The most bytes moved in one piece between the host socket and smoltcp.
+const CHUNK: usize = 16 * 1024;
+/// Bytes read from the host and not yet taken by smoltcp, per connection.
+const CREDIT: usize = 4 * CHUNK;
+/// Pieces of the container's bytes waiting for the host socket, per connection.
+const WRITE_QUEUE: usize = 4;
+/// How long a host socket may refuse to take bytes before the connection is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(300);
+
+/// What the host side reports to the main loop.
+#[derive(Debug)]
+pub enum Event {
+    Connected(Key, TcpStream),
+    Failed(Key, std::io::Error),
+    FromHost(u64, Vec<u8>),
+    HostClosed(u64),
+    HostFailed(u64, std::io::Error),
+}
+
+struct Connection {
+    handle: SocketHandle,
+    key: Key,
+    opened: Instant,
+    /// Bytes from the host not yet in smoltcp's send buffer.
+    to_container: VecDeque<u8>,
+    credit: Arc<Semaphore>,
+    /// The container's bytes, to the writer task; dropped once the container has sent FIN.
+    to_host: Option<mpsc::Sender<Vec<u8>>>,
+    host_closed: bool,
+    closing: bool,
+    _reader: AbortOnDrop,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// smoltcp's side of the device: packets from the container in, packets for it out.
+#[derive(Default)]
+struct Queue {
+    from_container: VecDeque<Vec<u8>>,
+    to_container: Vec<Vec<u8>>,
+    mtu: usize,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut packet = vec![0; len];
+        let result = f(&mut packet);
+        self.0.push(packet);
+        result
+    }
+}
+
+impl Device for Queue {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let packet = self.from_container.pop_front()?;
+        Some((Rx(packet), Tx(&mut self.to_container)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.to_container))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut capabilities = DeviceCapabilities::default();
+        capabilities.medium = Medium::Ip;
+        capabilities.max_transmission_unit = self.mtu;
+        capabilities
+    }
+}
+
+/// The TCP connections.
+pub struct Tcp {
+    iface: Interface,
+    device: Queue,
+    sockets: SocketSet<'static>,
+    connections: HashMap<u64, Connection>,
+    by_key: HashMap<Key, u64>,
+    /// Connections being made on the host, with the container's SYN held until then.
+    connecting: HashMap<Key, Vec<u8>>,
+    next_id: u64,
+    events: mpsc::UnboundedSender<Event>,
+    wake: Arc<Notify>,
+    limits: Limits,
+    warned_full: Option<Instant>,
+}
+
+impl std::fmt::Debug for Tcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tcp")
+            .field("connections", &self.connections.len())
+            .field("connecting", &self.connecting.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tcp {
+    pub fn new(
+        mtu: usize,
+        limits: Limits,
+        events: mpsc::UnboundedSender<Event>,
+        wake: Arc<Notify>,
+    ) -> Tcp {
+        let mut device = Queue { mtu, ..Queue::default() };
+        let mut iface = Interface::new(
+            Config::new(HardwareAddress::Ip),
+            &mut device,
+            smoltcp::time::Instant::now(),
+        );
+        // Every destination is ours to answer for; smoltcp routes replies by our own address.
+        iface.set_any_ip(true);
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(HOST_ALIAS_V4.into(), 32));
+            let _ = addrs.push(IpCidr::new(HOST_ALIAS_V6.into(), 128));
+        });
+        let _ = iface.routes_mut().add_default_ipv4_route(HOST_ALIAS_V4);
+        let _ = iface.routes_mut().add_default_ipv6_route(HOST_ALIAS_V6);
+        Tcp {
+            iface,
+            device,
+            sockets: SocketSet::new(Vec::new()),
+            connections: HashMap::new(),
+            by_key: HashMap::new(),
+            connecting: HashMap::new(),
+            next_id: 0,
+            events,
+            wake,
+            limits,
+            warned_full: None,
+        }
+    }
+
+    /// A segment from the container. A SYN for a new connection starts one on the host;
+    /// everything else goes to smoltcp, which resets what belongs to no connection.
+    pub fn from_container(&mut self, packet: &[u8], key: Key, opens: bool, policy: &Policy) {
+        if self.by_key.contains_key(&key) || !opens {
+            self.device.from_container.push_back(packet.to_vec());
+            return;
+        }
+        if self.connecting.contains_key(&key) {
+            return; // the SYN again, while the host connection is still being made
+        }
+        let target = match policy.target(key.1.ip()) {
+            Ok(ip) => SocketAddr::new(ip, key.1.port()),
+            Err(why) => {
+                log::debug!("egress: TCP {} → {} refused: {why}", key.0, key.1);
+                self.device.from_container.push_back(packet.to_vec());
+                return;
+            }
+        };
+        if self.connections.len() + self.connecting.len() >= self.limits.tcp_connections {
+            let now = Instant::now();
+            if self.warned_full.is_none_or(|at| now.duration_since(at) > Duration::from_secs(60)) {
+                log::warn!(
+                    "egress: {} TCP connections open, the most allowed; refusing new ones",
+                    self.limits.tcp_connections
+                );
+                self.warned_full = Some(now);
+            }
+            self.device.from_container.push_back(packet.to_vec());
+            return;
+        }
+        self.connecting.insert(key, packet.to_vec());
+        let source = policy.source_for(target.ip());
+        let (events, timeout) = (self.events.clone(), self.limits.connect_timeout);
+        tokio::spawn(async move {
+            let event = match tokio::time::timeout(timeout, connect(target, source)).await {
+                Ok(Ok(stream)) => Event::Connected(key, stream),
+                Ok(Err(e)) => Event::Failed(key, e),
+                Err(_) => Event::Failed(key, std::io::ErrorKind::TimedOut.into()),
+            };
+            let _ = events.send(event);
+        });
+    }
+
+    pub fn event(&mut self, event: Event) {
+        match event {
+            Event::Connected(key, stream) => self.connected(key, stream),
+            Event::Failed(key, e) => {
+                log::debug!("egress: TCP {} → {}: {e}", key.0, key.1);
+                if let Some(syn) = self.connecting.remove(&key) {
+                    self.device.from_container.push_back(syn); // no listener: a reset
+                }
+            }
+            Event::FromHost(id, data) => {
+                if let Some(connection) = self.connections.get_mut(&id) {
+                    connection.to_container.extend(data);
+                }
+            }
+            Event::HostClosed(id) => {
+                if let Some(connection) = self.connections.get_mut(&id) {
+                    connection.host_closed = true;
+                }
+            }
+            Event::HostFailed(id, e) => {
+                if let Some(connection) = self.connections.get_mut(&id) {
+                    log::debug!("egress: TCP {} → {}: {e}", connection.key.0, connection.key.1);
+                    self.sockets.get_mut::<tcp::Socket>(connection.handle).abort();
+                    connection.host_closed = true;
+                    connection.to_container.clear();
+                }
+            }
+        }
+    }
+
+    fn connected(&mut self, key: Key, stream: TcpStream) {
+        let Some(syn) = self.connecting.remove(&key) else { return };
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.limits.tcp_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.limits.tcp_buffer]),
+        );
+        // The host side already coalesces; Nagle here would only add delay.
+        socket.set_nagle_enabled(false);
+        let listen = IpListenEndpoint { addr: Some(key.1.ip().into()), port: key.1.port() };
+        if socket.listen(listen).is_err() {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let id = self.next_id;
+        self.next_id += 1;
+        let _ = stream.set_nodelay(true);
+        let (read_half, write_half) = stream.into_split();
+        let credit = Arc::new(Semaphore::new(CREDIT));
+        let reader = tokio::spawn(read(id, read_half, credit.clone(), self.events.clone()));
+        let (to_host, queue) = mpsc::channel(WRITE_QUEUE);
+        let writer =
+            tokio::spawn(write(id, write_half, queue, self.events.clone(), self.wake.clone()));
+        log::trace!("egress: TCP {} → {}", key.0, key.1);
+        self.connections.insert(
+            id,
+            Connection {
+                handle,
+                key,
+                opened: Instant::now(),
+                to_container: VecDeque::new(),
+                credit,
+                to_host: Some(to_host),
+                host_closed: false,
+                closing: false,
+                _reader: AbortOnDrop(reader),
+                writer,
+            },
+        );
+        self.by_key.insert(key, id);
+        self.device.from_container.push_back(syn);
+    }
+
+    /// Runs smoltcp, moves bytes both ways, ends finished connections, and returns the
+    /// packets for the container.
+    pub fn pump(&mut self) -> Vec<Vec<u8>> {
+        let now = smoltcp::time::Instant::now();
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        let mut finished = Vec::new();
+        for (id, connection) in &mut self.connections {
+            let socket = self.sockets.get_mut::<tcp::Socket>(connection.handle);
+            if relay(connection, socket, self.limits.connect_timeout) {
+                finished.push(*id);
+            }
+        }
+        for id in finished {
+            let Some(connection) = self.connections.remove(&id) else { continue };
+            self.sockets.remove(connection.handle);
+            self.by_key.remove(&connection.key);
+            if connection.to_host.is_some() {
+                // Reset or timed out with bytes still owed to the host: stop writing them.
+                connection.writer.abort();
+            }
+        }
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        std::mem::take(&mut self.device.to_container)
+    }
+
+    /// When smoltcp next needs to run (a retransmission, a delayed ACK).
+    pub fn poll_delay(&mut self) -> Option<Duration> {
+        let now = smoltcp::time::Instant::now();
+        self.iface.poll_delay(now, &self.sockets).map(|d| Duration::from_micros(d.total_micros()))
+    }
+
+}
+
+/// Moves what can move for one connection; says whether it is over.
+fn relay(connection: &mut Connection, socket: &mut tcp::Socket<'_>, stale: Duration) -> bool {
+    // Host to container, as far as smoltcp's send buffer takes it.
+    while !connection.to_container.is_empty() && socket.can_send() {
+        let (front, _) = connection.to_container.as_slices();
+        let Ok(sent) = socket.send_slice(front) else { break };
+        if sent == 0 {
+            break;
+        }
+        connection.to_container.drain(..sent);
+        connection.credit.add_permits(sent);
+    }
+    if connection.host_closed
+        && connection.to_container.is_empty()
+        && !connection.closing
+        && socket.may_send()
+    {
+        socket.close();
+        connection.closing = true;
+    }
+    // Container to host, as far as the writer's queue takes it.
+    if let Some(to_host) = &connection.to_host {
+        while socket.can_recv() {
+            match to_host.try_reserve() {
+                Ok(slot) => {
+                    let chunk = socket.recv(|buffer| {
+                        let len = buffer.len().min(CHUNK);
+                        (len, buffer[..len].to_vec())
+                    });
+                    if let Ok(chunk) = chunk {
+                        slot.send(chunk);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    socket.abort(); // the host side is gone
+                    break;
+                }
+            }
+        }
+        let fin_received = matches!(
+            socket.state(),
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait
+        );
+        if fin_received && socket.recv_queue() == 0 {
+            connection.to_host = None; // the writer sends what is queued, then shuts down
+        }
+    }
+    match socket.state() {
+        tcp::State::Closed | tcp::State::TimeWait => true,
+        tcp::State::Listen | tcp::State::SynReceived => connection.opened.elapsed() > stale,
+        _ => false,
+    }
+}
+
+async fn connect(
+    target: SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    socket.connect(target).await
+}
+
+/// Host to container: reads only as much as the credit allows.
+async fn read(
+    id: u64,
+    mut stream: OwnedReadHalf,
+    credit: Arc<Semaphore>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let Ok(permit) = credit.acquire_many(CHUNK as u32).await else { return };
+        permit.forget();
+        let event = match stream.read(&mut buffer).await {
+            Ok(0) => Event::HostClosed(id),
+            Ok(len) => {
+                credit.add_permits(CHUNK - len);
+                Event::FromHost(id, buffer[..len].to_vec())
+            }
+            Err(e) => Event::HostFailed(id, e),
+        };
+        let more = matches!(event, Event::FromHost(..));
+        if events.send(event).is_err() || !more {
+            return;
+        }
+    }
+}
+
+/// Container to host: writes what the main loop queues, then shuts the host's side down.
+async fn write(
+    id: u64,
+    mut stream: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::UnboundedSender<Event>,
+    wake: Arc<Notify>,
+) {
+    while let Some(chunk) = queue.recv().await {
+        match tokio::time::timeout(WRITE_STALL, stream.write_all(&chunk)).await {
+            Ok(Ok(())) => wake.notify_one(),
+            Ok(Err(e)) => {
+                let _ = events.send(Event::HostFailed(id, e));
+                return;
+            }
+            Err(_) => {
+                let stalled = std::io::Error::new(std::io::ErrorKind::TimedOut, "the host stalled");
+                let _ = events.send(Event::HostFailed(id, stalled));
+                return;
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}

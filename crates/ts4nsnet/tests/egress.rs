@@ -1,0 +1,269 @@
+//! Host egress, as root: a container on the lab tailnet reaches "the internet" (servers in a
+//! namespace of their own, behind a veth pair, not an outside address) through the host's
+//! network, TCP and UDP over both families, while its tailnet peer stays reachable; the host's
+//! loopback only when podman leaves it open; nothing when egress is off; a flood of connections
+//! bounded. Skips, saying why, when not root or without `ip`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+mod support;
+use support::{ECHO_PORT, Lab, Netns, can_run, start_with};
+
+const SERVER_V4: &str = "198.51.100.2";
+const SERVER_V6: &str = "2001:db8:51::2";
+/// The host's side of the veth pair: what the internet sees a container's connections come from.
+const HOST_V4: &str = "198.51.100.1";
+const PORT: u16 = 8080;
+
+/// "The internet": a namespace joined to the host by a veth pair, with TCP and UDP echo servers
+/// on both families that also tell each client the address it came from.
+struct Internet {
+    host_if: String,
+    _netns: Netns,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The internet's addresses are fixed, so tests that use it take turns.
+static ONE_INTERNET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Internet {
+    fn start(lab: &Lab) -> Internet {
+        let turn = ONE_INTERNET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = std::process::id() % 100_000;
+        let netns = Netns::add(&format!("ts4nsnet-inet-{id}"));
+        let (host_if, inet_if) = (format!("tpe{id}h"), format!("tpe{id}i"));
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &inet_if]);
+        ip(&["link", "set", &inet_if, "netns", &netns.0]);
+        ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", &host_if]);
+        ip(&["-6", "addr", "add", "2001:db8:51::1/64", "dev", &host_if, "nodad"]);
+        ip(&["link", "set", &host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let status = Command::new("ip").args(["-n", &netns.0]).args(args).status().unwrap();
+            assert!(status.success(), "ip -n {} {args:?}", netns.0);
+        };
+        inside(&["addr", "add", &format!("{SERVER_V4}/24"), "dev", &inet_if]);
+        inside(&["-6", "addr", "add", &format!("{SERVER_V6}/64"), "dev", &inet_if, "nodad"]);
+        inside(&["link", "set", &inet_if, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        for server in [SERVER_V4, SERVER_V6] {
+            let addr = SocketAddr::new(server.parse().unwrap(), PORT);
+            let (tcp, udp) =
+                netns.run(|| (TcpListener::bind(addr).unwrap(), UdpSocket::bind(addr).unwrap()));
+            serve(lab, tcp, udp);
+        }
+        Internet { host_if, _netns: netns, _one_at_a_time: turn }
+    }
+}
+
+impl Drop for Internet {
+    /// The pair goes at once (a namespace's own links are cleaned up later, in the background).
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+    }
+}
+
+/// TCP: the client's address as a line, then its bytes echoed until it closes. UDP: each
+/// datagram back, prefixed with the sender's address.
+fn serve(lab: &Lab, tcp: TcpListener, udp: UdpSocket) {
+    tcp.set_nonblocking(true).unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let _guard = lab.rt.enter();
+    let tcp = tokio::net::TcpListener::from_std(tcp).unwrap();
+    let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
+    lab.rt.spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut stream, from)) = tcp.accept().await {
+            tokio::spawn(async move {
+                let _ = stream.write_all(format!("{}\n", from.ip()).as_bytes()).await;
+                let mut buffer = vec![0u8; 65536];
+                while let Ok(len) = stream.read(&mut buffer).await {
+                    if len == 0 || stream.write_all(&buffer[..len]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    lab.rt.spawn(async move {
+        let mut buffer = vec![0u8; 65536];
+        while let Ok((len, from)) = udp.recv_from(&mut buffer).await {
+            let mut answer = format!("{} ", from.ip()).into_bytes();
+            answer.extend_from_slice(&buffer[..len]);
+            let _ = udp.send_to(&answer, from).await;
+        }
+    });
+}
+
+/// Connects, reads the line naming where the server saw us come from, and echoes `bytes`.
+fn tcp_echo(to: SocketAddr, bytes: usize) -> Result<String, std::io::Error> {
+    let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        seen.push(byte[0]);
+    }
+    let sent: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let mut stream = stream.try_clone()?;
+        let sent = sent.clone();
+        std::thread::spawn(move || stream.write_all(&sent))
+    };
+    let mut back = vec![0u8; bytes];
+    stream.read_exact(&mut back)?;
+    writer.join().unwrap()?;
+    assert!(back == sent, "the echo of {bytes} bytes from {to} differs");
+    Ok(String::from_utf8(seen).unwrap())
+}
+
+/// Sends a datagram (up to three times: UDP may drop one) and returns the answer.
+fn udp_echo(to: SocketAddr) -> Option<String> {
+    let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+    let socket = UdpSocket::bind(bind).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buffer = [0u8; 2048];
+    (0..3).find_map(|_| {
+        socket.send_to(b"datagram", to).unwrap();
+        let (len, from) = socket.recv_from(&mut buffer).ok()?;
+        assert_eq!(from, to, "the answer comes from the address asked");
+        Some(String::from_utf8_lossy(&buffer[..len]).into_owned())
+    })
+}
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+}
+
+#[test]
+fn a_container_reaches_the_internet_and_its_peer_at_once() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::start();
+    let _internet = Internet::start(&lab);
+    let host_loopback = TcpListener::bind("127.0.0.1:0").unwrap();
+    let loopback_port = host_loopback.local_addr().unwrap().port();
+
+    let netns = Netns::add(&format!("ts4nsnet-egress-{}", std::process::id()));
+    let args = ["--enable-ipv6", "--disable-host-loopback"];
+    let mut node = start_with(&netns, &lab.url, "web", &args, &[("TS_AUTHKEY", &lab.key)]);
+    node.wait_ready().unwrap();
+    let peer_ip = lab.peer.ipv4;
+
+    netns.run(|| {
+        // TCP both families, a megabyte each way at once, seen from the host's address.
+        let seen = tcp_echo(addr(SERVER_V4, PORT), 1 << 20).expect("TCP to the internet (v4)");
+        assert_eq!(seen, HOST_V4);
+        let seen = tcp_echo(addr(SERVER_V6, PORT), 1 << 20).expect("TCP to the internet (v6)");
+        assert_eq!(seen, "2001:db8:51::1");
+        // UDP both families.
+        assert_eq!(udp_echo(addr(SERVER_V4, PORT)).as_deref(), Some("198.51.100.1 datagram"));
+        assert_eq!(udp_echo(addr(SERVER_V6, PORT)).as_deref(), Some("2001:db8:51::1 datagram"));
+        // A closed port is refused at once, as on the host.
+        let refused = TcpStream::connect_timeout(&addr(SERVER_V4, 1), Duration::from_secs(5));
+        assert_eq!(refused.unwrap_err().kind(), ErrorKind::ConnectionRefused);
+        // The host's loopback is closed (--disable-host-loopback): its alias is just an address.
+        let alias =
+            TcpStream::connect_timeout(&addr("10.0.2.2", loopback_port), Duration::from_secs(3));
+        assert!(alias.is_err(), "the host's loopback must be closed");
+        // And the tailnet is still the tailnet.
+        let mut tcp = TcpStream::connect_timeout(
+            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
+            Duration::from_secs(10),
+        )
+        .expect("TCP to the tailnet peer");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(b"still here").unwrap();
+        let mut back = [0u8; 10];
+        tcp.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"still here");
+        // An address in the tailnet's range that no peer holds never leaks to the host.
+        let stray = TcpStream::connect_timeout(&addr("100.100.7.7", PORT), Duration::from_secs(2));
+        assert_eq!(stray.unwrap_err().kind(), ErrorKind::TimedOut);
+    });
+    drop(node);
+}
+
+#[test]
+fn the_host_loopback_opens_without_disable_host_loopback_and_egress_can_be_off() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::start();
+    let _internet = Internet::start(&lab);
+    let host_loopback = TcpListener::bind("127.0.0.1:0").unwrap();
+    let loopback_port = host_loopback.local_addr().unwrap().port();
+
+    let open = Netns::add(&format!("ts4nsnet-open-{}", std::process::id()));
+    let mut node = start_with(&open, &lab.url, "open", &[], &[("TS_AUTHKEY", &lab.key)]);
+    node.wait_ready().unwrap();
+    open.run(|| {
+        let stream =
+            TcpStream::connect_timeout(&addr("10.0.2.2", loopback_port), Duration::from_secs(10));
+        stream.expect("the host's loopback through 10.0.2.2");
+    });
+    let (_accepted, from) = host_loopback.accept().unwrap();
+    assert!(from.ip().is_loopback(), "{from}");
+    drop(node);
+
+    let off = Netns::add(&format!("ts4nsnet-off-{}", std::process::id()));
+    let env = [("TS_AUTHKEY", lab.key.as_str()), ("TS_EGRESS", "off")];
+    let mut node = start_with(&off, &lab.url, "closed", &[], &env);
+    node.wait_ready().unwrap();
+    off.run(|| {
+        let blocked = TcpStream::connect_timeout(&addr(SERVER_V4, PORT), Duration::from_secs(2));
+        assert_eq!(blocked.unwrap_err().kind(), ErrorKind::TimedOut, "egress is off");
+        assert_eq!(udp_echo(addr(SERVER_V4, PORT)), None);
+    });
+    drop(node);
+}
+
+#[test]
+fn a_connection_flood_is_bounded_and_the_tailnet_keeps_working() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::start();
+    let _internet = Internet::start(&lab);
+    let netns = Netns::add(&format!("ts4nsnet-flood-{}", std::process::id()));
+    let mut node = start_with(&netns, &lab.url, "flood", &[], &[("TS_AUTHKEY", &lab.key)]);
+    node.wait_ready().unwrap();
+    let limit = ts4nsnet::egress::Limits::default().tcp_connections;
+    let peer_ip = lab.peer.ipv4;
+    netns.run(|| {
+        let mut open = Vec::new();
+        let mut refused = 0;
+        for _ in 0..limit + 50 {
+            match TcpStream::connect_timeout(&addr(SERVER_V4, PORT), Duration::from_secs(10)) {
+                Ok(stream) => open.push(stream),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => refused += 1,
+                Err(e) => panic!("after {} connections: {e}", open.len()),
+            }
+        }
+        assert_eq!((open.len(), refused), (limit, 50), "the limit holds, and only it");
+        // The tailnet is unaffected by a full egress table.
+        let mut tcp = TcpStream::connect_timeout(
+            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
+            Duration::from_secs(10),
+        )
+        .expect("TCP to the tailnet peer");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(b"x").unwrap();
+        tcp.read_exact(&mut [0u8; 1]).unwrap();
+        // Closed connections free their places.
+        drop(open);
+        let again = (0..50).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            tcp_echo(addr(SERVER_V4, PORT), 10).ok()
+        });
+        assert_eq!(again.as_deref(), Some(HOST_V4), "a new connection once the old ones closed");
+    });
+    drop(node);
+}

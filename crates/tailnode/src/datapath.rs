@@ -39,6 +39,8 @@ const REFRESH: Duration = Duration::from_secs(20);
 /// Tailscale's service addresses (quad-100), answered on the node rather than on the tailnet.
 const SERVICE_V4: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
 const SERVICE_V6: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0x53);
+/// The largest packet the tailnet carries: what Tailscale's WireGuard fits in every path.
+pub const TAILNET_MTU: usize = 1280;
 /// At most this many endpoints are offered to control.
 const MAX_ENDPOINTS: usize = 16;
 
@@ -228,6 +230,17 @@ impl DataPath {
                     if let Some(egress) = &self.egress {
                         // Dropped when busy, as a full link would: the container's TCP resends.
                         let _dropped_when_busy = egress.try_send(packet);
+                    }
+                }
+                // Bigger than the tailnet carries (the container's interface has a larger MTU
+                // for the internet, and a peer's subnet route took the default route's): tell
+                // the sender, whose path MTU discovery then sends smaller.
+                _ if packet.len() > TAILNET_MTU => {
+                    if let Some(answer) =
+                        crate::packet::too_big(packet.as_ref(), TAILNET_MTU as u16)
+                        && let Err(e) = self.tun.write(&answer).await
+                    {
+                        log::debug!("writing to the TUN device: {e}");
                     }
                 }
                 _ => to_tailnet.push(packet),
@@ -618,6 +631,25 @@ mod tests {
         }
         assert!(usable("127.0.0.1".parse().unwrap(), true));
         assert!(!usable("100.100.100.100".parse().unwrap(), true), "quad-100 is the tailnet's");
+    }
+
+    #[test]
+    fn the_tailnet_is_its_ranges_and_peer_routes_but_not_an_exit_nodes_default_route() {
+        let mut netmap = Netmap::default();
+        let mut router = crate::netmap::tests::node(2, "router");
+        router.accepted_routes = ["100.64.0.2/32", "192.168.5.0/24", "0.0.0.0/0", "::/0"]
+            .map(|r| r.parse().unwrap())
+            .into();
+        netmap.peers.insert(2, router);
+        let routes = tailnet_routes(&netmap);
+        let in_tailnet =
+            |ip: &str| routes.iter().any(|net| net.contains(&ip.parse::<IpAddr>().unwrap()));
+        for ip in ["100.64.0.2", "100.127.255.1", "fd7a:115c:a1e0::99", "192.168.5.20"] {
+            assert!(in_tailnet(ip), "{ip} is the tailnet's");
+        }
+        for ip in ["198.51.100.7", "192.168.6.1", "2001:db8::1", "100.128.0.1", "10.0.2.2"] {
+            assert!(!in_tailnet(ip), "{ip} is outside the tailnet");
+        }
     }
 
     #[test]

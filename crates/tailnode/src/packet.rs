@@ -1,5 +1,5 @@
-//! Just enough IP parsing and building for the bridge: which protocol a packet carries, and
-//! UDP over IPv4 for the DNS responder.
+//! Just enough IP parsing and building for the bridge: which protocol a packet carries, UDP
+//! over IPv4 for the DNS responder, and the ICMP a node answers itself (ping, "too big").
 
 use std::net::Ipv4Addr;
 
@@ -114,6 +114,64 @@ pub fn echo_reply4(packet: &[u8]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
+/// The ICMP "too big" answer to `packet` (IPv4 "fragmentation needed" when it may not be
+/// fragmented, IPv6 "packet too big"), from its destination, so the sender's path MTU discovery
+/// lowers what it sends there to `mtu`. `None` when no answer is due.
+pub fn too_big(packet: &[u8], mtu: u16) -> Option<Vec<u8>> {
+    match version_and_protocol(packet)? {
+        (4, _) => {
+            let header = usize::from(packet[0] & 0x0f) * 4;
+            let dont_fragment = packet[6] & 0x40 != 0;
+            if !dont_fragment || packet.len() <= usize::from(mtu) || packet.len() < header {
+                return None;
+            }
+            let quoted = &packet[..packet.len().min(header + 8)];
+            let mut icmp = vec![3, 4, 0, 0, 0, 0];
+            icmp.extend_from_slice(&mtu.to_be_bytes());
+            icmp.extend_from_slice(quoted);
+            let sum = checksum(&icmp);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            let total = u16::try_from(20 + icmp.len()).ok()?;
+            let mut reply = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, ICMP, 0, 0];
+            reply[2..4].copy_from_slice(&total.to_be_bytes());
+            reply.extend_from_slice(&packet[16..20]);
+            reply.extend_from_slice(&packet[12..16]);
+            let sum = checksum(&reply);
+            reply[10..12].copy_from_slice(&sum.to_be_bytes());
+            reply.extend_from_slice(&icmp);
+            Some(reply)
+        }
+        (6, _) => {
+            if packet.len() <= usize::from(mtu) {
+                return None;
+            }
+            // As much of the packet as fits in the smallest IPv6 MTU, as RFC 4443 asks.
+            let quoted = &packet[..packet.len().min(1280 - 48)];
+            let mut icmp = vec![2, 0, 0, 0];
+            icmp.extend_from_slice(&u32::from(mtu).to_be_bytes());
+            icmp.extend_from_slice(quoted);
+            let (src, dst) = (&packet[24..40], &packet[8..24]);
+            let length = u32::try_from(icmp.len()).ok()?;
+            let mut pseudo = Vec::with_capacity(40 + icmp.len());
+            pseudo.extend_from_slice(src);
+            pseudo.extend_from_slice(dst);
+            pseudo.extend_from_slice(&length.to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, ICMPV6]);
+            pseudo.extend_from_slice(&icmp);
+            let sum = checksum(&pseudo);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            let mut reply = vec![0x60, 0, 0, 0];
+            reply.extend_from_slice(&u16::try_from(icmp.len()).ok()?.to_be_bytes());
+            reply.extend_from_slice(&[ICMPV6, 64]);
+            reply.extend_from_slice(src);
+            reply.extend_from_slice(dst);
+            reply.extend_from_slice(&icmp);
+            Some(reply)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +208,44 @@ mod tests {
         };
         let packet = build_udp4(&udp);
         assert_eq!(parse_udp4(&packet[..packet.len() - 1]), None);
+    }
+
+    #[test]
+    fn too_big_packets_are_answered_with_the_mtu_from_their_destination() {
+        // A 1400-byte IPv4 TCP packet with DF, from 100.64.0.1 to 192.168.5.20.
+        let mut big = vec![0x45, 0, 0x05, 0x78, 0, 0, 0x40, 0, 64, TCP, 0, 0];
+        big.extend_from_slice(&[100, 64, 0, 1, 192, 168, 5, 20]);
+        big.resize(1400, 0xab);
+        let reply = too_big(&big, 1280).unwrap();
+        assert_eq!(
+            (&reply[12..16], &reply[16..20]),
+            (&[192, 168, 5, 20][..], &[100, 64, 0, 1][..])
+        );
+        assert_eq!((reply[9], reply[20], reply[21]), (ICMP, 3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1280);
+        assert_eq!(&reply[28..48], &big[..20], "the original header is quoted");
+        assert_eq!((checksum(&reply[..20]), checksum(&reply[20..])), (0, 0));
+        assert_eq!(reply.len(), 20 + 8 + 28);
+        assert_eq!(too_big(&big[..1280], 1280), None, "it fits");
+        big[6] = 0;
+        assert_eq!(too_big(&big, 1280), None, "it may be fragmented");
+
+        let mut big6 = vec![0x60, 0, 0, 0, 0x05, 0x50, TCP, 64];
+        big6.extend_from_slice(&[0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        big6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        big6.resize(1400, 0xcd);
+        let reply = too_big(&big6, 1280).unwrap();
+        assert_eq!(reply.len(), 1280, "no bigger than the smallest IPv6 MTU");
+        assert_eq!((&reply[8..24], &reply[24..40]), (&big6[24..40], &big6[8..24]));
+        assert_eq!(
+            (reply[6], reply[40], u32::from_be_bytes(reply[44..48].try_into().unwrap())),
+            (ICMPV6, 2, 1280)
+        );
+        let mut pseudo = reply[8..40].to_vec();
+        pseudo.extend_from_slice(&(reply.len() as u32 - 40).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, ICMPV6]);
+        pseudo.extend_from_slice(&reply[40..]);
+        assert_eq!(checksum(&pseudo), 0, "ICMPv6 checksum");
     }
 
     #[test]

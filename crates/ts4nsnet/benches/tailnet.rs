@@ -226,6 +226,7 @@ fn main() {
     drop(node);
 
     rt.block_on(peer.shutdown());
+    egress(&url, &key);
 
     let rates = |r: &Result<f64, String>| r.as_ref().ok().copied().map(|b| b / 1e6);
     let summary = anchor::Summary {
@@ -287,4 +288,83 @@ fn container_to_container(
     );
     println!("  ts4nsnet resident memory (tun2tun): {idle:.1} MiB idle, {peak:.1} MiB peak");
     Ok(TunToTun { bulk, rss_idle_mib: idle, rss_peak_mib: peak })
+}
+
+/// Host egress: a container's TCP to "the internet" (a namespace behind a veth pair) through
+/// ts4nsnet, then through podman's own slirp4netns on the same machine in the same run, at
+/// podman's MTU (65520) and at the tailnet's (1280, what ts4nsnet's interface has).
+fn egress(url: &str, key: &str) {
+    let internet = support::Internet::start();
+    let server: std::net::IpAddr = support::SERVER_V4.parse().unwrap();
+    let id = std::process::id();
+    let print = |label: &str, bulk: Result<support::Bulk, String>| match bulk {
+        Ok(b) => println!(
+            "  {label}: upload {:.1} MB/s, download {:.1} MB/s, round trip median {:.0} µs",
+            b.upload_mb_s, b.download_mb_s, b.rtt_median_us
+        ),
+        Err(e) => println!("  {label}: {e}"),
+    };
+    println!("egress benchmark, {} MiB each way:", anchor::ANCHOR_BYTES >> 20);
+
+    let ours = support::Netns::add(&format!("ts4nsnet-bench-egress-{id}"));
+    let args = ["--disable-host-loopback"];
+    let mut node = support::start_with(&ours, url, "egress", &args, &[("TS_AUTHKEY", key)]);
+    node.wait_ready().expect("ts4nsnet is ready");
+    let started = Instant::now();
+    let bulk = support::between_namespaces(&ours, &internet.netns, server, anchor::ANCHOR_BYTES);
+    eprintln!("bench: egress through ts4nsnet took {:.1} s", started.elapsed().as_secs_f64());
+    print("container -> internet through ts4nsnet (MTU 1280)     ", bulk);
+    let (_, peak) = memory(node.child.id());
+    println!("  ts4nsnet resident memory (egress): {peak:.1} MiB peak");
+    drop(node);
+
+    for mtu in [65520, 1280] {
+        let theirs = support::Netns::add(&format!("ts4nsnet-bench-slirp-{id}"));
+        let label = format!("container -> internet through slirp4netns (MTU {mtu:>5})");
+        match slirp4netns(&theirs, mtu) {
+            Ok(_slirp) => {
+                let bulk = support::between_namespaces(
+                    &theirs,
+                    &internet.netns,
+                    server,
+                    anchor::ANCHOR_BYTES,
+                );
+                print(&label, bulk);
+            }
+            Err(e) => println!("  {label}: not measured: {e}"),
+        }
+    }
+}
+
+/// slirp4netns as podman starts it, until dropped.
+struct Slirp(std::process::Child);
+
+impl Drop for Slirp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn slirp4netns(netns: &support::Netns, mtu: u32) -> Result<Slirp, String> {
+    use std::os::fd::AsRawFd as _;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::empty()).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new("slirp4netns")
+        .args(["--configure", "--disable-host-loopback", "--netns-type=path"])
+        .arg(format!("--mtu={mtu}"))
+        .arg(format!("--ready-fd={}", ready_w.as_raw_fd()))
+        .arg(netns.path())
+        .arg("tap0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("slirp4netns: {e} (apt-get install slirp4netns)"))?;
+    drop(ready_w);
+    let slirp = Slirp(child);
+    let mut byte = [0u8; 1];
+    match std::fs::File::from(ready_r).read(&mut byte) {
+        Ok(1) => Ok(slirp),
+        _ => Err("slirp4netns did not become ready".into()),
+    }
 }

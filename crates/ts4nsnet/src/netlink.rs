@@ -22,8 +22,11 @@ const IFLA_MTU: u16 = 4;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_F_NODAD: u8 = 0x02;
+const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_PREFSRC: u16 = 7;
+const RTA_METRICS: u16 = 8;
+const RTAX_MTU: u16 = 2;
 
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
@@ -103,10 +106,18 @@ pub fn add_address(seq: u32, index: u32, ip: IpAddr, prefix: u8) -> Vec<u8> {
 }
 
 /// RTM_NEWROUTE: the default route of `source`'s family through `index`, from `source`.
-pub fn add_default_route(seq: u32, index: u32, source: IpAddr) -> Vec<u8> {
+/// A route out of the interface from `source`: to `to` (an address and prefix length), or the
+/// default route; with `mtu`, packets on it are at most that big.
+pub fn add_route(
+    seq: u32,
+    index: u32,
+    source: IpAddr,
+    to: Option<(IpAddr, u8)>,
+    mtu: Option<u32>,
+) -> Vec<u8> {
     let rtmsg = [
         family(source),
-        0, // dst_len: default route
+        to.map_or(0, |(_, prefix)| prefix), // dst_len: 0 for the default route
         0,
         0,
         RT_TABLE_MAIN,
@@ -118,10 +129,19 @@ pub fn add_default_route(seq: u32, index: u32, source: IpAddr) -> Vec<u8> {
         0,
         0, // flags
     ];
-    Message::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq, &rtmsg)
-        .attr(RTA_OIF, &index.to_ne_bytes())
-        .attr(RTA_PREFSRC, &octets(source))
-        .finish()
+    let mut message = Message::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq, &rtmsg);
+    if let Some((dst, _)) = to {
+        message = message.attr(RTA_DST, &octets(dst));
+    }
+    message = message.attr(RTA_OIF, &index.to_ne_bytes()).attr(RTA_PREFSRC, &octets(source));
+    if let Some(mtu) = mtu {
+        // RTA_METRICS nests attributes of its own: here the one, RTAX_MTU.
+        let mut metrics = 8u16.to_ne_bytes().to_vec();
+        metrics.extend_from_slice(&RTAX_MTU.to_ne_bytes());
+        metrics.extend_from_slice(&mtu.to_ne_bytes());
+        message = message.attr(RTA_METRICS, &metrics);
+    }
+    message.finish()
 }
 
 /// The error code in an acknowledgement for `seq`: `Some(0)` is success, `Some(-errno)` a
@@ -188,8 +208,15 @@ impl Netlink {
         self.request("adding the address", |seq| add_address(seq, index, ip, prefix))
     }
 
-    pub fn add_default_route(&mut self, index: u32, source: IpAddr) -> io::Result<()> {
-        self.request("adding the default route", |seq| add_default_route(seq, index, source))
+    pub fn add_route(
+        &mut self,
+        index: u32,
+        source: IpAddr,
+        to: Option<(IpAddr, u8)>,
+        mtu: Option<u32>,
+    ) -> io::Result<()> {
+        let what = if to.is_some() { "adding a route" } else { "adding the default route" };
+        self.request(what, |seq| add_route(seq, index, source, to, mtu))
     }
 }
 
@@ -242,7 +269,7 @@ mod tests {
 
     #[test]
     fn default_route_goes_out_of_the_interface_from_our_address() {
-        let m = add_default_route(9, 4, "100.64.0.7".parse().unwrap());
+        let m = add_route(9, 4, "100.64.0.7".parse().unwrap(), None, None);
         assert_eq!(u16_at(&m, 4), RTM_NEWROUTE);
         let rtmsg = &m[16..28];
         assert_eq!(rtmsg[0], libc::AF_INET as u8);
@@ -251,6 +278,21 @@ mod tests {
         assert_eq!((u16_at(&m, 28), u16_at(&m, 30), u32_at(&m, 32)), (8, RTA_OIF, 4));
         assert_eq!((u16_at(&m, 36), u16_at(&m, 38)), (8, RTA_PREFSRC));
         assert_eq!(&m[40..44], &[100, 64, 0, 7]);
+        assert_eq!(m.len(), 44);
+    }
+
+    #[test]
+    fn a_route_to_a_prefix_carries_its_destination_and_mtu() {
+        let source = "100.64.0.7".parse().unwrap();
+        let m = add_route(9, 4, source, Some(("100.64.0.0".parse().unwrap(), 10)), Some(1280));
+        assert_eq!(m[17], 10, "dst_len");
+        assert_eq!((u16_at(&m, 28), u16_at(&m, 30)), (8, RTA_DST));
+        assert_eq!(&m[32..36], &[100, 64, 0, 0]);
+        assert_eq!((u16_at(&m, 36), u16_at(&m, 38), u32_at(&m, 40)), (8, RTA_OIF, 4));
+        assert_eq!((u16_at(&m, 44), u16_at(&m, 46)), (8, RTA_PREFSRC));
+        assert_eq!((u16_at(&m, 52), u16_at(&m, 54)), (12, RTA_METRICS));
+        assert_eq!((u16_at(&m, 56), u16_at(&m, 58), u32_at(&m, 60)), (8, RTAX_MTU, 1280));
+        assert_eq!(m.len(), 64);
     }
 
     #[test]

@@ -16,7 +16,11 @@ use crate::netlink::Netlink;
 use crate::sys;
 
 /// The tailnet's MTU: what Tailscale's WireGuard carries everywhere.
-pub const TAILNET_MTU: u32 = 1280;
+pub const TAILNET_MTU: u32 = tailnode::datapath::TAILNET_MTU as u32;
+/// The tailnet's address ranges (CGNAT and Tailscale's ULA prefix), routed at [`TAILNET_MTU`].
+const TAILNET_V4: (IpAddr, u8) = (IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), 10);
+const TAILNET_V6: (IpAddr, u8) =
+    (IpAddr::V6(Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0)), 48);
 const LOOPBACK_INDEX: u32 = 1;
 
 /// Where the namespace lives in the filesystem.
@@ -61,18 +65,30 @@ impl Interface {
     }
 
     /// Brings `lo` and the TUN up, and gives the TUN the node's addresses and the default
-    /// routes, as slirp4netns's `--configure` does for its tap.
-    pub fn configure(&mut self, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> Result<(), String> {
+    /// routes, as slirp4netns's `--configure` does for its tap. With an `mtu` above the
+    /// tailnet's (host egress, which may use podman's larger MTU), the tailnet's own ranges get
+    /// routes of their own at [`TAILNET_MTU`], so only the internet sees the bigger packets.
+    pub fn configure(
+        &mut self,
+        ipv4: Ipv4Addr,
+        ipv6: Option<Ipv6Addr>,
+        mtu: u32,
+    ) -> Result<(), String> {
         let name = self.name.clone();
         let fail = |e: std::io::Error| format!("{name}: {e}");
+        let mtu = mtu.max(TAILNET_MTU);
+        let tailnet_route = (mtu > TAILNET_MTU).then_some(TAILNET_MTU);
         self.netlink.link_up(LOOPBACK_INDEX, None).map_err(|e| format!("lo: {e}"))?;
-        self.netlink.link_up(self.index, Some(TAILNET_MTU)).map_err(fail)?;
-        self.netlink.add_address(self.index, IpAddr::V4(ipv4), 32).map_err(fail)?;
-        self.netlink.add_default_route(self.index, IpAddr::V4(ipv4)).map_err(fail)?;
-        if let Some(ipv6) = ipv6 {
-            let ip = IpAddr::V6(ipv6);
-            self.netlink.add_address(self.index, ip, 128).map_err(fail)?;
-            self.netlink.add_default_route(self.index, ip).map_err(fail)?;
+        self.netlink.link_up(self.index, Some(mtu)).map_err(fail)?;
+        let mut families = vec![(IpAddr::V4(ipv4), 32, TAILNET_V4)];
+        families.extend(ipv6.map(|ipv6| (IpAddr::V6(ipv6), 128, TAILNET_V6)));
+        for (ip, host_prefix, (range, prefix)) in families {
+            self.netlink.add_address(self.index, ip, host_prefix).map_err(fail)?;
+            self.netlink.add_route(self.index, ip, None, None).map_err(fail)?;
+            if let Some(route_mtu) = tailnet_route {
+                let to = Some((range, prefix));
+                self.netlink.add_route(self.index, ip, to, Some(route_mtu)).map_err(fail)?;
+            }
         }
         Ok(())
     }

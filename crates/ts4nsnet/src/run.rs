@@ -27,14 +27,12 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
     let exit = args.exit_fd.map(sys::take_fd).transpose().map_err(|e| format!("--exit-fd: {e}"))?;
     let netns = args.netns()?;
     let policy = egress_policy(&args)?;
-    if args.mtu.is_some_and(|mtu| mtu != TAILNET_MTU) {
-        log::debug!("using the tailnet's MTU {TAILNET_MTU}, not the {:?} asked for", args.mtu);
-    }
+    let mtu = link_mtu(config.egress, args.mtu);
     let mut interface = Interface::create(&netns, &args.tap_name)?;
     let mut node = node::join(&config).await?;
     let ipv6 = args.enable_ipv6.then_some(node.ipv6);
     if args.configure
-        && let Err(e) = interface.configure(node.ipv4, ipv6)
+        && let Err(e) = interface.configure(node.ipv4, ipv6, mtu)
     {
         node.shutdown().await;
         return Err(e);
@@ -99,6 +97,20 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// slirp4netns's default MTU, when podman passes none.
+const SLIRP_DEFAULT_MTU: u32 = 1500;
+/// The largest MTU slirp4netns takes (podman's default for it).
+const MAX_MTU: u32 = 65520;
+
+/// The container interface's MTU: `--mtu` (as slirp4netns takes it) when the internet is
+/// reached through the host, else the tailnet's, which is all the tailnet carries.
+fn link_mtu(egress: bool, asked: Option<u32>) -> u32 {
+    match egress {
+        true => asked.unwrap_or(SLIRP_DEFAULT_MTU).clamp(TAILNET_MTU, MAX_MTU),
+        false => TAILNET_MTU,
+    }
 }
 
 /// Where the container may go on the host's network, from podman's slirp4netns flags.
@@ -195,6 +207,15 @@ async fn netns_gone(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mtu_is_podmans_for_egress_and_the_tailnets_without() {
+        assert_eq!(link_mtu(true, Some(65520)), 65520);
+        assert_eq!(link_mtu(true, None), 1500);
+        assert_eq!(link_mtu(true, Some(576)), TAILNET_MTU);
+        assert_eq!(link_mtu(true, Some(100_000)), 65520);
+        assert_eq!(link_mtu(false, Some(65520)), TAILNET_MTU);
+    }
 
     #[test]
     fn the_status_file_is_never_written_through_a_planted_link() {

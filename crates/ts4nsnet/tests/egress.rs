@@ -6,67 +6,27 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
 mod support;
-use support::{ECHO_PORT, Lab, Netns, can_run, start_with};
+use support::{
+    ECHO_PORT, HOST_V4, Internet, Lab, Netns, SERVER_V4, SERVER_V6, can_run, start_with,
+};
 
-const SERVER_V4: &str = "198.51.100.2";
-const SERVER_V6: &str = "2001:db8:51::2";
-/// The host's side of the veth pair: what the internet sees a container's connections come from.
-const HOST_V4: &str = "198.51.100.1";
 const PORT: u16 = 8080;
 
-/// "The internet": a namespace joined to the host by a veth pair, with TCP and UDP echo servers
-/// on both families that also tell each client the address it came from.
-struct Internet {
-    host_if: String,
-    _netns: Netns,
-    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
-}
-
-/// The internet's addresses are fixed, so tests that use it take turns.
-static ONE_INTERNET: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-impl Internet {
-    fn start(lab: &Lab) -> Internet {
-        let turn = ONE_INTERNET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let id = std::process::id() % 100_000;
-        let netns = Netns::add(&format!("ts4nsnet-inet-{id}"));
-        let (host_if, inet_if) = (format!("tpe{id}h"), format!("tpe{id}i"));
-        let ip = |args: &[&str]| {
-            let status = Command::new("ip").args(args).status().unwrap();
-            assert!(status.success(), "ip {args:?}");
-        };
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &inet_if]);
-        ip(&["link", "set", &inet_if, "netns", &netns.0]);
-        ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", &host_if]);
-        ip(&["-6", "addr", "add", "2001:db8:51::1/64", "dev", &host_if, "nodad"]);
-        ip(&["link", "set", &host_if, "up"]);
-        let inside = |args: &[&str]| {
-            let status = Command::new("ip").args(["-n", &netns.0]).args(args).status().unwrap();
-            assert!(status.success(), "ip -n {} {args:?}", netns.0);
-        };
-        inside(&["addr", "add", &format!("{SERVER_V4}/24"), "dev", &inet_if]);
-        inside(&["-6", "addr", "add", &format!("{SERVER_V6}/64"), "dev", &inet_if, "nodad"]);
-        inside(&["link", "set", &inet_if, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        for server in [SERVER_V4, SERVER_V6] {
-            let addr = SocketAddr::new(server.parse().unwrap(), PORT);
-            let (tcp, udp) =
-                netns.run(|| (TcpListener::bind(addr).unwrap(), UdpSocket::bind(addr).unwrap()));
-            serve(lab, tcp, udp);
-        }
-        Internet { host_if, _netns: netns, _one_at_a_time: turn }
+/// The internet with TCP and UDP echo servers on both families that also tell each client the
+/// address it came from.
+fn internet(lab: &Lab) -> Internet {
+    let internet = Internet::start();
+    for server in [SERVER_V4, SERVER_V6] {
+        let addr = SocketAddr::new(server.parse().unwrap(), PORT);
+        let (tcp, udp) = internet
+            .netns
+            .run(|| (TcpListener::bind(addr).unwrap(), UdpSocket::bind(addr).unwrap()));
+        serve(lab, tcp, udp);
     }
-}
-
-impl Drop for Internet {
-    /// The pair goes at once (a namespace's own links are cleaned up later, in the background).
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
-    }
+    internet
 }
 
 /// TCP: the client's address as a line, then its bytes echoed until it closes. UDP: each
@@ -147,7 +107,7 @@ fn a_container_reaches_the_internet_and_its_peer_at_once() {
         return;
     }
     let lab = Lab::start();
-    let _internet = Internet::start(&lab);
+    let _internet = internet(&lab);
     let host_loopback = TcpListener::bind("127.0.0.1:0").unwrap();
     let loopback_port = host_loopback.local_addr().unwrap().port();
 
@@ -156,6 +116,10 @@ fn a_container_reaches_the_internet_and_its_peer_at_once() {
     let mut node = start_with(&netns, &lab.url, "web", &args, &[("TS_AUTHKEY", &lab.key)]);
     node.wait_ready().unwrap();
     let peer_ip = lab.peer.ipv4;
+    // The internet gets podman's MTU; the tailnet's ranges keep the tailnet's, in both families.
+    assert!(netns.ip(&["link", "show", "tap0"]).contains("mtu 65520"));
+    let tailnet6 = netns.ip(&["-6", "route", "show", "fd7a:115c:a1e0::/48"]);
+    assert!(tailnet6.contains("dev tap0") && tailnet6.contains("mtu 1280"), "{tailnet6}");
 
     netns.run(|| {
         // TCP both families, a megabyte each way at once, seen from the host's address.
@@ -197,7 +161,7 @@ fn the_host_loopback_opens_without_disable_host_loopback_and_egress_can_be_off()
         return;
     }
     let lab = Lab::start();
-    let _internet = Internet::start(&lab);
+    let _internet = internet(&lab);
     let host_loopback = TcpListener::bind("127.0.0.1:0").unwrap();
     let loopback_port = host_loopback.local_addr().unwrap().port();
 
@@ -231,7 +195,7 @@ fn a_connection_flood_is_bounded_and_the_tailnet_keeps_working() {
         return;
     }
     let lab = Lab::start();
-    let _internet = Internet::start(&lab);
+    let _internet = internet(&lab);
     let netns = Netns::add(&format!("ts4nsnet-flood-{}", std::process::id()));
     let mut node = start_with(&netns, &lab.url, "flood", &[], &[("TS_AUTHKEY", &lab.key)]);
     node.wait_ready().unwrap();

@@ -240,9 +240,12 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
     let mut node = start(&netns, &url, &key, "web");
     node.wait_ready().unwrap();
 
-    // The interface is configured as slirp4netns would: up, tailnet MTU, address, routes.
+    // The interface is configured as slirp4netns would: up, podman's MTU for the internet (the
+    // tailnet's ranges routed at the tailnet's), address, routes.
     let link = netns.ip(&["link", "show", "tap0"]);
-    assert!(link.contains("mtu 1280") && link.contains(",UP"), "{link}");
+    assert!(link.contains("mtu 65520") && link.contains(",UP"), "{link}");
+    let tailnet = netns.ip(&["route", "show", "100.64.0.0/10"]);
+    assert!(tailnet.contains("dev tap0") && tailnet.contains("mtu 1280"), "{tailnet}");
     assert!(netns.ip(&["link", "show", "lo"]).contains(",UP"));
     let ours = net.control.nodes().into_iter().find(|n| n.hostname == "web").unwrap();
     let addr = netns.ip(&["-4", "addr", "show", "tap0"]);

@@ -9,7 +9,8 @@
 //!    the rootless quadlets and what they serve.
 //! 4. Checks that the container in `tailscale/` joined the lab tailnet through tailmint (the
 //!    lab's Tailscale API) and ts4nsnet: the peer reaches its server by name and address, and it
-//!    reaches the peer by name; then that ts4nsnet as a netavark plugin does the same for a
+//!    reaches the peer by name and a "public" server outside the box through the host's
+//!    network (egress); then that ts4nsnet as a netavark plugin does the same for a
 //!    container of root's podman 5.
 //! 5. Pushes a change (edit one, add one, delete one) and checks that only the edited one
 //!    restarted, the new one runs and the deleted one's user is gone; pushes a broken commit and
@@ -332,6 +333,13 @@ fn on_the_tailnet(machine: &Machine, lab: &Lab) -> Result<(), String> {
     // echo may still be on its way.
     let echoed = podman_exec("(echo from-the-box; sleep 1) | nc -w 5 peer 7")?;
     check(echoed.contains("from-the-box"), &format!("{user} to the peer by name: {echoed:?}"))?;
+    // Host egress: a "public" server outside the box, reached through the box's own network.
+    let public = public_server()?;
+    let fetched = podman_exec(&format!("wget -q -T 10 -O - http://{public}/"))?;
+    check(
+        fetched.contains(PUBLIC_ANSWER),
+        &format!("{user} to the internet at {public} through the host: {fetched:?}"),
+    )?;
     let minted = machine.exec(&[
         "stat",
         "-c",
@@ -339,6 +347,30 @@ fn on_the_tailnet(machine: &Machine, lab: &Lab) -> Result<(), String> {
         &format!("/run/user/{}/tailmint/{user}.env", uid.trim()),
     ])?;
     check(minted.trim() == format!("{user} 600"), &format!("tailmint's key file is {minted}"))
+}
+
+/// What [`public_server`] answers.
+const PUBLIC_ANSWER: &str = "hello from the internet";
+
+/// An HTTP server standing for the internet, on the lab's address outside the box; it answers
+/// every request with [`PUBLIC_ANSWER`] for as long as xtask runs.
+fn public_server() -> Result<std::net::SocketAddr, String> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind((tailnet::LAB_IP, 0))
+        .map_err(|e| format!("a public server on {}: {e}", tailnet::LAB_IP))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.read(&mut [0u8; 4096]);
+            let response = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{PUBLIC_ANSWER}",
+                PUBLIC_ANSWER.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    Ok(addr)
 }
 
 /// ts4nsnet as a netavark plugin under the box's real podman 5 and netavark: a network with the

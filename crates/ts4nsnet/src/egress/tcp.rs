@@ -314,7 +314,6 @@ impl Tcp {
         let now = smoltcp::time::Instant::now();
         self.iface.poll_delay(now, &self.sockets).map(|d| Duration::from_micros(d.total_micros()))
     }
-
 }
 
 /// Moves what can move for one connection; says whether it is over.

@@ -97,7 +97,6 @@ impl Udp {
         self.flows.retain(|_, flow| now.duration_since(flow.last_used) < idle);
     }
 
-
     fn evict_least_recently_used(&mut self) {
         let oldest = self.flows.iter().min_by_key(|(_, flow)| flow.last_used).map(|(k, _)| *k);
         if let Some(oldest) = oldest {

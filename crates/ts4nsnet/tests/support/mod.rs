@@ -103,6 +103,57 @@ impl Drop for Netns {
     }
 }
 
+/// Where [`Internet`]'s servers listen.
+pub const SERVER_V4: &str = "198.51.100.2";
+pub const SERVER_V6: &str = "2001:db8:51::2";
+/// The host's side of the veth pair: what the internet sees a container's connections come from.
+pub const HOST_V4: &str = "198.51.100.1";
+
+/// "The internet": a namespace joined to the host by a veth pair, at [`SERVER_V4`] and
+/// [`SERVER_V6`]; the host is [`HOST_V4`] on its side. Servers are the caller's.
+pub struct Internet {
+    host_if: String,
+    pub netns: Netns,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The internet's addresses are fixed, so tests that use it take turns.
+static ONE_INTERNET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Internet {
+    pub fn start() -> Internet {
+        let turn = ONE_INTERNET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = std::process::id() % 100_000;
+        let netns = Netns::add(&format!("ts4nsnet-inet-{id}"));
+        let (host_if, inet_if) = (format!("tpe{id}h"), format!("tpe{id}i"));
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &inet_if]);
+        ip(&["link", "set", &inet_if, "netns", &netns.0]);
+        ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", &host_if]);
+        ip(&["-6", "addr", "add", "2001:db8:51::1/64", "dev", &host_if, "nodad"]);
+        ip(&["link", "set", &host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let status = Command::new("ip").args(["-n", &netns.0]).args(args).status().unwrap();
+            assert!(status.success(), "ip -n {} {args:?}", netns.0);
+        };
+        inside(&["addr", "add", &format!("{SERVER_V4}/24"), "dev", &inet_if]);
+        inside(&["-6", "addr", "add", &format!("{SERVER_V6}/64"), "dev", &inet_if, "nodad"]);
+        inside(&["link", "set", &inet_if, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        Internet { host_if, netns, _one_at_a_time: turn }
+    }
+}
+
+impl Drop for Internet {
+    /// The pair goes at once (a namespace's own links are cleaned up later, in the background).
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+    }
+}
+
 /// ts4nsnet as podman runs it: `-c -r R -e E --netns-type=path PATH tap0`.
 pub struct Ts4nsnet {
     pub child: Child,

@@ -88,6 +88,9 @@ pub struct LabNode {
     pub tags: Vec<String>,
     /// Whether a map stream is open right now.
     pub online: bool,
+    /// Routes it serves beyond its own addresses, as approved by an admin: `0.0.0.0/0` and
+    /// `::/0` make it an exit node.
+    pub routes: Vec<ipnet::IpNet>,
     node_key: NodePublicKey,
     machine_key: MachinePublicKey,
     disco_key: Option<DiscoPublicKey>,
@@ -213,6 +216,21 @@ impl Control {
     /// Every registered node, by id.
     pub fn nodes(&self) -> Vec<LabNode> {
         self.shared.lock().nodes.values().cloned().collect()
+    }
+
+    /// Approves `routes` for the node named `hostname` (replacing earlier ones), as an admin
+    /// does in the console; `0.0.0.0/0` and `::/0` make it an exit node. Every netmap shows
+    /// them from then on. False when there is no such node.
+    pub fn approve_routes(&self, hostname: &str, routes: Vec<ipnet::IpNet>) -> bool {
+        {
+            let mut state = self.shared.lock();
+            let Some(node) = state.nodes.values_mut().find(|n| n.hostname == hostname) else {
+                return false;
+            };
+            node.routes = routes;
+        }
+        self.shared.changed();
+        true
     }
 
     /// Waits until `check` holds for the node list, or `timeout` passes.
@@ -527,6 +545,7 @@ fn register(shared: &Shared, machine_key: MachinePublicKey, body: &[u8]) -> Resp
         machine_key,
         disco_key: None,
         endpoints: Vec::new(),
+        routes: Vec::new(),
         streams: 0,
     };
     log::info!("control: registered {hostname} as {} (ephemeral: {})", node.ipv4, node.ephemeral);
@@ -718,10 +737,16 @@ fn wire_node<'a>(node: &'a LabNode, name: &'a str, stable_id: &'a str) -> Node<'
             ipnet::Ipv4Net::new(node.ipv4, 32).expect("valid prefix"),
             ipnet::Ipv6Net::new(node.ipv6, 128).expect("valid prefix"),
         ),
-        allowed_ips: Some(vec![
-            ipnet::Ipv4Net::new(node.ipv4, 32).expect("valid prefix").into(),
-            ipnet::Ipv6Net::new(node.ipv6, 128).expect("valid prefix").into(),
-        ]),
+        allowed_ips: Some(
+            [
+                ipnet::Ipv4Net::new(node.ipv4, 32).expect("valid prefix").into(),
+                ipnet::Ipv6Net::new(node.ipv6, 128).expect("valid prefix").into(),
+            ]
+            .into_iter()
+            .chain(node.routes.iter().copied())
+            .collect(),
+        ),
+        primary_routes: node.routes.clone(),
         endpoints: node.endpoints.clone(),
         home_derp: Some(region()),
         host_info: HostInfo { hostname: Some(&node.requested_hostname), ..HostInfo::default() },

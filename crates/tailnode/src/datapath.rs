@@ -27,7 +27,7 @@ use crate::control::Reachability;
 use crate::derp::{Inbound, Relays};
 use crate::disco::{self, Message, Paths, Probe};
 use crate::netmap::Netmap;
-use crate::peers::{Peers, UDP};
+use crate::peers::{Peers, Routing, UDP};
 use crate::stun;
 use crate::tun::Tun;
 use crate::udp::{self, Underlay};
@@ -58,7 +58,27 @@ pub struct Options {
     /// Hand packets for destinations outside the tailnet to [`Wiring::egress`] (the host's own
     /// network) instead of dropping them at the tailnet's edge.
     pub egress: bool,
+    /// Send what is outside the tailnet through this peer (its name or tailnet address) once
+    /// it offers default routes; never around it: while it cannot, such packets are dropped.
+    pub exit_node: Option<String>,
+    /// With an exit node, private LAN ranges still go to [`Options::egress`].
+    pub exit_node_allow_lan: bool,
+    /// Deliver peers' packets for any destination to the TUN, for a host that forwards them
+    /// (an exit node or subnet router); otherwise only those for our own addresses.
+    pub forward: bool,
 }
+
+/// Where a packet from the TUN goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Service,
+    Tailnet,
+    Egress,
+}
+
+/// Private ranges of a LAN, which `exit_node_allow_lan` keeps off the exit node.
+const LAN: [&str; 5] =
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7"];
 
 /// The direct paths in use, by peer name; what is not here goes through DERP.
 pub type DirectPaths = std::collections::BTreeMap<String, SocketAddr>;
@@ -89,6 +109,8 @@ pub struct DataPath {
     egress: Option<mpsc::Sender<PacketMut>>,
     /// Where the tailnet is: its address ranges and the routes peers offer.
     tailnet_routes: Vec<IpNet>,
+    /// The exit node's state, as last logged.
+    exit_state: Option<ExitState>,
     direct: watch::Sender<DirectPaths>,
     home: Option<RegionId>,
     /// What STUN last reported, per family (v4, v6).
@@ -150,6 +172,7 @@ impl DataPath {
             service,
             egress: egress.filter(|_| options.egress),
             tailnet_routes: Vec::new(),
+            exit_state: None,
             direct,
             home: None,
             mapped: [None, None],
@@ -222,11 +245,12 @@ impl DataPath {
     async fn outbound(&mut self, packets: Vec<PacketMut>) {
         let mut to_tailnet = Vec::with_capacity(packets.len());
         for packet in packets {
-            match packet.get_dst_addr() {
-                Some(IpAddr::V4(SERVICE_V4)) | Some(IpAddr::V6(SERVICE_V6)) => {
+            let way = packet.get_dst_addr().map_or(Way::Tailnet, |dst| self.way(dst));
+            match way {
+                Way::Service => {
                     let _dropped_when_busy = self.service.try_send(packet);
                 }
-                Some(dst) if !self.in_tailnet(dst) => {
+                Way::Egress => {
                     if let Some(egress) = &self.egress {
                         // Dropped when busy, as a full link would: the container's TCP resends.
                         let _dropped_when_busy = egress.try_send(packet);
@@ -257,11 +281,27 @@ impl DataPath {
         }
     }
 
-    /// Whether `dst` belongs to the tailnet: its own ranges (so a packet for an address no
-    /// peer holds stops here, never leaking to the host's network) or a route a peer offers.
-    /// A peer's default route would make it an exit node, which is chosen, not assumed.
-    fn in_tailnet(&self, dst: IpAddr) -> bool {
-        self.tailnet_routes.iter().any(|net| net.contains(&dst))
+    /// Where a packet for `dst` goes. The tailnet's own ranges stay on the tailnet (a packet
+    /// for an address no peer holds stops here, never leaking to the host's network), and so
+    /// do routes peers offer. A peer's default route is used only when it is the exit node
+    /// chosen; with one chosen, everything else goes to it (the LAN aside, when allowed), and
+    /// nothing falls back to the host's network.
+    fn way(&self, dst: IpAddr) -> Way {
+        if dst == IpAddr::V4(SERVICE_V4) || dst == IpAddr::V6(SERVICE_V6) {
+            return Way::Service;
+        }
+        if self.tailnet_routes.iter().any(|net| net.contains(&dst)) {
+            return Way::Tailnet;
+        }
+        let lan = || LAN.iter().any(|net| net.parse::<IpNet>().is_ok_and(|net| net.contains(&dst)));
+        match &self.options.exit_node {
+            Some(_) if self.options.exit_node_allow_lan && self.egress.is_some() && lan() => {
+                Way::Egress
+            }
+            Some(_) => Way::Tailnet,
+            None if self.egress.is_some() => Way::Egress,
+            None => Way::Tailnet,
+        }
     }
 
     async fn receive_udp(&mut self, datagrams: Vec<(SocketAddr, PacketMut)>) {
@@ -441,7 +481,21 @@ impl DataPath {
     fn netmap_changed(&mut self) {
         self.netmap = self.netmap_rx.borrow_and_update().clone();
         let now = Instant::now();
-        self.peers.sync(&self.netmap, &mut self.dp, &mut self.paths, now);
+        let exit = self.options.exit_node.as_deref().map(|name| ExitState::of(&self.netmap, name));
+        if exit != self.exit_state {
+            if let (Some(state), Some(name)) = (&exit, &self.options.exit_node) {
+                state.log(name);
+            }
+            self.exit_state = exit;
+        }
+        let routing = Routing {
+            exit: match self.exit_state {
+                Some(ExitState::Ready(id)) => Some(id),
+                _ => None,
+            },
+            forward: self.options.forward,
+        };
+        self.peers.sync(&self.netmap, routing, &mut self.dp, &mut self.paths, now);
         self.tailnet_routes = tailnet_routes(&self.netmap);
         let derp = &self.netmap.derp;
         self.relays.retain(|region| derp.contains_key(&region));
@@ -575,6 +629,38 @@ const TAILNET_V6: Ipv6Net =
         Ok(net) => net,
         Err(_) => panic!("a valid prefix"),
     };
+
+/// Whether the chosen exit node can carry traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExitState {
+    Ready(ts_control::NodeId),
+    NotOnTheTailnet,
+    NoDefaultRoutes,
+}
+
+impl ExitState {
+    fn of(netmap: &Netmap, name: &str) -> ExitState {
+        match netmap.peer(name) {
+            None => ExitState::NotOnTheTailnet,
+            Some(peer) if peer.accepted_routes.iter().any(|r| r.prefix_len() == 0) => {
+                ExitState::Ready(peer.id)
+            }
+            Some(_) => ExitState::NoDefaultRoutes,
+        }
+    }
+
+    fn log(&self, name: &str) {
+        match self {
+            ExitState::Ready(_) => log::info!("exit node {name}: the internet goes through it"),
+            ExitState::NotOnTheTailnet => log::warn!(
+                "exit node {name} is not on the tailnet: traffic for the internet is dropped until it is"
+            ),
+            ExitState::NoDefaultRoutes => log::warn!(
+                "exit node {name} offers no default routes (not approved as an exit node?): traffic for the internet is dropped until it does"
+            ),
+        }
+    }
+}
 
 /// The tailnet's ranges and every non-default route a peer offers (a subnet router's).
 fn tailnet_routes(netmap: &Netmap) -> Vec<IpNet> {

@@ -58,6 +58,18 @@ impl Netmap {
         changed
     }
 
+    /// The peer named `name` (bare or fully qualified, any case) or holding tailnet address
+    /// `name`: how an exit node is chosen.
+    pub fn peer(&self, name: &str) -> Option<&Node> {
+        let name = name.trim_end_matches('.');
+        let ip = name.parse::<std::net::IpAddr>().ok();
+        self.peers.values().find(|n| match ip {
+            Some(std::net::IpAddr::V4(ip)) => n.tailnet_address.ipv4.addr() == ip,
+            Some(std::net::IpAddr::V6(ip)) => n.tailnet_address.ipv6.addr() == ip,
+            None => n.matches_name(&name.to_ascii_lowercase()),
+        })
+    }
+
     /// A peer's (or our own) addresses by bare or fully qualified name, for MagicDNS.
     pub fn lookup(&self, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
         let addresses = |n: &Node| (n.tailnet_address.ipv4.addr(), n.tailnet_address.ipv6.addr());

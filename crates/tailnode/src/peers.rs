@@ -40,6 +40,15 @@ pub struct Peer {
 }
 
 /// The peers by data-plane id, with stable ids per node key.
+/// How a node routes beyond its peers' own addresses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// The exit node chosen: the one peer whose default routes are used.
+    pub exit: Option<ts_control::NodeId>,
+    /// Deliver peers' packets for any destination to the TUN.
+    pub forward: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct Peers {
     by_id: HashMap<PeerId, Peer>,
@@ -65,8 +74,17 @@ impl Peers {
         self.by_id.keys().copied()
     }
 
-    /// Brings the data plane's tables and the path finder in line with `netmap`.
-    pub fn sync(&mut self, netmap: &Netmap, dp: &mut DataPlane, paths: &mut Paths, now: Instant) {
+    /// Brings the data plane's tables and the path finder in line with `netmap`. A peer's
+    /// default routes are used only when it is the `exit` node chosen; with `forward`, packets
+    /// from peers for any address reach the TUN (a forwarding host's exit node or router).
+    pub fn sync(
+        &mut self,
+        netmap: &Netmap,
+        routing: Routing,
+        dp: &mut DataPlane,
+        paths: &mut Paths,
+        now: Instant,
+    ) {
         let mut wanted: HashMap<PeerId, Peer> = HashMap::new();
         let mut routes_out = ts_bart::Table::default();
         let mut sources = ts_bart::Table::default();
@@ -80,6 +98,9 @@ impl Peers {
                 }
             };
             for route in &node.accepted_routes {
+                if route.prefix_len() == 0 && routing.exit != Some(node.id) {
+                    continue;
+                }
                 routes_out.insert(*route, outbound::RouteAction::Wireguard(id));
                 sources.insert(*route, id);
             }
@@ -119,6 +140,12 @@ impl Peers {
                 .insert(node.tailnet_address.ipv4.into(), inbound::RouteAction::ToOverlay(TUN));
             routes_in
                 .insert(node.tailnet_address.ipv6.into(), inbound::RouteAction::ToOverlay(TUN));
+        }
+        if routing.forward {
+            for any in ["0.0.0.0/0", "::/0"] {
+                let any: ipnet::IpNet = any.parse().expect("a valid prefix");
+                routes_in.insert(any, inbound::RouteAction::ToOverlay(TUN));
+            }
         }
         dp.or_in.swap(routes_in);
         dp.packet_filter = Arc::new(netmap.filter.clone());
@@ -165,12 +192,40 @@ mod tests {
     }
 
     #[test]
+    fn default_routes_are_used_only_from_the_chosen_exit_node() {
+        let now = Instant::now();
+        let mut dp = DataPlane::new(ts_keys::NodeKeyPair::random());
+        let (mut peers, mut paths) = (Peers::default(), Paths::default());
+        let mut exits = Vec::new();
+        for (id, name) in [(2, "exit"), (3, "other")] {
+            let mut n = with_route(node(id, name), 1);
+            n.accepted_routes
+                .extend(["0.0.0.0/0", "::/0"].map(|r| r.parse::<ipnet::IpNet>().unwrap()));
+            exits.push(n);
+        }
+        let internet: std::net::IpAddr = "198.51.100.2".parse().unwrap();
+        peers.sync(&netmap(exits.clone()), Routing::default(), &mut dp, &mut paths, now);
+        assert_eq!(dp.src_filter_in.lookup(internet), None, "no exit node chosen");
+        let routing = Routing { exit: Some(2), forward: false };
+        peers.sync(&netmap(exits.clone()), routing, &mut dp, &mut paths, now);
+        let exit = peers.by_node_key(&exits[0].node_key).unwrap();
+        assert_eq!(dp.src_filter_in.lookup(internet), Some(&exit));
+        assert_eq!(dp.src_filter_in.lookup("2001:db8::1".parse().unwrap()), Some(&exit));
+    }
+
+    #[test]
     fn peers_get_stable_ids_and_leave_every_table_together() {
         let now = Instant::now();
         let mut dp = DataPlane::new(ts_keys::NodeKeyPair::random());
         let (mut peers, mut paths) = (Peers::default(), Paths::default());
         let (a, b) = (with_route(node(2, "a"), 1), with_route(node(3, "b"), 2));
-        peers.sync(&netmap(vec![a.clone(), b.clone()]), &mut dp, &mut paths, now);
+        peers.sync(
+            &netmap(vec![a.clone(), b.clone()]),
+            Routing::default(),
+            &mut dp,
+            &mut paths,
+            now,
+        );
         let (id_a, id_b) =
             (peers.by_node_key(&a.node_key).unwrap(), peers.by_node_key(&b.node_key).unwrap());
         assert_ne!(id_a, id_b);
@@ -179,7 +234,7 @@ mod tests {
         assert_eq!((transport, endpoint.as_derp()), (UnderlayTransportId(2), Some(b.node_key)));
         assert_eq!(dp.src_filter_in.lookup("100.64.0.2".parse().unwrap()), Some(&id_a));
 
-        peers.sync(&netmap(vec![b.clone()]), &mut dp, &mut paths, now);
+        peers.sync(&netmap(vec![b.clone()]), Routing::default(), &mut dp, &mut paths, now);
         assert_eq!(peers.by_node_key(&b.node_key), Some(id_b), "b keeps its id");
         assert_eq!(peers.by_node_key(&a.node_key), None);
         assert_eq!(dp.wireguard.peer_id(a.node_key), None);
@@ -188,7 +243,7 @@ mod tests {
 
         let mut rekeyed = b.clone();
         rekeyed.node_key = ts_keys::NodeKeyPair::random().public;
-        peers.sync(&netmap(vec![rekeyed.clone()]), &mut dp, &mut paths, now);
+        peers.sync(&netmap(vec![rekeyed.clone()]), Routing::default(), &mut dp, &mut paths, now);
         assert_eq!(dp.wireguard.peer_id(b.node_key), None, "the old key is gone");
         assert!(dp.wireguard.peer_id(rekeyed.node_key).is_some());
     }

@@ -24,6 +24,12 @@ pub struct NodeConfig {
     /// Whether what is not on the tailnet is reached through the host's network
     /// (`TS_EGRESS`, on unless `off`).
     pub egress: bool,
+    /// The peer (name or tailnet address) the internet is reached through instead
+    /// (`TS_EXIT_NODE`).
+    pub exit_node: Option<String>,
+    /// With an exit node, the LAN's private ranges through the host all the same
+    /// (`TS_EXIT_NODE_ALLOW_LAN`, off unless `on`).
+    pub exit_node_allow_lan: bool,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -35,6 +41,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("control_url", &self.control_url)
             .field("state_dir", &self.state_dir)
             .field("egress", &self.egress)
+            .field("exit_node", &self.exit_node)
+            .field("exit_node_allow_lan", &self.exit_node_allow_lan)
             .finish()
     }
 }
@@ -44,11 +52,6 @@ impl NodeConfig {
     /// and never echo the auth key.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<NodeConfig, String> {
         let set = |key: &str| get(key).filter(|v| !v.trim().is_empty());
-        if set("TS_EXIT_NODE").is_some() {
-            return Err("TS_EXIT_NODE: exit nodes are not supported: tailscale-rs 0.6 cannot \
-                        route through one yet; unset it"
-                .into());
-        }
         if set("TS_TLS_CERTS_DIR").is_some() {
             return Err("TS_TLS_CERTS_DIR: TLS certificates are not supported: tailscale-rs 0.6 \
                         has no certificate API yet; unset it"
@@ -61,12 +64,27 @@ impl NodeConfig {
             .unwrap_or_else(|| DEFAULT_CONTROL_URL.to_owned());
         let state_dir = read(&set, "TS_STATE_DIR", parse_state_dir)?;
         let egress = read(&set, "TS_EGRESS", parse_switch)?.unwrap_or(true);
+        let exit_node = read(&set, "TS_EXIT_NODE", parse_exit_node)?;
+        let exit_node_allow_lan =
+            read(&set, "TS_EXIT_NODE_ALLOW_LAN", parse_switch)?.unwrap_or(false);
+        if exit_node_allow_lan && exit_node.is_none() {
+            return Err("TS_EXIT_NODE_ALLOW_LAN is set without TS_EXIT_NODE".into());
+        }
         let auth_key = set("TS_AUTHKEY").map(|k| k.trim().to_owned());
         let has_identity = state_dir.as_ref().is_some_and(|d| d.join(STATE_FILE).is_file());
         if auth_key.is_none() && !has_identity {
             return Err("TS_AUTHKEY is not set (and TS_STATE_DIR holds no registered node)".into());
         }
-        Ok(NodeConfig { auth_key, hostname, tags, control_url, state_dir, egress })
+        Ok(NodeConfig {
+            auth_key,
+            hostname,
+            tags,
+            control_url,
+            state_dir,
+            egress,
+            exit_node,
+            exit_node_allow_lan,
+        })
     }
 
     /// Ephemeral unless the identity is kept: a node that forgets its keys on exit should not
@@ -89,7 +107,8 @@ pub fn check_value(var: &str, value: &str) -> Result<(), String> {
         "TS_TAGS" => parse_tags(value).map(drop),
         "TS_CONTROL_URL" => parse_control_url(value).map(drop),
         "TS_STATE_DIR" => parse_state_dir(value).map(drop),
-        "TS_EGRESS" => parse_switch(value).map(drop),
+        "TS_EGRESS" | "TS_EXIT_NODE_ALLOW_LAN" => parse_switch(value).map(drop),
+        "TS_EXIT_NODE" => parse_exit_node(value).map(drop),
         _ => Err(format!("{var} is not a node setting")),
     }
 }
@@ -124,6 +143,20 @@ fn parse_control_url(value: &str) -> Result<String, String> {
         return Err(format!("{value:?} names no host"));
     }
     Ok(value.to_owned())
+}
+
+/// A peer's name (bare or with the tailnet's suffix) or tailnet address.
+fn parse_exit_node(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(value.to_owned());
+    }
+    let name = value.trim_end_matches('.');
+    let labels_ok = name.split('.').all(|label| label.parse::<Hostname>().is_ok());
+    match labels_ok && name.len() <= 253 {
+        true => Ok(name.to_ascii_lowercase()),
+        false => Err(format!("{value:?} is neither a node's name nor a tailnet address")),
+    }
 }
 
 fn parse_switch(value: &str) -> Result<bool, String> {
@@ -162,6 +195,20 @@ mod tests {
         assert!(c.egress, "egress is on unless turned off");
         let off = config(&[("TS_AUTHKEY", "k"), ("TS_HOSTNAME", "web"), ("TS_EGRESS", "off")]);
         assert!(!off.unwrap().egress);
+        let exit = config(&[
+            ("TS_AUTHKEY", "k"),
+            ("TS_HOSTNAME", "web"),
+            ("TS_EXIT_NODE", "Exit.lab.ts.net."),
+            ("TS_EXIT_NODE_ALLOW_LAN", "on"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (exit.exit_node.as_deref(), exit.exit_node_allow_lan),
+            (Some("exit.lab.ts.net"), true)
+        );
+        let by_ip =
+            config(&[("TS_AUTHKEY", "k"), ("TS_HOSTNAME", "web"), ("TS_EXIT_NODE", "100.64.0.9")]);
+        assert_eq!(by_ip.unwrap().exit_node.as_deref(), Some("100.64.0.9"));
     }
 
     #[test]
@@ -196,7 +243,14 @@ mod tests {
         );
         assert!(with(("TS_STATE_DIR", "relative")).starts_with("TS_STATE_DIR"));
         assert_eq!(with(("TS_EGRESS", "maybe")), r#"TS_EGRESS: "maybe" is neither on nor off"#);
-        assert!(with(("TS_EXIT_NODE", "100.64.0.9")).contains("not supported"));
+        assert_eq!(
+            with(("TS_EXIT_NODE", "no such/node")),
+            r#"TS_EXIT_NODE: "no such/node" is neither a node's name nor a tailnet address"#
+        );
+        assert_eq!(
+            with(("TS_EXIT_NODE_ALLOW_LAN", "on")),
+            "TS_EXIT_NODE_ALLOW_LAN is set without TS_EXIT_NODE"
+        );
         assert!(with(("TS_TLS_CERTS_DIR", "/certs")).contains("not supported"));
     }
 

@@ -28,7 +28,12 @@ pub async fn join(config: &NodeConfig) -> Result<Node, String> {
         Some(dir) => Identity::load_or_create(dir, STATE_FILE)?,
         None => Identity::fresh(),
     };
-    let options = Options { egress: config.egress, ..Options::default() };
+    let options = Options {
+        egress: config.egress,
+        exit_node: config.exit_node.clone(),
+        exit_node_allow_lan: config.exit_node_allow_lan,
+        ..Options::default()
+    };
     let node = Node::join(settings, identity, options, JOIN_TIMEOUT)
         .await
         .map_err(|e| format!("joining the tailnet: {e}"))?;

@@ -32,12 +32,14 @@ pub const VERBS: [&str; 4] = ["info", "create", "setup", "teardown"];
 const API_VERSION: &str = "1.0.0";
 
 /// Options a network or container may set, and the variable each stands for.
-const OPTIONS: [(&str, &str); 5] = [
+const OPTIONS: [(&str, &str); 7] = [
     ("hostname", "TS_HOSTNAME"),
     ("tags", "TS_TAGS"),
     ("control_url", "TS_CONTROL_URL"),
     ("state_dir", "TS_STATE_DIR"),
     ("egress", "TS_EGRESS"),
+    ("exit_node", "TS_EXIT_NODE"),
+    ("exit_node_allow_lan", "TS_EXIT_NODE_ALLOW_LAN"),
 ];
 
 /// How long `setup` waits for the node to join before giving up.
@@ -184,9 +186,9 @@ pub fn settings(
             .map_err(|e| format!("container {e}; set the hostname option"))?;
         vars.insert("TS_HOSTNAME", hostname.to_string());
     }
-    for refused in ["TS_EXIT_NODE", "TS_TLS_CERTS_DIR"] {
-        vars.extend(env(refused).map(|value| (refused, value)));
-    }
+    // Not an option, but refused (with the reason) if set in the environment.
+    let refused = "TS_TLS_CERTS_DIR";
+    vars.extend(env(refused).map(|value| (refused, value)));
     NodeConfig::from_env(|var| vars.get(var).cloned())?;
     Ok(vars)
 }
@@ -536,9 +538,9 @@ mod tests {
         let request = parse_request(SETUP).unwrap();
         let e = settings(&request, &env(&[])).unwrap_err();
         assert!(e.contains("TS_AUTHKEY is not set"), "{e}");
-        let e =
-            settings(&request, &env(&[("TS_AUTHKEY", "k"), ("TS_EXIT_NODE", "x")])).unwrap_err();
-        assert!(e.contains("exit nodes are not supported"), "{e}");
+        let e = settings(&request, &env(&[("TS_AUTHKEY", "k"), ("TS_TLS_CERTS_DIR", "/c")]))
+            .unwrap_err();
+        assert!(e.contains("TLS certificates are not supported"), "{e}");
         let e = settings(&request, &env(&[("TS_AUTHKEY", "k"), ("TS_HOSTNAME", "Bad_Name")]))
             .unwrap_err();
         assert!(e.starts_with("TS_HOSTNAME"), "{e}");

@@ -231,3 +231,110 @@ fn a_connection_flood_is_bounded_and_the_tailnet_keeps_working() {
     });
     drop(node);
 }
+
+/// The lab's exit node: a tailnode node that takes peers' packets for any address
+/// (`forward`) on a TUN in a namespace of its own, whose kernel forwards them to the internet
+/// over a second veth pair, and the internet's answers back. (The lab's tailscale-rs peer has a
+/// socket stack, not a kernel to forward with.)
+struct ExitPeer {
+    node: Option<tailnode::Node>,
+    _netns: Netns,
+}
+
+impl ExitPeer {
+    fn start(lab: &Lab, internet: &Internet) -> ExitPeer {
+        let id = std::process::id() % 100_000;
+        let netns = Netns::add(&format!("ts4nsnet-exit-{id}"));
+        let (exit_if, inet_if) = (format!("tpx{id}e"), format!("tpx{id}i"));
+        let ip = |args: &[&str]| {
+            let status = std::process::Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&["link", "add", &exit_if, "netns", &netns.0, "type", "veth", "peer", "name", &inet_if]);
+        ip(&["link", "set", &inet_if, "netns", &internet.netns.0]);
+        ip(&["-n", &netns.0, "addr", "add", "203.0.113.1/24", "dev", &exit_if]);
+        ip(&["-n", &netns.0, "link", "set", &exit_if, "up"]);
+        ip(&["-n", &internet.netns.0, "addr", "add", "203.0.113.2/24", "dev", &inet_if]);
+        ip(&["-n", &internet.netns.0, "link", "set", &inet_if, "up"]);
+        ip(&["-n", &netns.0, "route", "add", "198.51.100.0/24", "via", "203.0.113.2"]);
+        ip(&["-n", &internet.netns.0, "route", "add", "100.64.0.0/10", "via", "203.0.113.1"]);
+        netns.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap());
+
+        let target = ts4nsnet::cli::Netns::Path(netns.path());
+        let mut interface = ts4nsnet::netns::Interface::create(&target, "tap0").unwrap();
+        let settings = tailnode::Settings {
+            control_url: lab.url.parse().unwrap(),
+            auth_key: Some(lab.key.clone()),
+            hostname: "exit".into(),
+            tags: vec![],
+            ephemeral: true,
+            client_name: "exit-peer".into(),
+        };
+        let options = tailnode::Options { forward: true, ..tailnode::Options::default() };
+        let identity = tailnode::Identity::fresh();
+        let join = tailnode::Node::join(settings, identity, options, Duration::from_secs(30));
+        let mut node = lab.rt.block_on(join).unwrap();
+        interface.configure(node.ipv4, None, 1280).unwrap();
+        let _guard = lab.rt.enter();
+        node.start(interface.tun).unwrap();
+        ExitPeer { node: Some(node), _netns: netns }
+    }
+
+    /// Leaves the tailnet (an ephemeral node logs out: gone from every netmap at once).
+    fn stop(&mut self, lab: &Lab) {
+        if let Some(node) = self.node.take() {
+            lab.rt.block_on(node.shutdown());
+        }
+    }
+}
+
+#[test]
+fn an_exit_node_carries_the_internet_and_nothing_falls_back_when_it_goes() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::start();
+    let internet = internet(&lab);
+    let mut exit = ExitPeer::start(&lab, &internet);
+    let routes = ["0.0.0.0/0", "::/0"].map(|r| r.parse().unwrap()).to_vec();
+    assert!(lab.net.control.approve_routes("exit", routes));
+
+    let netns = Netns::add(&format!("ts4nsnet-via-exit-{}", std::process::id()));
+    let env = [("TS_AUTHKEY", lab.key.as_str()), ("TS_EXIT_NODE", "exit")];
+    let mut node = start_with(&netns, &lab.url, "client", &[], &env);
+    node.wait_ready().unwrap();
+    let client = lab.net.control.nodes().into_iter().find(|n| n.hostname == "client").unwrap();
+    let peer_ip = lab.peer.ipv4;
+    netns.run(|| {
+        // The internet sees the client's tailnet address: it came through the exit node, not
+        // the host (which would show as 198.51.100.1).
+        let seen = tcp_echo(addr(SERVER_V4, PORT), 64 * 1024).expect("TCP through the exit node");
+        assert_eq!(seen, client.ipv4.to_string());
+        let answer = udp_echo(addr(SERVER_V4, PORT)).expect("UDP through the exit node");
+        assert_eq!(answer, format!("{} datagram", client.ipv4));
+    });
+
+    exit.stop(&lab);
+    netns.run(|| {
+        // Fail closed: once the exit node is gone, nothing reaches the internet, and the host's
+        // own network is not used instead; the tailnet still works.
+        let gone = (0..50).find(|_| {
+            let attempt =
+                TcpStream::connect_timeout(&addr(SERVER_V4, PORT), Duration::from_secs(1));
+            attempt.is_err()
+        });
+        assert!(gone.is_some(), "the internet is still reached with the exit node gone");
+        assert_eq!(udp_echo(addr(SERVER_V4, PORT)), None);
+        let mut tcp = TcpStream::connect_timeout(
+            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
+            Duration::from_secs(10),
+        )
+        .expect("TCP to the tailnet peer");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(b"x").unwrap();
+        tcp.read_exact(&mut [0u8; 1]).unwrap();
+    });
+    let log = node.log();
+    assert!(log.contains("exit node exit: the internet goes through it"), "{log}");
+    assert!(log.contains("exit node exit is not on the tailnet"), "{log}");
+}

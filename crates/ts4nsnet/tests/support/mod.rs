@@ -223,6 +223,11 @@ impl Ts4nsnet {
             _ => Err(self.finish(Duration::from_secs(5)).1),
         }
     }
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Waits for the process to end; its exit status and stderr.
     pub fn finish(&mut self, within: Duration) -> (Option<i32>, String) {
         let deadline = Instant::now() + within;

@@ -292,7 +292,7 @@ fn container_to_container(
 
 /// Host egress: a container's TCP to "the internet" (a namespace behind a veth pair) through
 /// ts4nsnet, then through podman's own slirp4netns on the same machine in the same run, at
-/// podman's MTU (65520) and at the tailnet's (1280, what ts4nsnet's interface has).
+/// podman's MTU (65520, which ts4nsnet's interface takes too) and at the tailnet's (1280).
 fn egress(url: &str, key: &str) {
     let internet = support::Internet::start();
     let server: std::net::IpAddr = support::SERVER_V4.parse().unwrap();
@@ -313,7 +313,7 @@ fn egress(url: &str, key: &str) {
     let started = Instant::now();
     let bulk = support::between_namespaces(&ours, &internet.netns, server, anchor::ANCHOR_BYTES);
     eprintln!("bench: egress through ts4nsnet took {:.1} s", started.elapsed().as_secs_f64());
-    print("container -> internet through ts4nsnet (MTU 1280)     ", bulk);
+    print("container -> internet through ts4nsnet   (MTU 65520)", bulk);
     let (_, peak) = memory(node.child.id());
     println!("  ts4nsnet resident memory (egress): {peak:.1} MiB peak");
     drop(node);

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 mod support;
 use support::{
-    ECHO_PORT, HOST_V4, Internet, Lab, Netns, SERVER_V4, SERVER_V6, can_run, start_with,
+    ECHO_PORT, HOST_V4, Internet, Lab, Netns, SERVER_V4, SERVER_V6, can_run, ping, ping6,
+    start_with,
 };
 
 const PORT: u16 = 8080;
@@ -59,6 +60,33 @@ fn serve(lab: &Lab, tcp: TcpListener, udp: UdpSocket) {
             let _ = udp.send_to(&answer, from).await;
         }
     });
+}
+
+/// The host's `net.ipv4.ping_group_range` opened to every group until dropped (it also governs
+/// IPv6 ping sockets).
+struct PingGroups(String);
+
+impl PingGroups {
+    const PATH: &str = "/proc/sys/net/ipv4/ping_group_range";
+
+    /// Whether the range includes root's group already (ts4nsnet runs as root here).
+    fn root_allowed() -> bool {
+        let range = std::fs::read_to_string(Self::PATH).unwrap();
+        let bounds: Vec<i64> = range.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+        matches!(bounds[..], [low, high] if low <= 0 && 0 <= high)
+    }
+
+    fn allow_all() -> PingGroups {
+        let before = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, "0 2147483647").unwrap();
+        PingGroups(before)
+    }
+}
+
+impl Drop for PingGroups {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.trim());
+    }
 }
 
 /// Connects, reads the line naming where the server saw us come from, and echoes `bytes`.
@@ -152,6 +180,19 @@ fn a_container_reaches_the_internet_and_its_peer_at_once() {
         let stray = TcpStream::connect_timeout(&addr("100.100.7.7", PORT), Duration::from_secs(2));
         assert_eq!(stray.unwrap_err().kind(), ErrorKind::TimedOut);
     });
+
+    // Ping goes out only where the host allows ping sockets (this machine's default does not;
+    // Fedora CoreOS's does). The setting is the host namespace's, so it is changed out here.
+    if !PingGroups::root_allowed() {
+        let pinged = netns.run(|| ping(SERVER_V4.parse().unwrap()));
+        assert!(!pinged, "ping sockets are not allowed yet");
+    }
+    let allowed = PingGroups::allow_all();
+    netns.run(|| {
+        assert!(ping(SERVER_V4.parse().unwrap()), "no echo reply from the internet (v4)");
+        assert!(ping6(SERVER_V6.parse().unwrap()), "no echo reply from the internet (v6)");
+    });
+    drop(allowed);
     drop(node);
 }
 

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 mod support;
-use support::Lab;
+use support::{Internet, Lab, SERVER_V4};
 
 const TEST_USER: &str = "ts4nsnet-podman";
 
@@ -47,7 +47,7 @@ impl Workspace {
             ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
         std::fs::copy(busybox.expect("busybox-static is installed"), rootfs.join("bin/busybox"))
             .unwrap();
-        for applet in ["sh", "nc", "httpd", "nslookup", "ping", "sleep", "cat", "echo"] {
+        for applet in ["sh", "nc", "httpd", "nslookup", "ping", "sleep", "cat", "echo", "wget"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         std::fs::write(rootfs.join("www/hello"), "served from inside the container\n").unwrap();
@@ -137,16 +137,47 @@ fn rootless_user() -> &'static str {
     TEST_USER
 }
 
-/// One container through its whole life: out to the peer by name over TCP, ping and DNS; the
-/// peer in to its HTTP server; gone from the tailnet once stopped.
+/// What [`internet_server`] answers.
+const INTERNET_PAGE: &str = "served from the internet";
+
+/// An HTTP server in the internet's namespace, answering every request with [`INTERNET_PAGE`]
+/// while the test runs.
+fn internet_server(internet: &Internet) -> SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = internet.netns.run(|| std::net::TcpListener::bind((SERVER_V4, 0)).unwrap());
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.read(&mut [0u8; 4096]);
+            let page = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{INTERNET_PAGE}",
+                INTERNET_PAGE.len()
+            );
+            let _ = stream.write_all(page.as_bytes());
+        }
+    });
+    addr
+}
+
+/// One container through its whole life: out to the peer by name over TCP, ping and DNS, and to
+/// the internet through the host; the peer in to its HTTP server; gone from the tailnet once
+/// stopped.
 fn container_on_the_tailnet(user: Option<&str>, hostname: &str) {
     let Lab { rt, net, key, url, peer } = Lab::start();
     let ws = Workspace::new(hostname, user);
     let env = [("TS_AUTHKEY", key.as_str()), ("TS_HOSTNAME", hostname), ("TS_CONTROL_URL", &url)];
 
+    let internet = Internet::start();
+    let public = internet_server(&internet);
+
     // ping -4: the lab peer answers ICMP echo over IPv4 only. nc's input stays open a second:
     // busybox nc stops reading once its input ends, and may miss an echo still on its way.
-    let script = "(echo hello; sleep 1) | nc -w 5 peer 7 && ping -4 -c 1 -W 5 peer && nslookup peer.lab.ts.net";
+    // Then the internet, through the host (egress), from the same container.
+    let script = format!(
+        "(echo hello; sleep 1) | nc -w 5 peer 7 && ping -4 -c 1 -W 5 peer && nslookup peer.lab.ts.net && wget -q -T 10 -O - http://{public}/"
+    );
+    let script = script.as_str();
     let mut args = run_args(&ws, &["--rm", "--cap-add=NET_RAW"]);
     args.extend(["/bin/sh", "-c", script].map(String::from));
     let out = podman(&ws, user, &env, &args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -155,6 +186,7 @@ fn container_on_the_tailnet(user: Option<&str>, hostname: &str) {
     assert!(said.contains("hello"), "TCP echo by name: {said}");
     assert!(said.contains("1 packets received"), "ping: {said}");
     assert!(said.contains(&format!("Address: {}", peer.ipv4)), "DNS: {said}");
+    assert!(said.contains(INTERNET_PAGE), "the internet through the host: {said}");
 
     // A server inside the container, reached from the peer with no port declared anywhere.
     // Under its own name: the first container's node may not have left yet.

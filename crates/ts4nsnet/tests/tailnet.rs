@@ -3,16 +3,12 @@
 //! Skips, saying why, when not root or without `ip`.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6,
-};
 mod support;
-use support::{BULK_PORT, ECHO_PORT, Lab, Netns, can_run, start, start_with};
+use support::{BULK_PORT, ECHO_PORT, Lab, Netns, can_run, ping, ping6, start, start_with};
 
 fn dns_query(name: &str) -> Vec<u8> {
     let mut q = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -22,63 +18,6 @@ fn dns_query(name: &str) -> Vec<u8> {
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
     q
-}
-
-/// Sends up to three echo requests, as `ping -c 3` would: ICMP is unreliable, one lost datagram
-/// is not a failure, but three in a row are.
-fn ping(to: Ipv4Addr) -> bool {
-    let fd =
-        socket::socket(AddressFamily::Inet, SockType::Raw, SockFlag::empty(), SockProtocol::Icmp)
-            .unwrap();
-    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(1, 0))
-        .unwrap();
-    let dst = SockaddrIn::from(std::net::SocketAddrV4::new(to, 0));
-    (1..=3u8).any(|sequence| {
-        let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, sequence];
-        echo.extend_from_slice(b"tailpod");
-        let sum = tailnode::packet::checksum(&echo);
-        echo[2..4].copy_from_slice(&sum.to_be_bytes());
-        socket::sendto(fd.as_raw_fd(), &echo, &dst, MsgFlags::empty()).unwrap();
-        let mut buffer = [0u8; 1500];
-        while let Ok(len) = socket::recv(fd.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
-            let header = usize::from(buffer[0] & 0x0f) * 4;
-            if len >= header + 8 && buffer[12..16] == to.octets() && buffer[header] == 0 {
-                if sequence > 1 {
-                    eprintln!("ping: echo request {sequence} was the first answered");
-                }
-                return true;
-            }
-        }
-        false
-    })
-}
-
-/// [`ping`] for IPv6 (the kernel fills in the ICMPv6 checksum on raw sockets).
-fn ping6(to: Ipv6Addr) -> bool {
-    let fd = socket::socket(
-        AddressFamily::Inet6,
-        SockType::Raw,
-        SockFlag::empty(),
-        SockProtocol::IcmpV6,
-    )
-    .unwrap();
-    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(1, 0))
-        .unwrap();
-    let dst = SockaddrIn6::from(std::net::SocketAddrV6::new(to, 0, 0, 0));
-    (1..=3u8).any(|sequence| {
-        let mut echo = vec![128, 0, 0, 0, 0x12, 0x34, 0, sequence];
-        echo.extend_from_slice(b"tailpod");
-        socket::sendto(fd.as_raw_fd(), &echo, &dst, MsgFlags::empty()).unwrap();
-        let mut buffer = [0u8; 1500];
-        while let Ok((len, Some(from))) =
-            socket::recvfrom::<SockaddrIn6>(fd.as_raw_fd(), &mut buffer)
-        {
-            if len >= 8 && from.ip() == to && buffer[0] == 129 && buffer[7] == sequence {
-                return true;
-            }
-        }
-        false
-    })
 }
 
 #[test]

@@ -3,10 +3,12 @@
 //!
 //! The node hands over every packet whose destination is outside the tailnet. TCP is ended
 //! here by smoltcp and carried on by a host socket ([`tcp`]); UDP is relayed per flow through
-//! a connected host socket ([`udp`]); other protocols are dropped. Where a packet may go is
+//! a connected host socket ([`udp`]); ping through the host's ping sockets where it allows
+//! them ([`icmp`]); other protocols are dropped. Where a packet may go is
 //! [`policy`]'s to say; how much is held at once is bounded by [`Limits`], so a container that
 //! opens too much degrades itself, not ts4nsnet or the host.
 
+pub mod icmp;
 pub mod policy;
 pub mod tcp;
 pub mod udp;
@@ -27,7 +29,8 @@ use wire::Transport;
 pub struct Limits {
     /// TCP connections open or being opened; a SYN beyond this is reset.
     pub tcp_connections: usize,
-    /// smoltcp's receive and send buffer, each, per connection.
+    /// smoltcp's receive and send buffer, each, per connection, at least: with a large MTU
+    /// they hold four segments, or one segment would fill the window.
     pub tcp_buffer: usize,
     /// How long making a host connection may take (and a half-open one may last).
     pub connect_timeout: Duration,
@@ -38,9 +41,9 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// At most about 100 MiB held for TCP however the container behaves (512 connections of
-    /// two 64 KiB buffers, 64 KiB of credit and 64 KiB queued), far less in practice: buffers
-    /// are touched only as they fill.
+    /// What TCP may hold however the container behaves: 512 connections of two buffers, 64 KiB
+    /// of credit and 64 KiB queued each, so about 100 MiB at MTU 1500 and 300 MiB at podman's
+    /// 65520 (256 KiB buffers). Far less in practice: buffers are touched only as they fill.
     fn default() -> Limits {
         Limits {
             tcp_connections: 512,
@@ -81,8 +84,11 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (replies_tx, mut replies) = mpsc::channel(UDP_REPLY_QUEUE);
     let wake = Arc::new(Notify::new());
+    let limits = Limits { tcp_buffer: limits.tcp_buffer.max(4 * mtu), ..limits };
     let mut tcp = tcp::Tcp::new(mtu, limits, events_tx, wake.clone());
     let mut udp = udp::Udp::new(replies_tx, limits, mtu);
+    let (echoes_tx, mut echoes) = mpsc::channel(UDP_REPLY_QUEUE);
+    let mut icmp = icmp::Icmp::new(echoes_tx, limits.udp_flows, limits.udp_idle);
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     log::debug!(
@@ -104,7 +110,7 @@ pub async fn run(
                 }
                 let now = Instant::now();
                 for packet in &batch {
-                    from_container(packet.as_ref(), &mut tcp, &mut udp, &policy, now);
+                    from_container(packet.as_ref(), &mut tcp, &mut udp, &mut icmp, &policy, now);
                 }
             }
             Some(event) = events.recv() => {
@@ -130,9 +136,17 @@ pub async fn run(
                     }
                 }
             }
+            Some(echo) = echoes.recv() => {
+                if let Some(packet) = icmp.answer(&echo, Instant::now()) {
+                    write(&tun, &packet).await;
+                }
+            }
             () = wake.notified() => {}
             () = tokio::time::sleep(delay) => {}
-            _ = sweep.tick() => udp.sweep(Instant::now()),
+            _ = sweep.tick() => {
+                udp.sweep(Instant::now());
+                icmp.sweep(Instant::now());
+            }
         }
         for packet in tcp.pump() {
             write(&tun, &packet).await;
@@ -144,6 +158,7 @@ fn from_container(
     packet: &[u8],
     tcp: &mut tcp::Tcp,
     udp: &mut udp::Udp,
+    icmp: &mut icmp::Icmp,
     policy: &Policy,
     now: Instant,
 ) {
@@ -154,7 +169,8 @@ fn from_container(
                 log::debug!("egress: UDP {src} → {dst}: {e}");
             }
         }
-        Transport::Other => log::trace!("egress: dropped a packet that is neither TCP nor UDP"),
+        Transport::Echo(echo) => icmp.send(echo, policy, now),
+        Transport::Other => log::trace!("egress: dropped a packet that is not TCP, UDP or ping"),
     }
 }
 

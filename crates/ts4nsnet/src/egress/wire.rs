@@ -22,9 +22,25 @@ pub enum Transport<'a> {
         dst: SocketAddr,
         payload: &'a [u8],
     },
-    /// ICMP, fragments, other protocols: not carried.
+    /// An ICMP or ICMPv6 echo request.
+    Echo(Echo<'a>),
+    /// Other ICMP, fragments, other protocols: not carried.
     Other,
 }
+
+/// An echo request: addresses, the container's identifier, and the ICMP message itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Echo<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub id: u16,
+    pub message: &'a [u8],
+}
+
+const ECHO_REQUEST_V4: u8 = 8;
+const ECHO_REPLY_V4: u8 = 0;
+const ECHO_REQUEST_V6: u8 = 128;
+const ECHO_REPLY_V6: u8 = 129;
 
 /// Reads the addresses and ports of a packet (IPv4 without options' effect, IPv6 without
 /// extension headers; fragments are [`Transport::Other`]).
@@ -64,8 +80,71 @@ pub fn transport(packet: &[u8]) -> Transport<'_> {
             },
             Err(_) => Transport::Other,
         },
+        IpProtocol::Icmp | IpProtocol::Icmpv6 => {
+            let request = if src.is_ipv4() { ECHO_REQUEST_V4 } else { ECHO_REQUEST_V6 };
+            match payload {
+                [kind, 0, _, _, id_high, id_low, ..] if *kind == request && payload.len() >= 8 => {
+                    let id = u16::from_be_bytes([*id_high, *id_low]);
+                    Transport::Echo(Echo { src, dst, id, message: payload })
+                }
+                _ => Transport::Other,
+            }
+        }
         _ => Transport::Other,
     }
+}
+
+/// The IP packet carrying an echo reply from `src` to `dst`, made from the reply a ping socket
+/// received (`message`, with the kernel's identifier), given identifier `id` back and fresh
+/// checksums. `None` for anything but an echo reply of the family.
+pub fn echo_reply(src: IpAddr, dst: IpAddr, id: u16, message: &[u8]) -> Option<Vec<u8>> {
+    let reply = if src.is_ipv4() { ECHO_REPLY_V4 } else { ECHO_REPLY_V6 };
+    if message.len() < 8 || message[0] != reply || message[1] != 0 {
+        return None;
+    }
+    let mut icmp = message.to_vec();
+    icmp[4..6].copy_from_slice(&id.to_be_bytes());
+    icmp[2..4].fill(0);
+    let checksums = ChecksumCapabilities::default();
+    let mut packet = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let sum = tailnode::packet::checksum(&icmp);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            let ip = Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Icmp,
+                payload_len: icmp.len(),
+                hop_limit: 64,
+            };
+            let mut buffer = vec![0; ip.buffer_len()];
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut buffer), &checksums);
+            buffer
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut pseudo = Vec::with_capacity(40 + icmp.len());
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&u32::try_from(icmp.len()).ok()?.to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 58]);
+            pseudo.extend_from_slice(&icmp);
+            let sum = tailnode::packet::checksum(&pseudo);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            let ip = Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: icmp.len(),
+                hop_limit: 64,
+            };
+            let mut buffer = vec![0; ip.buffer_len()];
+            ip.emit(&mut Ipv6Packet::new_unchecked(&mut buffer));
+            buffer
+        }
+        _ => return None,
+    };
+    packet.extend_from_slice(&icmp);
+    Some(packet)
 }
 
 /// An IP packet carrying a UDP datagram from `src` to `dst`, checksums filled in; `None` when
@@ -145,6 +224,41 @@ mod tests {
             };
             assert!(UdpPacket::new_checked(ip_payload).unwrap().verify_checksum(&s, &d));
         }
+    }
+
+    #[test]
+    fn echo_requests_are_read_and_replies_get_the_containers_identifier_back() {
+        // 100.64.0.1 pings 198.51.100.2, identifier 0x1234, sequence 1.
+        let mut ping = vec![0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 1, 0, 0];
+        ping.extend_from_slice(&[100, 64, 0, 1, 198, 51, 100, 2]);
+        ping.extend_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1, b'p', b'i', b'n', b'g', 0, 0, 0, 0]);
+        let (src, dst): (IpAddr, IpAddr) =
+            ("100.64.0.1".parse().unwrap(), "198.51.100.2".parse().unwrap());
+        let Transport::Echo(echo) = transport(&ping) else { panic!("not an echo") };
+        assert_eq!((echo.src, echo.dst, echo.id, echo.message), (src, dst, 0x1234, &ping[20..]));
+        // The kernel's reply, with its own identifier 0x0099.
+        let kernels = [0, 0, 0xaa, 0xbb, 0x00, 0x99, 0, 1, b'p', b'i', b'n', b'g', 0, 0, 0, 0];
+        let reply = echo_reply(dst, src, 0x1234, &kernels).unwrap();
+        let ip = Ipv4Packet::new_checked(&reply[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr()),
+            ("198.51.100.2".parse().unwrap(), "100.64.0.1".parse().unwrap())
+        );
+        assert_eq!(&reply[24..26], &[0x12, 0x34]);
+        assert_eq!(tailnode::packet::checksum(&reply[20..]), 0, "ICMP checksum");
+        assert_eq!(echo_reply(dst, src, 1, &ping[20..]), None, "a request is not a reply");
+
+        let (src6, dst6): (IpAddr, IpAddr) =
+            ("fd7a:115c:a1e0::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let kernels6 = [129, 0, 0, 0, 0x00, 0x99, 0, 1, b'x'];
+        let reply6 = echo_reply(dst6, src6, 0x1234, &kernels6).unwrap();
+        assert_eq!(&reply6[44..46], &[0x12, 0x34]);
+        let mut pseudo = reply6[8..40].to_vec();
+        pseudo.extend_from_slice(&9u32.to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 58]);
+        pseudo.extend_from_slice(&reply6[40..]);
+        assert_eq!(tailnode::packet::checksum(&pseudo), 0, "ICMPv6 checksum");
     }
 
     #[test]

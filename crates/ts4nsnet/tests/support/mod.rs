@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each includer uses a different part
 
 use std::io::{ErrorKind, Read, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{
+    self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6,
+};
 use tailnet_lab::node::LabPeer;
 use tailnet_lab::{AuthKey, Tailnet};
 
@@ -152,6 +155,63 @@ impl Drop for Internet {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
     }
+}
+
+/// Sends up to three echo requests, as `ping -c 3` would: ICMP is unreliable, one lost datagram
+/// is not a failure, but three in a row are.
+pub fn ping(to: Ipv4Addr) -> bool {
+    let fd =
+        socket::socket(AddressFamily::Inet, SockType::Raw, SockFlag::empty(), SockProtocol::Icmp)
+            .unwrap();
+    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(1, 0))
+        .unwrap();
+    let dst = SockaddrIn::from(std::net::SocketAddrV4::new(to, 0));
+    (1..=3u8).any(|sequence| {
+        let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, sequence];
+        echo.extend_from_slice(b"tailpod");
+        let sum = tailnode::packet::checksum(&echo);
+        echo[2..4].copy_from_slice(&sum.to_be_bytes());
+        socket::sendto(fd.as_raw_fd(), &echo, &dst, MsgFlags::empty()).unwrap();
+        let mut buffer = [0u8; 1500];
+        while let Ok(len) = socket::recv(fd.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
+            let header = usize::from(buffer[0] & 0x0f) * 4;
+            if len >= header + 8 && buffer[12..16] == to.octets() && buffer[header] == 0 {
+                if sequence > 1 {
+                    eprintln!("ping: echo request {sequence} was the first answered");
+                }
+                return true;
+            }
+        }
+        false
+    })
+}
+
+/// [`ping`] for IPv6 (the kernel fills in the ICMPv6 checksum on raw sockets).
+pub fn ping6(to: Ipv6Addr) -> bool {
+    let fd = socket::socket(
+        AddressFamily::Inet6,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::IcmpV6,
+    )
+    .unwrap();
+    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(1, 0))
+        .unwrap();
+    let dst = SockaddrIn6::from(std::net::SocketAddrV6::new(to, 0, 0, 0));
+    (1..=3u8).any(|sequence| {
+        let mut echo = vec![128, 0, 0, 0, 0x12, 0x34, 0, sequence];
+        echo.extend_from_slice(b"tailpod");
+        socket::sendto(fd.as_raw_fd(), &echo, &dst, MsgFlags::empty()).unwrap();
+        let mut buffer = [0u8; 1500];
+        while let Ok((len, Some(from))) =
+            socket::recvfrom::<SockaddrIn6>(fd.as_raw_fd(), &mut buffer)
+        {
+            if len >= 8 && from.ip() == to && buffer[0] == 129 && buffer[7] == sequence {
+                return true;
+            }
+        }
+        false
+    })
 }
 
 /// ts4nsnet as podman runs it: `-c -r R -e E --netns-type=path PATH tap0`.

@@ -29,8 +29,9 @@ use wire::Transport;
 pub struct Limits {
     /// TCP connections open or being opened; a SYN beyond this is reset.
     pub tcp_connections: usize,
-    /// smoltcp's receive and send buffer, each, per connection, at least: with a large MTU
-    /// they hold four segments, or one segment would fill the window.
+    /// smoltcp's receive buffer per connection, at least (with a large MTU it holds four
+    /// segments, or one segment would fill the window); send buffers are two or eight times
+    /// it (see `tcp.rs`).
     pub tcp_buffer: usize,
     /// How long making a host connection may take (and a half-open one may last).
     pub connect_timeout: Duration,
@@ -41,12 +42,13 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// What TCP may hold however the container behaves: 512 connections of two buffers, 64 KiB
-    /// of credit and 64 KiB queued each, so about 100 MiB at MTU 1500 and 300 MiB at podman's
-    /// 65520 (256 KiB buffers). Far less in practice: buffers are touched only as they fill.
+    /// What TCP may hold however the container behaves: 256 connections, each with a receive
+    /// buffer, a send buffer (eight of them large), 128 KiB of credit and 128 KiB queued; about
+    /// 85 MiB at MTU 1500 and 270 MiB at podman's 65520 (256 KiB receive buffers). Far less in
+    /// practice: buffers are touched only as they fill.
     fn default() -> Limits {
         Limits {
-            tcp_connections: 512,
+            tcp_connections: 256,
             tcp_buffer: 64 * 1024,
             connect_timeout: Duration::from_secs(30),
             udp_flows: 512,

@@ -28,11 +28,13 @@ use super::{AbortOnDrop, Limits};
 pub type Key = (SocketAddr, SocketAddr);
 
 /// The most bytes moved in one piece between the host socket and smoltcp.
-const CHUNK: usize = 16 * 1024;
+const CHUNK: usize = 64 * 1024;
 /// Bytes read from the host and not yet taken by smoltcp, per connection.
-const CREDIT: usize = 4 * CHUNK;
+const CREDIT: usize = 2 * CHUNK;
 /// Pieces of the container's bytes waiting for the host socket, per connection.
-const WRITE_QUEUE: usize = 4;
+const WRITE_QUEUE: usize = 2;
+/// How many connections at a time get the large send buffer.
+const LARGE_SEND_BUFFERS: usize = 8;
 /// How long a host socket may refuse to take bytes before the connection is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(300);
 
@@ -246,7 +248,7 @@ impl Tcp {
         let Some(syn) = self.connecting.remove(&key) else { return };
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; self.limits.tcp_buffer]),
-            tcp::SocketBuffer::new(vec![0; self.limits.tcp_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.send_buffer()]),
         );
         // The host side already coalesces; Nagle here would only add delay.
         socket.set_nagle_enabled(false);
@@ -282,6 +284,17 @@ impl Tcp {
         );
         self.by_key.insert(key, id);
         self.device.from_container.push_back(syn);
+    }
+
+    /// What the host sends may be in flight to the container unacknowledged only as far as the
+    /// send buffer, which bounds a download at its size per round trip. The first few
+    /// connections (a download is rarely one of many) get a large one, the rest a smaller one,
+    /// so many connections do not multiply the largest size.
+    fn send_buffer(&self) -> usize {
+        match self.connections.len() < LARGE_SEND_BUFFERS {
+            true => self.limits.tcp_buffer * 8,
+            false => self.limits.tcp_buffer * 2,
+        }
     }
 
     /// Runs smoltcp, moves bytes both ways, ends finished connections, and returns the

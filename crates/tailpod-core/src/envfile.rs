@@ -38,6 +38,75 @@ pub struct Var {
     pub line: usize,
 }
 
+/// What one tool's env file may hold: used by the tool that reads it and by `build-ign`, which
+/// checks the files it embeds before any host reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schema {
+    /// What the file is, for messages.
+    pub name: &'static str,
+    pub known: &'static [&'static str],
+    pub required: &'static [&'static str],
+}
+
+/// quadsync's `config.env`.
+pub const QUADSYNC_CONFIG: Schema = Schema {
+    name: "quadsync's config.env",
+    known: &[
+        "QUADSYNC_GIT_URL",
+        "QUADSYNC_GIT_BRANCH",
+        "QUADSYNC_TRANSFORM_DIR",
+        "QUADSYNC_STATE_DIR",
+        "QUADSYNC_USER_GROUP",
+        "QUADSYNC_SSH_KEY",
+        "QUADSYNC_MAX_REMOVAL",
+        "QUADSYNC_MAX_CONTAINERS",
+    ],
+    required: &["QUADSYNC_GIT_URL"],
+};
+
+/// tailmint's `oauth.env`.
+pub const TAILMINT_OAUTH: Schema = Schema {
+    name: "tailmint's oauth.env",
+    known: &["TS_API_CLIENT_ID", "TS_API_CLIENT_SECRET", "TS_TAILNET", "TS_API_URL"],
+    required: &["TS_API_CLIENT_ID", "TS_API_CLIENT_SECRET"],
+};
+
+impl Schema {
+    /// Everything wrong with `env` for this schema, each as `LINE: message` (0 when no line):
+    /// unknown keys with the known one meant, and missing required keys, explained by a typo
+    /// or by a line folded into another's value (a YAML `inline:` without `|` does that).
+    pub fn problems(&self, env: &EnvFile) -> Vec<(usize, String)> {
+        let mut problems = Vec::new();
+        for var in env.unknown(self.known) {
+            let meant = crate::spelling::suggest(&var.key, self.known.iter().copied())
+                .map_or(String::new(), |k| format!("; did you mean {k}?"));
+            problems.push((
+                var.line,
+                format!("{} is not a setting of {}{meant}", shown_key(&var.key), self.name),
+            ));
+        }
+        for key in self.required {
+            if env.get(key).is_some_and(|v| !v.is_empty()) {
+                continue;
+            }
+            let folded = env.vars().iter().find(|v| v.value.contains(&format!("{key}=")));
+            let why = match folded {
+                Some(var) => format!(
+                    "{key} is not set: it is folded into {}'s value on line {} (every line of \
+                     the file ran into one: write `inline: |`)",
+                    var.key, var.line
+                ),
+                None if env.misspelling_of(key, self.known).is_some() => {
+                    continue; // the typo above says it
+                }
+                None => format!("{key} is not set"),
+            };
+            problems.push((folded.map_or(0, |v| v.line), why));
+        }
+        problems
+    }
+}
+
 /// A syntax or value error, naming the file, the line (when there is one) and the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvError {
@@ -237,6 +306,15 @@ impl EnvFile {
         self.vars.iter().filter(move |v| !known.contains(&v.key.as_str()))
     }
 
+    /// The unknown assignment (not one of `known`) that looks like a misspelling of `key`: what
+    /// explains a required key that is not set.
+    pub fn misspelling_of(&self, key: &str, known: &[&str]) -> Option<&Var> {
+        self.vars
+            .iter()
+            .filter(|v| !known.contains(&v.key.as_str()))
+            .find(|v| crate::spelling::suggest(&v.key, std::iter::once(key)).is_some())
+    }
+
     /// Every assignment, in file order.
     pub fn vars(&self) -> &[Var] {
         &self.vars
@@ -250,6 +328,28 @@ impl EnvFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemas_name_typos_folded_lines_and_missing_keys() {
+        let problems =
+            |text: &str| TAILMINT_OAUTH.problems(&EnvFile::parse("oauth.env", text).unwrap());
+        assert_eq!(problems("TS_API_CLIENT_ID=a\nTS_API_CLIENT_SECRET=b\n"), []);
+        assert_eq!(
+            problems("TS_API_CLIENT_ID=a TS_API_CLIENT_SECRET=b\n"),
+            [(1, "TS_API_CLIENT_SECRET is not set: it is folded into TS_API_CLIENT_ID's value on line 1 (every line of the file ran into one: write `inline: |`)".to_owned())]
+        );
+        assert_eq!(
+            problems("TS_API_CLIENT_ID=a\nTS_API_CLIENT_SECERT=b\n"),
+            [(2, "TS_API_CLIENT_SECERT is not a setting of tailmint's oauth.env; did you mean TS_API_CLIENT_SECRET?".to_owned())]
+        );
+        assert_eq!(
+            problems("TS_TAILNET=x\n"),
+            [
+                (0, "TS_API_CLIENT_ID is not set".to_owned()),
+                (0, "TS_API_CLIENT_SECRET is not set".to_owned()),
+            ]
+        );
+    }
 
     fn value(line: &str) -> String {
         EnvFile::parse("t.env", line).unwrap().get("KEY").unwrap().to_owned()

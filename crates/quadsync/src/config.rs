@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tailpod_core::envfile::EnvFile;
+use tailpod_core::envfile::{EnvFile, QUADSYNC_CONFIG, shown_key};
 
 pub const DEFAULT_PATH: &str = "/etc/quadsync/config.env";
 
@@ -12,16 +12,8 @@ pub const DEFAULT_MAX_CONTAINERS: usize = 1000;
 /// Above this, subuid ranges of 65,536 ids each would run past 32-bit ids.
 const MAX_CONTAINERS_CEILING: usize = 60_000;
 
-const KEYS: &[&str] = &[
-    "QUADSYNC_GIT_URL",
-    "QUADSYNC_GIT_BRANCH",
-    "QUADSYNC_TRANSFORM_DIR",
-    "QUADSYNC_STATE_DIR",
-    "QUADSYNC_USER_GROUP",
-    "QUADSYNC_SSH_KEY",
-    "QUADSYNC_MAX_REMOVAL",
-    "QUADSYNC_MAX_CONTAINERS",
-];
+/// The settings quadsync knows (one list, shared with `build-ign`'s check of config.env).
+const KEYS: &[&str] = QUADSYNC_CONFIG.known;
 
 /// quadsync's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +84,18 @@ impl Config {
                 Err(located(key, "must be an absolute path"))
             }
         };
-        let git_url = env.require("QUADSYNC_GIT_URL").map_err(|e| e.to_string())?.to_owned();
+        let git_url = env
+            .require("QUADSYNC_GIT_URL")
+            .map_err(|e| match env.misspelling_of("QUADSYNC_GIT_URL", KEYS) {
+                // A typo explains itself: it comes first, with what was meant.
+                Some(typo) => format!(
+                    "{origin}:{}: {} is not a setting quadsync knows: did you mean QUADSYNC_GIT_URL? ({e})",
+                    typo.line,
+                    shown_key(&typo.key)
+                ),
+                None => e.to_string(),
+            })?
+            .to_owned();
         if !is_remote_url(&git_url) && !git_url.starts_with('/') {
             return Err(located(
                 "QUADSYNC_GIT_URL",
@@ -178,6 +181,20 @@ mod tests {
         .unwrap();
         assert_eq!(config.user_group, "x");
         assert_eq!(config.unknown_keys, ["QUADSYNC_BRANCH"]);
+    }
+
+    #[test]
+    fn a_misspelled_required_key_is_named_before_it_is_missed() {
+        let err =
+            Config::parse("c.env", "# the repo\nQUADSYNC_GIT_ULR=https://h/r.git\n").unwrap_err();
+        assert!(
+            err.starts_with(
+                "c.env:2: QUADSYNC_GIT_ULR is not a setting quadsync knows: did you mean QUADSYNC_GIT_URL? ("
+            ),
+            "{err}"
+        );
+        let err = Config::parse("c.env", "QUADSYNC_GIT_BRANCH=dev\n").unwrap_err();
+        assert!(!err.contains("did you mean"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::path::Path;
 use serde::Serialize;
 use tailpod_core::merge::substitute_name;
 use tailpod_core::names::{ContainerName, PodName};
+use tailpod_core::quadlet::{self, PodmanVersion, Severity};
 use tailpod_core::unit::{Entry, UnitFile};
 
 use crate::render::{SpecFile, render};
@@ -252,6 +253,11 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
             }
             if !unit.has_section(section) {
                 errors.push(format!("{}: missing [{section}] section", file.path));
+                continue;
+            }
+            let findings = quadlet::check(&unit, extension(name), PodmanVersion::DEFAULT_TARGET);
+            if let Some(error) = findings.iter().find(|f| f.severity == Severity::Error) {
+                errors.push(error.located(&file.path));
                 continue;
             }
             if let Some(deployment) = desired.get_mut(user) {

@@ -10,12 +10,13 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use tailpod_core::envfile::shown_key;
 use tailpod_core::names::{ContainerName, PodName};
+use tailpod_core::quadlet::{PodmanVersion, Severity};
 
 use quadsync::config::{self, Config};
 use quadsync::discover::discover;
 use quadsync::render::{SpecFile, render};
 use quadsync::source::{
-    DirTree, MAX_FILE_BYTES, read_regular_file, read_sources, text as source_text,
+    DirTree, MAX_FILE_BYTES, overlooked, read_regular_file, read_sources, text as source_text,
 };
 use quadsync::state::State;
 use quadsync::sync::{self, Paths};
@@ -71,6 +72,9 @@ enum Command {
         /// Also merge and check with these transforms.
         #[arg(long, value_name = "DIR")]
         transforms: Option<PathBuf>,
+        /// Warn about keys newer than this podman (MAJOR.MINOR) accepts.
+        #[arg(long, value_name = "VERSION", default_value_t = PodmanVersion::DEFAULT_TARGET)]
+        podman_version: PodmanVersion,
         dir: PathBuf,
     },
     /// Print the unit that would be deployed for a spec file: transforms merged, `{{.Name}}`
@@ -148,7 +152,9 @@ fn main() -> ExitCode {
         Command::Plan { json, allow_mass_removal } => {
             load(&cli.config).and_then(|c| run_plan(&c, json, allow_mass_removal))
         }
-        Command::Check { transforms, dir } => check(transforms.as_deref(), &dir),
+        Command::Check { transforms, podman_version, dir } => {
+            check(transforms.as_deref(), podman_version, &dir)
+        }
         Command::Augment { transforms, repo, file } => augment(&transforms, repo.as_deref(), &file),
         Command::Redeploy { name } => load(&cli.config).and_then(|c| redeploy(&c, &name)),
         Command::Status { json } => load(&cli.config).and_then(|c| status(&c, json)),
@@ -214,27 +220,58 @@ fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(),
     }
 }
 
-fn check(transforms: Option<&Path>, dir: &Path) -> Result<(), String> {
+fn check(transforms: Option<&Path>, podman: PodmanVersion, dir: &Path) -> Result<(), String> {
     let transforms = match transforms {
         Some(path) => TransformSet::load(path).map_err(|e| e.to_string())?,
         None => TransformSet::without_host(),
     };
-    let files = read_sources(&DirTree { root: dir.to_owned() });
-    match files.and_then(|files| discover(&files, &transforms).map(|d| (d, files))) {
-        Ok((desired, files)) => {
-            println!(
-                "All checks passed: {} container user(s), {} file(s).",
-                desired.len(),
-                files.len()
-            );
+    let tree = DirTree { root: dir.to_owned() };
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    for (severity, message) in overlooked(&tree).unwrap_or_else(|e| vec![(Severity::Error, e)]) {
+        match severity {
+            Severity::Error => errors.push(message),
+            Severity::Warning => warnings.push(message),
+        }
+    }
+    let mut summary = None;
+    match read_sources(&tree) {
+        Ok(files) => {
+            // Errors come from discovering (the same checks a sync makes); what depends on
+            // the podman version asked about is a warning, from here.
+            for file in &files {
+                let extension = file.path.rsplit_once('.').map_or("", |(_, ext)| ext);
+                let unit = tailpod_core::unit::UnitFile::parse(&file.text);
+                let findings = tailpod_core::quadlet::check(&unit, extension, podman);
+                warnings.extend(
+                    findings
+                        .iter()
+                        .filter(|f| f.severity == Severity::Warning)
+                        .map(|f| f.located(&file.path)),
+                );
+            }
+            match discover(&files, &transforms) {
+                Ok(desired) => summary = Some((desired.len(), files.len())),
+                Err(found) => errors.extend(found),
+            }
+        }
+        Err(found) => errors.extend(found),
+    }
+    for warning in &warnings {
+        eprintln!("{warning}");
+    }
+    for error in &errors {
+        eprintln!("{error}");
+    }
+    match (summary, errors.len()) {
+        (Some((users, files)), 0) => {
+            let warned = match warnings.len() {
+                0 => String::new(),
+                n => format!(" ({n} warning(s) above)"),
+            };
+            println!("All checks passed: {users} container user(s), {files} file(s){warned}.");
             Ok(())
         }
-        Err(errors) => {
-            for error in &errors {
-                eprintln!("{error}");
-            }
-            Err(format!("{} error(s)", errors.len()))
-        }
+        (_, n) => Err(format!("{n} error(s)")),
     }
 }
 
@@ -325,9 +362,27 @@ fn augment(transforms: &Path, repo: Option<&Path>, file: &Path) -> Result<(), St
     let relative = absolute
         .strip_prefix(&root)
         .map_err(|_| format!("{} is not inside the repo {}", file.display(), root.display()))?;
-    let spec = SpecFile::locate(relative, file).map_err(|e| e.to_string())?;
+    let spec = SpecFile::locate(relative, file).map_err(|e| {
+        match (repo, relative.ancestors().nth(2)) {
+            // Found by .git, the root may be above the definitions (a monorepo, this project's
+            // own deploy/containers): say how to name it.
+            (None, Some(deeper)) if !deeper.as_os_str().is_empty() => format!(
+                "{e}; if the definitions repo is the directory {}, pass --repo {}",
+                root.join(deeper).display(),
+                root.join(deeper).display()
+            ),
+            _ => e.to_string(),
+        }
+    })?;
     let text = read_regular_file(&absolute, MAX_FILE_BYTES)
         .and_then(|data| source_text(&file.display().to_string(), data))?;
+    if !transforms.is_dir() {
+        return Err(format!(
+            "the transform directory {} does not exist (on a laptop: --transforms \
+             butane/transforms in a tailpod checkout, or your own)",
+            transforms.display()
+        ));
+    }
     let transforms = TransformSet::load(transforms).map_err(|e| e.to_string())?;
     let dir = absolute.parent().unwrap_or(&root);
     let pods = pods_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

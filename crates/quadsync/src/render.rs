@@ -16,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 
 use tailpod_core::merge::{apply_transforms, substitute_name};
 use tailpod_core::names::{ContainerName, PodName};
+use tailpod_core::quadlet::{self, PodmanVersion, Severity};
 use tailpod_core::unit::{Entry, Section, UnitFile};
 
 use crate::transforms::{Kind, TransformSet};
@@ -173,10 +174,16 @@ pub fn check_spec(spec: &SpecFile, unit: &UnitFile) -> Result<(), SpecError> {
 
 /// The checks that must also hold after the transforms.
 pub fn check_merged(spec: &SpecFile, unit: &UnitFile) -> Result<(), SpecError> {
-    let section = match spec.kind {
-        Kind::Container => "Container",
-        Kind::Pod => "Pod",
+    let (section, extension) = match spec.kind {
+        Kind::Container => ("Container", "container"),
+        Kind::Pod => ("Pod", "pod"),
     };
+    // Sections and keys podman or systemd would refuse or ignore. Keys newer than the podman
+    // `check` aims at are only warnings there; on a host, its own generator decides.
+    let findings = quadlet::check(unit, extension, PodmanVersion::DEFAULT_TARGET);
+    if let Some(error) = findings.into_iter().find(|f| f.severity == Severity::Error) {
+        return Err(spec.error(Some(error.line), error.message));
+    }
     let Some(first) = unit.sections_named(section).next() else {
         return Err(spec.error(None, format!("missing [{section}] section")));
     };

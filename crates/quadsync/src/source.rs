@@ -20,6 +20,8 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use tailpod_core::quadlet::{Severity, suggest};
+
 /// A definition read from the repo: its path from the root, and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {
@@ -68,6 +70,66 @@ pub fn wanted(name: &str) -> bool {
         name.rsplit_once('.').map(|(_, ext)| ext),
         Some("container" | "pod" | "service" | "timer")
     )
+}
+
+/// The extensions [`wanted`] accepts, and the Quadlet ones quadsync does not deploy yet.
+const DEPLOYED: [&str; 4] = ["container", "pod", "service", "timer"];
+const NOT_DEPLOYED: [&str; 6] = ["volume", "network", "kube", "image", "build", "artifact"];
+
+/// Names in the repo that [`read_sources`] passes over but that look meant to count, each with
+/// how serious it is: a near miss of a definition's extension (`web.contianer`) or a definition
+/// one directory too deep (errors), a Quadlet type quadsync does not deploy (a warning). Hidden
+/// names and other files (a README) are not reported. For `check`: `sync` reads by the same
+/// rule and simply does not see them.
+pub fn overlooked(tree: &dyn SourceTree) -> Result<Vec<(Severity, String)>, String> {
+    let mut found = Vec::new();
+    let mut entries = 0;
+    let mut list = |dir: &str| -> Result<Vec<Entry>, String> {
+        let listed = tree.list(dir)?;
+        entries += listed.len();
+        match entries > MAX_ENTRIES {
+            true => Err(format!("the repo has more than {MAX_ENTRIES} entries near its top")),
+            false => Ok(listed.into_iter().filter(|e| !e.name.starts_with('.')).collect()),
+        }
+    };
+    let files_at = |dir: &str, entries: &[Entry], found: &mut Vec<(Severity, String)>| {
+        for entry in entries.iter().filter(|e| matches!(e.kind, EntryKind::File { .. })) {
+            let path = join(dir, &entry.name);
+            let Some((_, extension)) = entry.name.rsplit_once('.') else { continue };
+            if DEPLOYED.contains(&extension) {
+                continue;
+            }
+            if NOT_DEPLOYED.contains(&extension) {
+                found.push((
+                    Severity::Warning,
+                    format!("{path}: not deployed: quadsync deploys .container, .pod, .service and .timer files"),
+                ));
+            } else if let Some(meant) = suggest(extension, DEPLOYED.into_iter()) {
+                found.push((Severity::Error, format!("{path}: not read: did you mean .{meant}?")));
+            }
+        }
+    };
+    let root = list("")?;
+    files_at("", &root, &mut found);
+    for dir in root.iter().filter(|e| e.kind == EntryKind::Dir) {
+        let entries = list(&dir.name)?;
+        files_at(&dir.name, &entries, &mut found);
+        for deeper in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+            let path = join(&dir.name, &deeper.name);
+            for entry in list(&path)? {
+                if wanted(&entry.name) {
+                    found.push((
+                        Severity::Error,
+                        format!(
+                            "{}: not read: too deep (quadsync reads the repo's root and one level of directories)",
+                            join(&path, &entry.name)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -351,6 +413,41 @@ mod tests {
         let files = read_sources(&tree).unwrap();
         let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["tailscale/db.container", "web.container"]);
+    }
+
+    #[test]
+    fn what_is_passed_over_but_looks_meant_is_reported() {
+        let tree = Fake(vec![
+            ("web.contianer", FILE, b"[Container]\n"),
+            ("README.md", FILE, b"x"),
+            ("data.volume", FILE, b"[Volume]\n"),
+            ("tailscale", EntryKind::Dir, b""),
+            ("tailscale/db.container", FILE, b"[Container]\n"),
+            ("tailscale/db-backup.tiemr", FILE, b"[Timer]\n"),
+            ("tailscale/deeper", EntryKind::Dir, b""),
+            ("tailscale/deeper/x.container", FILE, b"[Container]\n"),
+            ("tailscale/deeper/notes.txt", FILE, b"x"),
+            (".hidden", EntryKind::Dir, b""),
+            (".hidden/y.contianer", FILE, b"[Container]\n"),
+        ]);
+        let found = overlooked(&tree).unwrap();
+        let expected = [
+            (Severity::Error, "web.contianer: not read: did you mean .container?"),
+            (
+                Severity::Warning,
+                "data.volume: not deployed: quadsync deploys .container, .pod, .service and .timer files",
+            ),
+            (Severity::Error, "tailscale/db-backup.tiemr: not read: did you mean .timer?"),
+            (
+                Severity::Error,
+                "tailscale/deeper/x.container: not read: too deep (quadsync reads the repo's root and one level of directories)",
+            ),
+        ];
+        let found: Vec<(Severity, &str)> = found.iter().map(|(s, m)| (*s, m.as_str())).collect();
+        assert_eq!(found.len(), expected.len(), "{found:?}");
+        for item in expected {
+            assert!(found.contains(&item), "{item:?} in {found:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use tailpod_core::quadlet::{self, PodmanVersion, Severity};
 use tailpod_core::unit::UnitFile;
 
 /// What kind of spec a transform applies to, by file extension.
@@ -127,6 +128,12 @@ impl TransformSet {
                 continue;
             }
             if let Some(suffix) = file_name.strip_prefix("_base-") {
+                let extension = file_name.rsplit_once('.').map_or("", |(_, ext)| ext);
+                let unit = UnitFile::parse(&text);
+                let findings = quadlet::check(&unit, extension, PodmanVersion::DEFAULT_TARGET);
+                if let Some(error) = findings.iter().find(|f| f.severity == Severity::Error) {
+                    return Err(TransformError(error.located(path.display())));
+                }
                 set.companions.push(Companion { path, suffix: format!("-{suffix}"), text });
                 continue;
             }
@@ -141,6 +148,12 @@ impl TransformSet {
             let unit = UnitFile::parse(&text);
             if let Some(problem) = unit.problems().first() {
                 return Err(TransformError(problem.located(path.display())));
+            }
+            let target = PodmanVersion::DEFAULT_TARGET;
+            let extension = file_name.rsplit_once('.').map_or("", |(_, ext)| ext);
+            let findings = quadlet::check_transform(&unit, extension, target);
+            if let Some(error) = findings.iter().find(|f| f.severity == Severity::Error) {
+                return Err(TransformError(error.located(path.display())));
             }
             let transform = Transform { path, unit };
             if stem == "_base" {

@@ -103,3 +103,33 @@ fn mkfifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn errors_say_what_to_pass_instead() {
+    let tmp = layout();
+    // Definitions one level below the checkout's root, as in this project's deploy/containers.
+    write(&tmp.path().join("repo/deploy/tailscale/web.container"), "[Container]\nImage=nginx\n");
+    let out = quadsync(
+        &["augment", "--transforms", "../t", "deploy/tailscale/web.container"],
+        &tmp.path().join("repo"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    let deploy = tmp.path().join("repo/deploy");
+    let hint =
+        format!("if the definitions repo is the directory {0}, pass --repo {0}", deploy.display());
+    assert!(said.contains(&hint), "{said}");
+    let out = quadsync(
+        &["augment", "--transforms", "../t", "--repo", "deploy", "deploy/tailscale/web.container"],
+        &tmp.path().join("repo"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = quadsync(
+        &["augment", "--transforms", "../nowhere", "web.container"],
+        &tmp.path().join("repo"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the transform directory ../nowhere does not exist"), "{said}");
+}

@@ -382,6 +382,64 @@ fn the_shipped_example_passes_check_with_the_shipped_transforms() {
     assert_eq!(text(&out.stdout), "All checks passed: 2 container user(s), 4 file(s).\n");
 }
 
+#[test]
+fn check_reports_each_mistake_with_file_line_and_what_was_meant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path();
+    std::fs::create_dir_all(repo.join("tailscale/deeper")).unwrap();
+    let files = [
+        ("web.container", "[Container]\nImage=x\n"),
+        ("typo.container", "[Container]\nImage=x\nPublishPorts=8080:80\n"),
+        ("instal.container", "[Container]\nImage=x\n[Instal]\nWantedBy=default.target\n"),
+        ("web-nightly.timer", "[Timer]\nOnCalender=daily\n"),
+        ("web.contianer", "[Container]\nImage=x\n"),
+        ("tailscale/deeper/db.container", "[Container]\nImage=x\n"),
+        ("proxy.container", "[Container]\nImage=x\nHttpProxy=false\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(repo.join(name), text).unwrap();
+    }
+    let check = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quadsync"))
+            .arg("check")
+            .args(extra)
+            .arg(repo)
+            .output()
+            .unwrap()
+    };
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    for expected in [
+        "typo.container:3: unknown key PublishPorts= in [Container] (podman's generator refuses the file); did you mean PublishPort=?",
+        "instal.container:3: unknown section [Instal]; did you mean [Install]?",
+        "web-nightly.timer:2: unknown key OnCalender= in [Timer] (systemd ignores it); did you mean OnCalendar=?",
+        "web.contianer: not read: did you mean .container?",
+        "tailscale/deeper/db.container: not read: too deep",
+        "proxy.container:3: warning: HttpProxy= in [Container] needs podman 5.7 (checked for podman 5.4)",
+        "5 error(s)",
+    ] {
+        assert!(said.contains(expected), "{expected:?} is not in:\n{said}");
+    }
+
+    // Mended, it passes; the warning goes with a newer podman.
+    std::fs::write(repo.join("typo.container"), "[Container]\nImage=x\nPublishPort=8080:80\n")
+        .unwrap();
+    std::fs::write(
+        repo.join("instal.container"),
+        "[Container]\nImage=x\n[Install]\nWantedBy=default.target\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("web-nightly.timer"), "[Timer]\nOnCalendar=daily\n").unwrap();
+    std::fs::remove_file(repo.join("web.contianer")).unwrap();
+    std::fs::remove_dir_all(repo.join("tailscale/deeper")).unwrap();
+    let out = check(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with("(1 warning(s) above).\n"), "{}", text(&out.stdout));
+    let out = check(&["--podman-version", "5.7"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
 /// Commits everything in the site's repo.
 fn commit(site: &Site, message: &str) {
     git(&site.repo(), &["add", "-A"]);

@@ -27,6 +27,24 @@ use crate::credentials::Secret;
 use crate::redact::{Redactor, percent_encode};
 use crate::retry::{Backoff, random_u64, retryable};
 
+/// Tailscale's API, when neither `--api-url` nor `TS_API_URL` says otherwise.
+pub const DEFAULT_API_URL: &str = "https://api.tailscale.com";
+
+/// Whether `url` can be an API's base URL: `http://` or `https://` and a host.
+pub fn check_api_url(url: &str) -> Result<(), String> {
+    match url.split_once("://") {
+        Some(("http" | "https", rest))
+            if !rest.split(['/', '?', '#']).next().unwrap_or("").is_empty() =>
+        {
+            Ok(())
+        }
+        Some(("http" | "https", _)) => Err(format!("{url:?} names no host")),
+        _ => Err(format!(
+            "{url:?} is not an http:// or https:// URL (like https://api.tailscale.com)"
+        )),
+    }
+}
+
 /// A tailnet's name as it goes into a URL path: anything but empty, `.` and `..` (which a proxy
 /// would resolve to another path), sent percent-encoded. `-` is the OAuth client's own tailnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,6 +426,18 @@ pub fn stale_devices<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_urls_need_a_scheme_and_a_host() {
+        assert_eq!(check_api_url("https://api.tailscale.com"), Ok(()));
+        assert_eq!(check_api_url("http://127.0.0.1:8080/"), Ok(()));
+        let e = check_api_url("api.tailscale.com").unwrap_err();
+        assert_eq!(
+            e,
+            "\"api.tailscale.com\" is not an http:// or https:// URL (like https://api.tailscale.com)"
+        );
+        assert!(check_api_url("https:///v2").unwrap_err().contains("names no host"));
+    }
 
     fn device(id: &str, hostname: &str, tags: &[&str], online: Option<bool>) -> Device {
         Device {

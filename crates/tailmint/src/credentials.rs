@@ -30,7 +30,7 @@ pub const TAILNET: &str = "TS_TAILNET";
 pub const API_URL: &str = "TS_API_URL";
 
 /// Keys the env file may hold.
-pub const KNOWN_KEYS: &[&str] = &[CLIENT_ID, CLIENT_SECRET, TAILNET, API_URL];
+pub const KNOWN_KEYS: &[&str] = tailpod_core::envfile::TAILMINT_OAUTH.known;
 
 /// A secret string: never shown by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -148,10 +148,20 @@ pub fn load(sources: &Sources<'_>) -> Result<OAuthConfig, String> {
     };
     let required = |key: &str| -> Result<String, String> {
         lookup(key)?.ok_or_else(|| {
-            format!(
+            let missing = format!(
                 "{key} is not set: put it in {} (or the environment, or a systemd credential)",
                 sources.config.display()
-            )
+            );
+            // A typo explains itself: it comes first, with what was meant.
+            match file.as_ref().and_then(|f| f.misspelling_of(key, KNOWN_KEYS)) {
+                Some(typo) => format!(
+                    "{}:{}: {} is not a setting tailmint knows: did you mean {key}? ({missing})",
+                    sources.config.display(),
+                    typo.line,
+                    shown_key(&typo.key)
+                ),
+                None => missing,
+            }
         })
     };
     Ok(OAuthConfig {
@@ -197,6 +207,21 @@ mod tests {
         assert_eq!(config.tailnet, None);
         assert_eq!(config.unknown_keys, ["TS_TAILNT"]);
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_misspelled_required_key_is_named_before_it_is_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oauth.env");
+        write_private(&path, "TS_API_CLIENT_DI=id1\nTS_API_CLIENT_SECRET=s3cret\n");
+        let sources =
+            Sources { config: &path, config_required: true, credentials_dir: None, env: &no_env };
+        let err = load(&sources).unwrap_err();
+        let expected = format!(
+            "{}:1: TS_API_CLIENT_DI is not a setting tailmint knows: did you mean TS_API_CLIENT_ID? (TS_API_CLIENT_ID is not set",
+            path.display()
+        );
+        assert!(err.starts_with(&expected), "{err}");
     }
 
     #[test]

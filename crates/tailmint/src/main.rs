@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use tailpod_core::names::{Hostname, Tag};
 
-use tailmint::api::{ApiError, Client, DeviceId, KeyRequest, Tailnet, stale_devices};
+use tailmint::api::{self, ApiError, Client, DeviceId, KeyRequest, Tailnet, stale_devices};
 use tailmint::credentials::{self, Secret, Sources};
 use tailmint::redact::Redactor;
 use tailmint::{logging, output, privileges};
@@ -163,6 +163,13 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
     for key in &config.unknown_keys {
         log::warn!("{}: unknown key {key} ignored", config_path.display());
     }
+    let api_url = cli.api_url.clone().or(config.api_url.clone());
+    let api_url = api_url.as_deref().unwrap_or(api::DEFAULT_API_URL);
+    // At once: a URL that cannot work would otherwise be retried until the deadline.
+    api::check_api_url(api_url).map_err(|e| {
+        let from = if cli.api_url.is_some() { "--api-url" } else { credentials::API_URL };
+        Failure::Usage(format!("{from}: {e}"))
+    })?;
     let caller = privileges::sudo_caller(&env).map_err(Failure::Usage)?;
     let (tags, hostname, output_path) = if cli.caller {
         let caller = caller
@@ -192,8 +199,6 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
     // As the caller, before any request: an output that cannot be written costs no key.
     let key_file = output::KeyFile::create(&output_path).map_err(Failure::Runtime)?;
 
-    let api_url = cli.api_url.clone().or(config.api_url.clone());
-    let api_url = api_url.as_deref().unwrap_or("https://api.tailscale.com");
     let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     let client = Client::new(api_url, cli.timeout, redactor.clone());
 

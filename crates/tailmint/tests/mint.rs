@@ -251,6 +251,21 @@ fn rate_limits_and_server_errors_are_retried() {
 }
 
 #[test]
+fn an_api_url_without_a_scheme_is_refused_at_once() {
+    let s = setup();
+    let started = Instant::now();
+    let out = s.tailmint(&["--api-url", "api.tailscale.com"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--api-url: \"api.tailscale.com\" is not an http:// or https:// URL"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(s.api.requests().is_empty() && !s.output().exists());
+}
+
+#[test]
 fn the_deadline_bounds_retries_and_slow_answers() {
     let s = setup();
     s.api.script(Route::Token, std::iter::repeat_n(Scripted::status(500, "down"), 1000));

@@ -107,6 +107,87 @@ fn translate_file(path: &Path, dir: &Path) -> Result<Value, String> {
         .map_err(|lines| format!("{}:\n  {}", path.display(), lines.join("\n  ")))
 }
 
+/// The example's placeholder: left in, a host would boot with it.
+const PLACEHOLDER: &str = "REPLACE-ME";
+
+/// Every placeholder left in a Butane file's text (comments aside), as `FILE:LINE: …`.
+fn placeholders(path: &Path, text: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim_start().starts_with('#') && line.contains(PLACEHOLDER))
+        .map(|(i, _)| {
+            format!(
+                "{}:{}: {PLACEHOLDER} is still here: put your value in (or build with \
+                 --throwaway-secrets from the example, for trying things out)",
+                path.display(),
+                i + 1
+            )
+        })
+        .collect()
+}
+
+/// The paths of the files a translated config writes.
+fn file_paths(config: &Value) -> Vec<String> {
+    config["storage"]["files"]
+        .as_array()
+        .map(|files| files.iter().filter_map(|f| f["path"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// The files the host's tools read, checked as the tools would read them, before any host
+/// does: the env files by their schemas, the transforms by quadsync's Quadlet model. Each
+/// problem names the Butane file and line that defines the file.
+fn embedded_problems(config: &Value, texts: &[(PathBuf, String)]) -> Vec<String> {
+    use tailpod_core::envfile::{EnvFile, QUADSYNC_CONFIG, TAILMINT_OAUTH};
+    use tailpod_core::quadlet::{self, PodmanVersion, Severity};
+    let defined_at = |path: &str| {
+        let wanted = format!("path: {path}");
+        texts
+            .iter()
+            .rev()
+            .find_map(|(file, text)| {
+                let line =
+                    text.lines().position(|l| l.trim().trim_start_matches("- ") == wanted)?;
+                Some(format!("{}:{}", file.display(), line + 1))
+            })
+            .unwrap_or_else(|| path.to_owned())
+    };
+    let mut problems = Vec::new();
+    for file in config["storage"]["files"].as_array().into_iter().flatten() {
+        let Some(path) = file["path"].as_str() else { continue };
+        let Some(source) = file["contents"]["source"].as_str() else { continue };
+        let compression = file["contents"]["compression"].as_str();
+        let Ok(text) = butane::dataurl::decode(source, compression).map(String::from_utf8) else {
+            continue;
+        };
+        let Ok(text) = text else { continue };
+        let schema = match path {
+            "/etc/quadsync/config.env" => Some(QUADSYNC_CONFIG),
+            "/etc/tailscale/oauth.env" => Some(TAILMINT_OAUTH),
+            _ => None,
+        };
+        if let Some(schema) = schema {
+            match EnvFile::parse(path, &text) {
+                Ok(env) => problems.extend(schema.problems(&env).into_iter().map(|(line, why)| {
+                    let at = if line > 0 { format!(" (its line {line})") } else { String::new() };
+                    format!("{}: {path}{at}: {why}", defined_at(path))
+                })),
+                Err(e) => problems.push(format!("{}: {e}", defined_at(path))),
+            }
+        }
+        if let Some(name) = path.strip_prefix("/etc/quadsync/transforms/") {
+            let extension = name.rsplit_once('.').map_or("", |(_, e)| e);
+            let unit = tailpod_core::unit::UnitFile::parse(&text);
+            let findings =
+                quadlet::check_transform(&unit, extension, PodmanVersion::DEFAULT_TARGET);
+            for finding in findings.into_iter().filter(|f| f.severity == Severity::Error) {
+                problems.push(format!("{}: {}", defined_at(path), finding.located(path)));
+            }
+        }
+    }
+    problems
+}
+
 /// Builds the config; see the module docs.
 pub fn build(build: &Build) -> Result<Built, String> {
     let dir = &build.dir;
@@ -151,12 +232,38 @@ pub fn build(build: &Build) -> Result<Built, String> {
     overlays.sort();
     overlays.push(secrets);
 
+    let sources: Vec<PathBuf> = std::iter::once(base_path.clone()).chain(overlays).collect();
+    let texts: Vec<(PathBuf, String)> = sources
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map(|t| (p.clone(), t)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("reading the Butane files: {e}"))?;
+    let placeholders: Vec<String> = texts.iter().flat_map(|(p, t)| placeholders(p, t)).collect();
+    if !placeholders.is_empty() {
+        return Err(placeholders.join("\n"));
+    }
+
     let mut config = translate_file(&base_path, dir)?;
     let version = config["ignition"]["version"].as_str().unwrap_or_default().to_owned();
-    for overlay in &overlays {
+    // Which Butane file last defined each file path, to name both sides of a conflict.
+    let mut defined_in: std::collections::BTreeMap<String, PathBuf> =
+        file_paths(&config).into_iter().map(|path| (path, base_path.clone())).collect();
+    for overlay in &sources[1..] {
         let translated = translate_file(overlay, dir)?;
-        config = merge::overlay_merge(&config, &translated)
-            .map_err(|e| format!("merging {}: {e}", overlay.display()))?;
+        config = merge::overlay_merge(&config, &translated).map_err(|e| {
+            let earlier = e
+                .split_once(": ")
+                .and_then(|(path, _)| defined_in.get(path))
+                .map_or(String::new(), |file| format!(" over {}", file.display()));
+            format!("merging {}{earlier}: {e}", overlay.display())
+        })?;
+        for path in file_paths(&translated) {
+            defined_in.insert(path, overlay.clone());
+        }
+    }
+    let problems = embedded_problems(&config, &texts);
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
     }
 
     let build_id = build.build_id.clone().unwrap_or_else(|| git_build_id(dir));

@@ -177,6 +177,73 @@ fn newer_fields_refuse_the_3_3_rendering_and_bad_overlays_fail() {
     assert!(err.contains("disk.bu") && err.contains("remember to add a leading zero"), "{err}");
 }
 
+#[test]
+fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line() {
+    let dir = butane_copy();
+    let secrets = dir.path().join("secrets.bu");
+    let example = std::fs::read_to_string(dir.path().join("secrets.bu.example")).unwrap();
+
+    // The example copied and not filled in.
+    std::fs::write(&secrets, &example).unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    for line in [11, 20, 27, 34, 35] {
+        let expected = format!("{}:{line}: REPLACE-ME is still here", secrets.display());
+        assert!(err.contains(&expected), "{expected:?} in {err}");
+    }
+
+    // Filled in, but oauth.env's block without `|`: YAML folds its lines into one.
+    let filled = example.replace("REPLACE-ME", "value");
+    let folded = filled.replace(
+        "        inline: |\n          TS_API_CLIENT_ID=value",
+        "        inline:\n          TS_API_CLIENT_ID=value",
+    );
+    assert_ne!(folded, filled);
+    std::fs::write(&secrets, &folded).unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    let expected = format!(
+        "{}:30: /etc/tailscale/oauth.env (its line 1): TS_API_CLIENT_SECRET is not set: it is folded into TS_API_CLIENT_ID's value on line 1",
+        secrets.display()
+    );
+    assert!(err.contains(&expected), "{expected:?} in {err}");
+
+    // A typo in a setting, and one in a transform.
+    let typo = filled.replace("QUADSYNC_SSH_KEY=", "QUADSYNC_SSH_KYE=");
+    std::fs::write(&secrets, &typo).unwrap();
+    std::fs::write(
+        dir.path().join("web.bu"),
+        "variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/quadsync/transforms/web.container\n      contents:\n        inline: |\n          [Container]\n          PublishPorts=80:80\n",
+    )
+    .unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    let expected = format!("{}:16: /etc/quadsync/config.env (its line ", secrets.display());
+    assert!(err.contains(&expected), "{expected:?} in {err}");
+    let expected = "QUADSYNC_SSH_KYE is not a setting of quadsync's config.env; did you mean QUADSYNC_SSH_KEY?";
+    assert!(err.contains(expected), "{expected:?} in {err}");
+    let expected = format!(
+        "{}:5: /etc/quadsync/transforms/web.container:2: unknown key PublishPorts= in [Container]",
+        dir.path().join("web.bu").display()
+    );
+    assert!(err.contains(&expected), "{expected:?} in {err}");
+    std::fs::remove_file(dir.path().join("web.bu")).unwrap();
+
+    // A conflict names both files and shows modes as they are written.
+    std::fs::write(&secrets, &filled).unwrap();
+    std::fs::write(
+        dir.path().join("disk.bu"),
+        "variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/quadsync/config.env\n      mode: 0644\n",
+    )
+    .unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    let expected = format!(
+        "merging {} over {}: /etc/quadsync/config.env: the overlays disagree on mode (0600 and 0644)",
+        dir.path().join("disk.bu").display(),
+        dir.path().join("tailpod.bu").display()
+    );
+    assert_eq!(err, expected);
+    std::fs::remove_file(dir.path().join("disk.bu")).unwrap();
+    build(&job(dir.path(), None)).unwrap();
+}
+
 fn files(entries: &[(String, String)]) -> Value {
     let files: Vec<Value> = entries
         .iter()

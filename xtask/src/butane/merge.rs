@@ -105,7 +105,16 @@ fn combine_files(
         if let (Some(a), Some(b)) = (base.get(key), overlay.get(key))
             && a != b
         {
-            return Err(format!("{path}: the overlays disagree on {key} ({a} and {b})"));
+            // Modes as people write them: 0600, not 384.
+            let show = |v: &Value| match (key, v.as_u64()) {
+                ("mode", Some(mode)) => format!("{mode:04o}"),
+                _ => v.to_string(),
+            };
+            return Err(format!(
+                "{path}: the overlays disagree on {key} ({} and {})",
+                show(a),
+                show(b)
+            ));
         }
         if let Some(value) = overlay.get(key) {
             out.insert(key.into(), value.clone());

@@ -75,6 +75,11 @@ enum Command {
         /// Warn about keys newer than this podman (MAJOR.MINOR) accepts.
         #[arg(long, value_name = "VERSION", default_value_t = PodmanVersion::DEFAULT_TARGET)]
         podman_version: PodmanVersion,
+        /// Also run podman's Quadlet generator over everything, once (its findings are that
+        /// podman's: a host with another version may decide otherwise).
+        #[arg(long, value_name = "PATH", num_args = 0..=1,
+              default_missing_value = "/usr/lib/systemd/system-generators/podman-system-generator")]
+        generator: Option<PathBuf>,
         dir: PathBuf,
     },
     /// Print the unit that would be deployed for a spec file: transforms merged, `{{.Name}}`
@@ -152,8 +157,8 @@ fn main() -> ExitCode {
         Command::Plan { json, allow_mass_removal } => {
             load(&cli.config).and_then(|c| run_plan(&c, json, allow_mass_removal))
         }
-        Command::Check { transforms, podman_version, dir } => {
-            check(transforms.as_deref(), podman_version, &dir)
+        Command::Check { transforms, podman_version, generator, dir } => {
+            check(transforms.as_deref(), podman_version, generator, &dir)
         }
         Command::Augment { transforms, repo, file } => augment(&transforms, repo.as_deref(), &file),
         Command::Redeploy { name } => load(&cli.config).and_then(|c| redeploy(&c, &name)),
@@ -220,7 +225,12 @@ fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(),
     }
 }
 
-fn check(transforms: Option<&Path>, podman: PodmanVersion, dir: &Path) -> Result<(), String> {
+fn check(
+    transforms: Option<&Path>,
+    podman: PodmanVersion,
+    generator: Option<PathBuf>,
+    dir: &Path,
+) -> Result<(), String> {
     let transforms = match transforms {
         Some(path) => TransformSet::load(path).map_err(|e| e.to_string())?,
         None => TransformSet::without_host(),
@@ -250,7 +260,24 @@ fn check(transforms: Option<&Path>, podman: PodmanVersion, dir: &Path) -> Result
                 );
             }
             match discover(&files, &transforms) {
-                Ok(desired) => summary = Some((desired.len(), files.len())),
+                Ok(desired) => {
+                    summary = Some((desired.len(), files.len()));
+                    if let Some(generator) = generator {
+                        if !generator.exists() {
+                            return Err(format!(
+                                "--generator: {} does not exist",
+                                generator.display()
+                            ));
+                        }
+                        let host = Host { generator, ..Host::default() };
+                        let mut record = Default::default();
+                        if let Err(refused) =
+                            quadsync::validate::validate(&desired, &host, &mut record)
+                        {
+                            errors.extend(refused);
+                        }
+                    }
+                }
                 Err(found) => errors.extend(found),
             }
         }

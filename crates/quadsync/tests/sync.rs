@@ -438,6 +438,41 @@ fn check_reports_each_mistake_with_file_line_and_what_was_meant() {
     assert!(text(&out.stdout).ends_with("(1 warning(s) above).\n"), "{}", text(&out.stdout));
     let out = check(&["--podman-version", "5.7"]);
     assert!(out.status.success() && out.stderr.is_empty(), "{}", text(&out.stderr));
+
+    // With a generator: run once over everything, a refusal named by its file.
+    let generator = tmp.path().join("quadlet");
+    std::fs::write(
+        &generator,
+        "#!/bin/sh\nIFS=:\nfor d in $QUADLET_UNIT_DIRS; do\n  echo run >> \"$0.runs\"\n  if grep -q Bogus \"$d\"/*; then echo \"unsupported key 'Bogus'\" >&2; exit 1; fi\ndone\nexit 0\n",
+    )
+    .unwrap();
+    // Run as nobody when the test is root: it must reach the script and its tally.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&generator, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(tmp.path().join("quadlet.runs"), "").unwrap();
+    std::fs::set_permissions(
+        tmp.path().join("quadlet.runs"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let with_generator = |extra: &[&str]| {
+        let mut args = vec!["--generator", generator.to_str().unwrap()];
+        args.extend(extra);
+        check(&args)
+    };
+    let out = with_generator(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs = std::fs::read_to_string(tmp.path().join("quadlet.runs")).unwrap();
+    assert_eq!(runs.lines().count(), 4, "one run, one directory for each of the 4 users: {runs}");
+    std::fs::write(repo.join("proxy.container"), "[Container]\nImage=x\n# Bogus\n").unwrap();
+    let out = with_generator(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("proxy.container: podman's generator refused it: unsupported key 'Bogus'"),
+        "{said}"
+    );
 }
 
 /// Commits everything in the site's repo.

@@ -47,7 +47,7 @@ impl Workspace {
             ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
         std::fs::copy(busybox.expect("busybox-static is installed"), rootfs.join("bin/busybox"))
             .unwrap();
-        for applet in ["sh", "nc", "httpd", "nslookup", "ping", "sleep", "cat", "echo", "wget"] {
+        for applet in ["sh", "nc", "httpd", "nslookup", "ping", "sleep", "cat", "echo", "printf"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         std::fs::write(rootfs.join("www/hello"), "served from inside the container\n").unwrap();
@@ -173,9 +173,12 @@ fn container_on_the_tailnet(user: Option<&str>, hostname: &str) {
 
     // ping -4: the lab peer answers ICMP echo over IPv4 only. nc's input stays open a second:
     // busybox nc stops reading once its input ends, and may miss an echo still on its way.
-    // Then the internet, through the host (egress), from the same container.
+    // Then the internet, through the host (egress), from the same container (busybox's static
+    // wget crashes in NSS without the libraries, so nc speaks HTTP).
     let script = format!(
-        "(echo hello; sleep 1) | nc -w 5 peer 7 && ping -4 -c 1 -W 5 peer && nslookup peer.lab.ts.net && wget -q -T 10 -O - http://{public}/"
+        "(echo hello; sleep 1) | nc -w 5 peer 7 && ping -4 -c 1 -W 5 peer && nslookup peer.lab.ts.net && (printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1) | nc -w 5 {} {}",
+        public.ip(),
+        public.port()
     );
     let script = script.as_str();
     let mut args = run_args(&ws, &["--rm", "--cap-add=NET_RAW"]);

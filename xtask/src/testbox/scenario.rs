@@ -335,7 +335,13 @@ fn on_the_tailnet(machine: &Machine, lab: &Lab) -> Result<(), String> {
     check(echoed.contains("from-the-box"), &format!("{user} to the peer by name: {echoed:?}"))?;
     // Host egress: a "public" server outside the box, reached through the box's own network.
     let public = public_server()?;
-    let fetched = podman_exec(&format!("wget -q -T 10 -O - http://{public}/"))?;
+    // nc rather than busybox's static wget, which crashes in NSS without the libraries.
+    let request = format!(
+        "(echo 'GET / HTTP/1.0'; echo; sleep 1) | nc -w 5 {} {}",
+        public.ip(),
+        public.port()
+    );
+    let fetched = podman_exec(&request)?;
     check(
         fetched.contains(PUBLIC_ANSWER),
         &format!("{user} to the internet at {public} through the host: {fetched:?}"),

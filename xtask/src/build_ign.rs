@@ -135,10 +135,10 @@ fn file_paths(config: &Value) -> Vec<String> {
 }
 
 /// The files the host's tools read, checked as the tools would read them, before any host
-/// does: the env files by their schemas, the transforms by quadsync's Quadlet model. Each
+/// does: the env files by their schemas (config.env, oauth.env, ts4nsnet.env), the transforms by quadsync's Quadlet model. Each
 /// problem names the Butane file and line that defines the file.
 fn embedded_problems(config: &Value, texts: &[(PathBuf, String)]) -> Vec<String> {
-    use tailpod_core::envfile::{EnvFile, QUADSYNC_CONFIG, TAILMINT_OAUTH};
+    use tailpod_core::envfile::{EnvFile, QUADSYNC_CONFIG, TAILMINT_OAUTH, TS4NSNET_ENV};
     use tailpod_core::quadlet::{self, PodmanVersion, Severity};
     let defined_at = |path: &str| {
         let wanted = format!("path: {path}");
@@ -153,6 +153,7 @@ fn embedded_problems(config: &Value, texts: &[(PathBuf, String)]) -> Vec<String>
             .unwrap_or_else(|| path.to_owned())
     };
     let mut problems = Vec::new();
+    let mut texts_by_path = std::collections::BTreeMap::new();
     for file in config["storage"]["files"].as_array().into_iter().flatten() {
         let Some(path) = file["path"].as_str() else { continue };
         let Some(source) = file["contents"]["source"].as_str() else { continue };
@@ -161,9 +162,11 @@ fn embedded_problems(config: &Value, texts: &[(PathBuf, String)]) -> Vec<String>
             continue;
         };
         let Ok(text) = text else { continue };
+        texts_by_path.insert(path.to_owned(), text.clone());
         let schema = match path {
             "/etc/quadsync/config.env" => Some(QUADSYNC_CONFIG),
             "/etc/tailscale/oauth.env" => Some(TAILMINT_OAUTH),
+            "/etc/ts4nsnet.env" => Some(TS4NSNET_ENV),
             _ => None,
         };
         if let Some(schema) = schema {
@@ -183,6 +186,57 @@ fn embedded_problems(config: &Value, texts: &[(PathBuf, String)]) -> Vec<String>
             for finding in findings.into_iter().filter(|f| f.severity == Severity::Error) {
                 problems.push(format!("{}: {}", defined_at(path), finding.located(path)));
             }
+        }
+    }
+    problems.extend(
+        sudo_rule_problems(&texts_by_path)
+            .into_iter()
+            .map(|why| format!("{}: {why}", defined_at(SUDOERS))),
+    );
+    problems
+}
+
+/// The sudo rule that lets container users run tailmint.
+const SUDOERS: &str = "/etc/sudoers.d/tailmint";
+
+/// Whether the sudo rule still fits what uses it: its group must be the one quadsync puts
+/// container users in, and its command exactly what the tailscale transform runs through sudo.
+/// Otherwise sudo asks for a password on the host, and every tailnet container fails to start.
+fn sudo_rule_problems(files: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    let Some(rule) = files.get(SUDOERS) else { return Vec::new() };
+    let rules: Vec<(&str, &str)> = rule
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let (who, rest) = line.split_once(char::is_whitespace)?;
+            let (_, command) = rest.split_once("NOPASSWD:")?;
+            Some((who.strip_prefix('%')?, command.trim()))
+        })
+        .collect();
+    let group = files
+        .get("/etc/quadsync/config.env")
+        .and_then(|text| tailpod_core::envfile::EnvFile::parse("config.env", text).ok())
+        .and_then(|env| env.get("QUADSYNC_USER_GROUP").map(str::to_owned))
+        .unwrap_or_else(|| "cusers".to_owned());
+    let mut problems = Vec::new();
+    if !rules.iter().any(|(who, _)| *who == group) {
+        problems.push(format!(
+            "{SUDOERS} has no NOPASSWD rule for %{group}, the group quadsync puts container users \
+             in (QUADSYNC_USER_GROUP): their tailmint would ask for a password"
+        ));
+    }
+    let transform = files.get("/etc/quadsync/transforms/tailscale.container");
+    let run_by_sudo = transform.into_iter().flat_map(|text| text.lines()).filter_map(|line| {
+        let value = line.trim().trim_start_matches('+').strip_prefix("ExecStartPre=")?;
+        value.strip_prefix("/usr/bin/sudo ").map(str::trim)
+    });
+    for command in run_by_sudo {
+        if !rules.iter().any(|(_, allowed)| *allowed == command) {
+            problems.push(format!(
+                "{SUDOERS} does not allow exactly what the tailscale transform runs through sudo \
+                 ({command}): sudo would ask for a password"
+            ));
         }
     }
     problems

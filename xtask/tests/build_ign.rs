@@ -206,8 +206,12 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     );
     assert!(err.contains(&expected), "{expected:?} in {err}");
 
-    // A typo in a setting, and one in a transform.
-    let typo = filled.replace("QUADSYNC_SSH_KEY=", "QUADSYNC_SSH_KYE=");
+    // A typo in a setting, one in ts4nsnet's host-wide settings, and one in a transform.
+    let typo = filled.replace("QUADSYNC_SSH_KEY=", "QUADSYNC_SSH_KYE=").replace(
+        "    # - path: /etc/ts4nsnet.env\n    #   mode: 0644\n    #   contents:\n    #     inline: |\n    #       TS_CONTROL_URL=https://headscale.example.com",
+        "    - path: /etc/ts4nsnet.env\n      mode: 0644\n      contents:\n        inline: |\n          TS_CONTROL_ULR=https://headscale.example.com",
+    );
+    assert!(typo.contains("TS_CONTROL_ULR"), "the example's ts4nsnet.env block moved");
     std::fs::write(&secrets, &typo).unwrap();
     std::fs::write(
         dir.path().join("web.bu"),
@@ -220,11 +224,41 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     let expected = "QUADSYNC_SSH_KYE is not a setting of quadsync's config.env; did you mean QUADSYNC_SSH_KEY?";
     assert!(err.contains(expected), "{expected:?} in {err}");
     let expected = format!(
+        "{}:38: /etc/ts4nsnet.env (its line 1): TS_CONTROL_ULR is not a setting of ts4nsnet's environment; did you mean TS_CONTROL_URL?",
+        secrets.display()
+    );
+    assert!(err.contains(&expected), "{expected:?} in {err}");
+    let expected = format!(
         "{}:5: /etc/quadsync/transforms/web.container:2: unknown key PublishPorts= in [Container]",
         dir.path().join("web.bu").display()
     );
     assert!(err.contains(&expected), "{expected:?} in {err}");
     std::fs::remove_file(dir.path().join("web.bu")).unwrap();
+
+    // Another group for container users, and a sudo rule left behind.
+    let group = filled.replace(
+        "          QUADSYNC_SSH_KEY=",
+        "          QUADSYNC_USER_GROUP=containers\n          QUADSYNC_SSH_KEY=",
+    );
+    std::fs::write(&secrets, &group).unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    let expected = format!(
+        "{}:40: /etc/sudoers.d/tailmint has no NOPASSWD rule for %containers",
+        dir.path().join("tailpod.bu").display()
+    );
+    assert!(err.contains(&expected), "{expected:?} in {err}");
+
+    // A transform that runs tailmint differently from what the rule allows.
+    std::fs::write(&secrets, &filled).unwrap();
+    let transform = dir.path().join("transforms/tailscale.container");
+    let shipped = std::fs::read_to_string(&transform).unwrap();
+    std::fs::write(&transform, shipped.replace("--caller", "--caller --ttl 1h")).unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    assert!(
+        err.contains("/etc/sudoers.d/tailmint does not allow exactly what the tailscale transform runs through sudo"),
+        "{err}"
+    );
+    std::fs::write(&transform, shipped).unwrap();
 
     // A conflict names both files and shows modes as they are written.
     std::fs::write(&secrets, &filled).unwrap();

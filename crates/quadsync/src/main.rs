@@ -75,11 +75,15 @@ enum Command {
         /// Warn about keys newer than this podman (MAJOR.MINOR) accepts.
         #[arg(long, value_name = "VERSION", default_value_t = PodmanVersion::DEFAULT_TARGET)]
         podman_version: PodmanVersion,
-        /// Also run podman's Quadlet generator over everything, once (its findings are that
-        /// podman's: a host with another version may decide otherwise).
-        #[arg(long, value_name = "PATH", num_args = 0..=1,
-              default_missing_value = "/usr/lib/systemd/system-generators/podman-system-generator")]
+        /// Podman's Quadlet generator, run once over everything when it is installed [default:
+        /// the one systemd runs]. Its findings are that podman's: a host with another version
+        /// may decide otherwise.
+        #[arg(long, value_name = "PATH")]
         generator: Option<PathBuf>,
+        /// Do not run podman's generator even when it is installed (a laptop's podman older
+        /// than the hosts').
+        #[arg(long, conflicts_with = "generator")]
+        no_generator: bool,
         dir: PathBuf,
     },
     /// Print the unit that would be deployed for a spec file: transforms merged, `{{.Name}}`
@@ -157,7 +161,13 @@ fn main() -> ExitCode {
         Command::Plan { json, allow_mass_removal } => {
             load(&cli.config).and_then(|c| run_plan(&c, json, allow_mass_removal))
         }
-        Command::Check { transforms, podman_version, generator, dir } => {
+        Command::Check { transforms, podman_version, generator, no_generator, dir } => {
+            // Asked for by path, it must be there; by default, only when it is installed.
+            let generator = match (generator, no_generator) {
+                (_, true) => None,
+                (Some(path), false) => Some(path),
+                (None, false) => Some(Host::default().generator).filter(|path| path.exists()),
+            };
             check(transforms.as_deref(), podman_version, generator, &dir)
         }
         Command::Augment { transforms, repo, file } => augment(&transforms, repo.as_deref(), &file),

@@ -71,6 +71,23 @@ pub const TAILMINT_OAUTH: Schema = Schema {
     required: &["TS_API_CLIENT_ID", "TS_API_CLIENT_SECRET"],
 };
 
+/// `/etc/ts4nsnet.env`, the host-wide settings every tailnet container's ts4nsnet gets (a
+/// misspelt `TS_CONTROL_URL` would silently mean Tailscale's own control server).
+pub const TS4NSNET_ENV: Schema = Schema {
+    name: "ts4nsnet's environment",
+    known: &[
+        "TS_AUTHKEY",
+        "TS_HOSTNAME",
+        "TS_TAGS",
+        "TS_CONTROL_URL",
+        "TS_STATE_DIR",
+        "TS_EGRESS",
+        "TS_EXIT_NODE",
+        "TS_EXIT_NODE_ALLOW_LAN",
+    ],
+    required: &[],
+};
+
 impl Schema {
     /// Everything wrong with `env` for this schema, each as `LINE: message` (0 when no line):
     /// unknown keys with the known one meant, and missing required keys, explained by a typo

@@ -204,6 +204,25 @@ const SUDOERS: &str = "/etc/sudoers.d/tailmint";
 /// Otherwise sudo asks for a password on the host, and every tailnet container fails to start.
 fn sudo_rule_problems(files: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     let Some(rule) = files.get(SUDOERS) else { return Vec::new() };
+    let mut problems = Vec::new();
+    // sudo refuses every rule, everywhere, over one syntax error in a sudoers file; so each
+    // line must at least have a rule's shape: WHO HOSTS=(RUNAS) [TAG:] COMMAND, or Defaults.
+    for (number, line) in rule.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("Defaults") {
+            continue;
+        }
+        let shaped = line.split_once('=').is_some_and(|(who_hosts, command)| {
+            who_hosts.split_whitespace().count() == 2 && !command.trim().is_empty()
+        });
+        if !shaped || line.ends_with('\\') {
+            problems.push(format!(
+                "{SUDOERS} line {}: not a sudo rule (WHO HOSTS=(RUNAS) COMMAND); one bad line \
+                 stops sudo for everything (check it with visudo -cf)",
+                number + 1
+            ));
+        }
+    }
     let rules: Vec<(&str, &str)> = rule
         .lines()
         .map(str::trim)
@@ -219,7 +238,6 @@ fn sudo_rule_problems(files: &std::collections::BTreeMap<String, String>) -> Vec
         .and_then(|text| tailpod_core::envfile::EnvFile::parse("config.env", text).ok())
         .and_then(|env| env.get("QUADSYNC_USER_GROUP").map(str::to_owned))
         .unwrap_or_else(|| "cusers".to_owned());
-    let mut problems = Vec::new();
     if !rules.iter().any(|(who, _)| *who == group) {
         problems.push(format!(
             "{SUDOERS} has no NOPASSWD rule for %{group}, the group quadsync puts container users \

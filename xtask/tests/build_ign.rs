@@ -248,6 +248,19 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     );
     assert!(err.contains(&expected), "{expected:?} in {err}");
 
+    // A sudo rule broken in its syntax.
+    let tailpod_bu = dir.path().join("tailpod.bu");
+    let base = std::fs::read_to_string(&tailpod_bu).unwrap();
+    std::fs::write(
+        &tailpod_bu,
+        base.replace("%cusers ALL=(root) NOPASSWD:", "%cusers ALL (root) NOPASSWD:"),
+    )
+    .unwrap();
+    std::fs::write(&secrets, &filled).unwrap();
+    let err = build(&job(dir.path(), None)).unwrap_err();
+    assert!(err.contains("/etc/sudoers.d/tailmint line 2: not a sudo rule"), "{err}");
+    std::fs::write(&tailpod_bu, base).unwrap();
+
     // A transform that runs tailmint differently from what the rule allows.
     std::fs::write(&secrets, &filled).unwrap();
     let transform = dir.path().join("transforms/tailscale.container");

@@ -3,34 +3,33 @@
 //!
 //! A connection is made on the host first, and only then does the container's SYN reach
 //! smoltcp, so a refused or unreachable destination is a reset to the container, as it would
-//! be on the host. Each direction is bounded: the host side reads only as much as a credit
-//! allows (given back as smoltcp takes the bytes), and the container's bytes wait in smoltcp's
-//! receive buffer (its window closes) while the host side is slow.
+//! be on the host. Each direction is bounded: the host socket is read straight into smoltcp's
+//! send buffer, only while it has room (no copy, no task between them), and the container's
+//! bytes wait in smoltcp's receive buffer (its window closes) while the host side is slow.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::{AbortHandle, Abortable, abortable};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr, IpListenEndpoint};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 
+use super::Limits;
 use super::policy::{HOST_ALIAS_V4, HOST_ALIAS_V6, Policy};
-use super::{AbortOnDrop, Limits};
 
 /// A connection: the container's address and port, and the destination as it addressed it.
 pub type Key = (SocketAddr, SocketAddr);
 
-/// The most bytes moved in one piece between the host socket and smoltcp.
+/// The most bytes of the container's handed to the host socket's writer in one piece.
 const CHUNK: usize = 64 * 1024;
-/// Bytes read from the host and not yet taken by smoltcp, per connection.
-const CREDIT: usize = 2 * CHUNK;
 /// Pieces of the container's bytes waiting for the host socket, per connection.
 const WRITE_QUEUE: usize = 2;
 /// How many connections at a time get the large send buffer.
@@ -43,8 +42,6 @@ const WRITE_STALL: Duration = Duration::from_secs(300);
 pub enum Event {
     Connected(Key, TcpStream),
     Failed(Key, std::io::Error),
-    FromHost(u64, Vec<u8>),
-    HostClosed(u64),
     HostFailed(u64, std::io::Error),
 }
 
@@ -52,16 +49,22 @@ struct Connection {
     handle: SocketHandle,
     key: Key,
     opened: Instant,
-    /// Bytes from the host not yet in smoltcp's send buffer.
-    to_container: VecDeque<u8>,
-    credit: Arc<Semaphore>,
+    /// The host side, read when it is readable and smoltcp has room.
+    from_host: Arc<OwnedReadHalf>,
+    /// The host side may have bytes (or its end) to read.
+    readable: bool,
+    /// A wait for the host side's readiness is pending (see [`Tcp::take_waits`]).
+    waiting: Option<AbortHandle>,
     /// The container's bytes, to the writer task; dropped once the container has sent FIN.
     to_host: Option<mpsc::Sender<Vec<u8>>>,
     host_closed: bool,
     closing: bool,
-    _reader: AbortOnDrop,
     writer: tokio::task::JoinHandle<()>,
 }
+
+/// A wait for a host socket to become readable, yielding its connection's id; aborted when the
+/// connection ends.
+pub type Wait = Abortable<std::pin::Pin<Box<dyn Future<Output = u64> + Send>>>;
 
 /// smoltcp's side of the device: packets from the container in, packets for it out.
 #[derive(Default)]
@@ -124,6 +127,8 @@ pub struct Tcp {
     wake: Arc<Notify>,
     limits: Limits,
     warned_full: Option<Instant>,
+    /// Waits for the loop to start (it polls them alongside everything else).
+    waits: Vec<Wait>,
 }
 
 impl std::fmt::Debug for Tcp {
@@ -168,6 +173,7 @@ impl Tcp {
             wake,
             limits,
             warned_full: None,
+            waits: Vec::new(),
         }
     }
 
@@ -214,6 +220,19 @@ impl Tcp {
         });
     }
 
+    /// The host side of `id` became readable.
+    pub fn host_readable(&mut self, id: u64) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.readable = true;
+            connection.waiting = None;
+        }
+    }
+
+    /// The readiness waits to start; see [`Wait`].
+    pub fn take_waits(&mut self) -> Vec<Wait> {
+        std::mem::take(&mut self.waits)
+    }
+
     pub fn event(&mut self, event: Event) {
         match event {
             Event::Connected(key, stream) => self.connected(key, stream),
@@ -223,22 +242,11 @@ impl Tcp {
                     self.device.from_container.push_back(syn); // no listener: a reset
                 }
             }
-            Event::FromHost(id, data) => {
-                if let Some(connection) = self.connections.get_mut(&id) {
-                    connection.to_container.extend(data);
-                }
-            }
-            Event::HostClosed(id) => {
-                if let Some(connection) = self.connections.get_mut(&id) {
-                    connection.host_closed = true;
-                }
-            }
             Event::HostFailed(id, e) => {
                 if let Some(connection) = self.connections.get_mut(&id) {
                     log::debug!("egress: TCP {} → {}: {e}", connection.key.0, connection.key.1);
                     self.sockets.get_mut::<tcp::Socket>(connection.handle).abort();
                     connection.host_closed = true;
-                    connection.to_container.clear();
                 }
             }
         }
@@ -261,8 +269,6 @@ impl Tcp {
         self.next_id += 1;
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = stream.into_split();
-        let credit = Arc::new(Semaphore::new(CREDIT));
-        let reader = tokio::spawn(read(id, read_half, credit.clone(), self.events.clone()));
         let (to_host, queue) = mpsc::channel(WRITE_QUEUE);
         let writer =
             tokio::spawn(write(id, write_half, queue, self.events.clone(), self.wake.clone()));
@@ -273,12 +279,12 @@ impl Tcp {
                 handle,
                 key,
                 opened: Instant::now(),
-                to_container: VecDeque::new(),
-                credit,
+                from_host: Arc::new(read_half),
+                readable: false,
+                waiting: None,
                 to_host: Some(to_host),
                 host_closed: false,
                 closing: false,
-                _reader: AbortOnDrop(reader),
                 writer,
             },
         );
@@ -305,7 +311,7 @@ impl Tcp {
         let mut finished = Vec::new();
         for (id, connection) in &mut self.connections {
             let socket = self.sockets.get_mut::<tcp::Socket>(connection.handle);
-            if relay(connection, socket, self.limits.connect_timeout) {
+            if relay(*id, connection, socket, self.limits.connect_timeout, &mut self.waits) {
                 finished.push(*id);
             }
         }
@@ -313,6 +319,9 @@ impl Tcp {
             let Some(connection) = self.connections.remove(&id) else { continue };
             self.sockets.remove(connection.handle);
             self.by_key.remove(&connection.key);
+            if let Some(waiting) = &connection.waiting {
+                waiting.abort();
+            }
             if connection.to_host.is_some() {
                 // Reset or timed out with bytes still owed to the host: stop writing them.
                 connection.writer.abort();
@@ -330,22 +339,52 @@ impl Tcp {
 }
 
 /// Moves what can move for one connection; says whether it is over.
-fn relay(connection: &mut Connection, socket: &mut tcp::Socket<'_>, stale: Duration) -> bool {
-    // Host to container, as far as smoltcp's send buffer takes it.
-    while !connection.to_container.is_empty() && socket.can_send() {
-        let (front, _) = connection.to_container.as_slices();
-        let Ok(sent) = socket.send_slice(front) else { break };
-        if sent == 0 {
-            break;
+fn relay(
+    id: u64,
+    connection: &mut Connection,
+    socket: &mut tcp::Socket<'_>,
+    stale: Duration,
+    waits: &mut Vec<Wait>,
+) -> bool {
+    // Host to container: read the host socket straight into smoltcp's send buffer.
+    while connection.readable && !connection.host_closed && socket.can_send() {
+        let from_host = &connection.from_host;
+        let read = socket.send(|room| match from_host.try_read(room) {
+            Ok(0) => (0, Ok(false)),
+            Ok(len) => (len, Ok(true)),
+            Err(e) => (0, Err(e)),
+        });
+        match read {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => connection.host_closed = true,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                connection.readable = false;
+            }
+            Ok(Err(e)) => {
+                log::debug!("egress: TCP {} → {}: {e}", connection.key.0, connection.key.1);
+                socket.abort();
+                connection.host_closed = true;
+            }
+            Err(_) => break,
         }
-        connection.to_container.drain(..sent);
-        connection.credit.add_permits(sent);
     }
-    if connection.host_closed
-        && connection.to_container.is_empty()
-        && !connection.closing
-        && socket.may_send()
+    // Wait for more only when there is room for it: a full buffer is the host's back-pressure.
+    if !connection.readable
+        && !connection.host_closed
+        && connection.waiting.is_none()
+        && socket.can_send()
     {
+        let half = connection.from_host.clone();
+        let wait: std::pin::Pin<Box<dyn Future<Output = u64> + Send>> =
+            Box::pin(async move {
+                let _ = half.readable().await;
+                id
+            });
+        let (wait, handle) = abortable(wait);
+        connection.waiting = Some(handle);
+        waits.push(wait);
+    }
+    if connection.host_closed && !connection.closing && socket.may_send() {
         socket.close();
         connection.closing = true;
     }
@@ -399,32 +438,6 @@ async fn connect(
         socket.bind(SocketAddr::new(source, 0))?;
     }
     socket.connect(target).await
-}
-
-/// Host to container: reads only as much as the credit allows.
-async fn read(
-    id: u64,
-    mut stream: OwnedReadHalf,
-    credit: Arc<Semaphore>,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let mut buffer = vec![0u8; CHUNK];
-    loop {
-        let Ok(permit) = credit.acquire_many(CHUNK as u32).await else { return };
-        permit.forget();
-        let event = match stream.read(&mut buffer).await {
-            Ok(0) => Event::HostClosed(id),
-            Ok(len) => {
-                credit.add_permits(CHUNK - len);
-                Event::FromHost(id, buffer[..len].to_vec())
-            }
-            Err(e) => Event::HostFailed(id, e),
-        };
-        let more = matches!(event, Event::FromHost(..));
-        if events.send(event).is_err() || !more {
-            return;
-        }
-    }
 }
 
 /// Container to host: writes what the main loop queues, then shuts the host's side down.

@@ -375,11 +375,10 @@ fn relay(
         && socket.can_send()
     {
         let half = connection.from_host.clone();
-        let wait: std::pin::Pin<Box<dyn Future<Output = u64> + Send>> =
-            Box::pin(async move {
-                let _ = half.readable().await;
-                id
-            });
+        let wait: std::pin::Pin<Box<dyn Future<Output = u64> + Send>> = Box::pin(async move {
+            let _ = half.readable().await;
+            id
+        });
         let (wait, handle) = abortable(wait);
         connection.waiting = Some(handle);
         waits.push(wait);

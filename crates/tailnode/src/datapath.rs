@@ -77,8 +77,13 @@ enum Way {
 }
 
 /// Private ranges of a LAN, which `exit_node_allow_lan` keeps off the exit node.
-const LAN: [&str; 5] =
-    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7"];
+const LAN: [IpNet; 5] = [
+    IpNet::V4(v4_net([10, 0, 0, 0], 8)),
+    IpNet::V4(v4_net([172, 16, 0, 0], 12)),
+    IpNet::V4(v4_net([192, 168, 0, 0], 16)),
+    IpNet::V4(v4_net([169, 254, 0, 0], 16)),
+    IpNet::V6(v6_net([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7)),
+];
 
 /// The direct paths in use, by peer name; what is not here goes through DERP.
 pub type DirectPaths = std::collections::BTreeMap<String, SocketAddr>;
@@ -293,7 +298,7 @@ impl DataPath {
         if self.tailnet_routes.iter().any(|net| net.contains(&dst)) {
             return Way::Tailnet;
         }
-        let lan = || LAN.iter().any(|net| net.parse::<IpNet>().is_ok_and(|net| net.contains(&dst)));
+        let lan = || LAN.iter().any(|net| net.contains(&dst));
         match &self.options.exit_node {
             Some(_) if self.options.exit_node_allow_lan && self.egress.is_some() && lan() => {
                 Way::Egress
@@ -620,15 +625,25 @@ fn local_endpoints(udp: &Underlay, loopback: bool) -> Vec<(SocketAddr, EndpointT
 }
 
 /// The tailnet's own address ranges (CGNAT for IPv4, Tailscale's ULA prefix for IPv6).
-const TAILNET_V4: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 10) {
-    Ok(net) => net,
-    Err(_) => panic!("a valid prefix"),
-};
-const TAILNET_V6: Ipv6Net =
-    match Ipv6Net::new(Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0), 48) {
+pub const TAILNET_V4: Ipv4Net = v4_net([100, 64, 0, 0], 10);
+pub const TAILNET_V6: Ipv6Net = v6_net([0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0], 48);
+
+/// A prefix as a constant (a bad length fails the build).
+const fn v4_net(octets: [u8; 4], len: u8) -> Ipv4Net {
+    let [a, b, c, d] = octets;
+    match Ipv4Net::new(Ipv4Addr::new(a, b, c, d), len) {
         Ok(net) => net,
         Err(_) => panic!("a valid prefix"),
-    };
+    }
+}
+
+const fn v6_net(segments: [u16; 8], len: u8) -> Ipv6Net {
+    let [a, b, c, d, e, f, g, h] = segments;
+    match Ipv6Net::new(Ipv6Addr::new(a, b, c, d, e, f, g, h), len) {
+        Ok(net) => net,
+        Err(_) => panic!("a valid prefix"),
+    }
+}
 
 /// Whether the chosen exit node can carry traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

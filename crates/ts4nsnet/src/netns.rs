@@ -17,10 +17,6 @@ use crate::sys;
 
 /// The tailnet's MTU: what Tailscale's WireGuard carries everywhere.
 pub const TAILNET_MTU: u32 = tailnode::datapath::TAILNET_MTU as u32;
-/// The tailnet's address ranges (CGNAT and Tailscale's ULA prefix), routed at [`TAILNET_MTU`].
-const TAILNET_V4: (IpAddr, u8) = (IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), 10);
-const TAILNET_V6: (IpAddr, u8) =
-    (IpAddr::V6(Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0)), 48);
 const LOOPBACK_INDEX: u32 = 1;
 
 /// Where the namespace lives in the filesystem.
@@ -80,8 +76,14 @@ impl Interface {
         let tailnet_route = (mtu > TAILNET_MTU).then_some(TAILNET_MTU);
         self.netlink.link_up(LOOPBACK_INDEX, None).map_err(|e| format!("lo: {e}"))?;
         self.netlink.link_up(self.index, Some(mtu)).map_err(fail)?;
-        let mut families = vec![(IpAddr::V4(ipv4), 32, TAILNET_V4)];
-        families.extend(ipv6.map(|ipv6| (IpAddr::V6(ipv6), 128, TAILNET_V6)));
+        // The tailnet's ranges, tailnode's, routed at the tailnet's MTU.
+        let v4 = tailnode::datapath::TAILNET_V4;
+        let v6 = tailnode::datapath::TAILNET_V6;
+        let mut families =
+            vec![(IpAddr::V4(ipv4), 32, (IpAddr::V4(v4.network()), v4.prefix_len()))];
+        families.extend(
+            ipv6.map(|ipv6| (IpAddr::V6(ipv6), 128, (IpAddr::V6(v6.network()), v6.prefix_len()))),
+        );
         for (ip, host_prefix, (range, prefix)) in families {
             self.netlink.add_address(self.index, ip, host_prefix).map_err(fail)?;
             self.netlink.add_route(self.index, ip, None, None).map_err(fail)?;

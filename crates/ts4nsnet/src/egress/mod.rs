@@ -8,6 +8,7 @@
 //! [`policy`]'s to say; how much is held at once is bounded by [`Limits`], so a container that
 //! opens too much degrades itself, not ts4nsnet or the host.
 
+pub mod flows;
 pub mod icmp;
 pub mod policy;
 pub mod tcp;
@@ -57,7 +58,7 @@ impl Default for Limits {
     }
 }
 
-/// Answers for UDP waiting to be written to the container; beyond this they are dropped.
+/// Answers (UDP, ping) waiting to be written to the container; beyond this they are dropped.
 const UDP_REPLY_QUEUE: usize = 1024;
 /// Packets taken from the node per turn of the loop.
 const BATCH: usize = 64;
@@ -90,7 +91,7 @@ pub async fn run(
     let mut tcp = tcp::Tcp::new(mtu, limits, events_tx, wake.clone());
     let mut udp = udp::Udp::new(replies_tx, limits, mtu);
     let (echoes_tx, mut echoes) = mpsc::channel(UDP_REPLY_QUEUE);
-    let mut icmp = icmp::Icmp::new(echoes_tx, limits.udp_flows, limits.udp_idle);
+    let mut icmp = icmp::Icmp::new(echoes_tx, limits, mtu);
     let mut waits = futures_util::stream::FuturesUnordered::new();
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,20 +124,8 @@ pub async fn run(
                 }
             }
             Some(reply) = replies.recv() => {
-                let now = Instant::now();
-                let mut batch = vec![reply];
-                while let Ok(more) = replies.try_recv() {
-                    batch.push(more);
-                }
-                for reply in batch {
-                    if !udp.answered(&reply.flow, now) {
-                        continue;
-                    }
-                    // From the address the container sent to, whatever the host reached.
-                    let (container, destination) = reply.flow;
-                    if let Some(packet) = wire::udp_packet(destination, container, &reply.payload, mtu) {
-                        write(&tun, &packet).await;
-                    }
+                if let Some(packet) = udp.answer(&reply, Instant::now()) {
+                    write(&tun, &packet).await;
                 }
             }
             Some(echo) = echoes.recv() => {

@@ -1,51 +1,32 @@
 //! UDP to the host's network: one host socket per container flow (its address and port, and
 //! the destination), connected, so only the destination's answers come back; idle flows end.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::Limits;
+use super::flows::{Flows, Reply};
 use super::policy::Policy;
-use super::{AbortOnDrop, Limits};
+use super::wire;
 
 /// A flow: the container's address and port, and the destination as the container addressed it.
 pub type Key = (SocketAddr, SocketAddr);
 
-/// An answer from the host's network for the container.
-#[derive(Debug)]
-pub struct Reply {
-    pub flow: Key,
-    pub payload: Vec<u8>,
-}
-
-struct Flow {
-    socket: Arc<UdpSocket>,
-    last_used: Instant,
-    _reader: AbortOnDrop,
-}
-
 /// The UDP flows.
+#[derive(Debug)]
 pub struct Udp {
-    flows: HashMap<Key, Flow>,
-    replies: mpsc::Sender<Reply>,
-    limits: Limits,
-    /// The largest payload that fits in one packet for the container, per family (v4, v6).
-    max_payload: [usize; 2],
-}
-
-impl std::fmt::Debug for Udp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Udp").field("flows", &self.flows.len()).finish_non_exhaustive()
-    }
+    flows: Flows<Key>,
+    /// The container interface's MTU.
+    mtu: usize,
 }
 
 impl Udp {
-    pub fn new(replies: mpsc::Sender<Reply>, limits: Limits, mtu: usize) -> Udp {
-        Udp { flows: HashMap::new(), replies, limits, max_payload: [mtu - 28, mtu - 48] }
+    pub fn new(replies: mpsc::Sender<Reply<Key>>, limits: Limits, mtu: usize) -> Udp {
+        let flows = Flows::new("UDP", replies, limits.udp_flows, limits.udp_idle);
+        Udp { flows, mtu }
     }
 
     /// Sends a datagram from the container; a full host socket drops it, as a full link would.
@@ -56,56 +37,35 @@ impl Udp {
         policy: &Policy,
         now: Instant,
     ) -> Result<(), String> {
-        if !self.flows.contains_key(&flow) {
+        // The largest payload that fits in one packet for the container.
+        let largest = self.mtu - if flow.1.is_ipv6() { 48 } else { 28 };
+        let socket = self.flows.socket(flow, now, largest, || {
             let target = policy.target(flow.1.ip()).map_err(|why| why.to_string())?;
             let target = SocketAddr::new(target, flow.1.port());
-            if self.flows.len() >= self.limits.udp_flows {
-                self.evict_least_recently_used();
-            }
-            let socket = open(target, policy.source_for(target.ip()))
-                .map_err(|e| format!("a UDP socket to {target}: {e}"))?;
-            let socket = Arc::new(socket);
-            let max = self.max_payload[usize::from(target.is_ipv6())];
-            let reader = tokio::spawn(read(flow, socket.clone(), max, self.replies.clone()));
-            let flow_state = Flow { socket, last_used: now, _reader: AbortOnDrop(reader) };
-            self.flows.insert(flow, flow_state);
             log::trace!("egress: UDP {} → {}", flow.0, flow.1);
-        }
-        let Some(state) = self.flows.get_mut(&flow) else { return Ok(()) };
-        state.last_used = now;
-        match state.socket.try_send(payload) {
+            open(target, policy.source_for(target.ip()))
+                .map_err(|e| format!("a UDP socket to {target}: {e}"))
+        })?;
+        match socket.try_send(payload) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(format!("UDP to {}: {e}", flow.1)),
         }
     }
 
-    /// Notes that `flow` is in use (an answer came back).
-    pub fn answered(&mut self, flow: &Key, now: Instant) -> bool {
-        match self.flows.get_mut(flow) {
-            Some(state) => {
-                state.last_used = now;
-                true
-            }
-            None => false,
+    /// The IP packet for the container carrying `reply`, if its flow is still open: from the
+    /// address the container sent to, whatever the host reached.
+    pub fn answer(&mut self, reply: &Reply<Key>, now: Instant) -> Option<Vec<u8>> {
+        if !self.flows.answered(&reply.flow, now) {
+            return None;
         }
+        let (container, destination) = reply.flow;
+        wire::udp_packet(destination, container, &reply.bytes, self.mtu)
     }
 
     /// Ends the flows idle for longer than the limit.
     pub fn sweep(&mut self, now: Instant) {
-        let idle = self.limits.udp_idle;
-        self.flows.retain(|_, flow| now.duration_since(flow.last_used) < idle);
-    }
-
-    fn evict_least_recently_used(&mut self) {
-        let oldest = self.flows.iter().min_by_key(|(_, flow)| flow.last_used).map(|(k, _)| *k);
-        if let Some(oldest) = oldest {
-            log::debug!(
-                "egress: {} UDP flows, the most allowed; ending the oldest",
-                self.flows.len()
-            );
-            self.flows.remove(&oldest);
-        }
+        self.flows.sweep(now);
     }
 }
 
@@ -119,26 +79,4 @@ fn open(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<UdpSocket
     socket.connect(target)?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket)
-}
-
-/// Hands the destination's answers to the main loop until the flow ends. Answers too big for
-/// one packet to the container are dropped (there is no fragmenting on the way back).
-async fn read(flow: Key, socket: Arc<UdpSocket>, max: usize, replies: mpsc::Sender<Reply>) {
-    let mut buffer = vec![0u8; max + 1];
-    loop {
-        match socket.recv(&mut buffer).await {
-            Ok(len) if len <= max => {
-                let reply = Reply { flow, payload: buffer[..len].to_vec() };
-                if let Err(mpsc::error::TrySendError::Closed(_)) = replies.try_send(reply) {
-                    return;
-                }
-            }
-            Ok(len) => log::debug!("egress: dropped a {len}-byte UDP answer from {}", flow.1),
-            // ICMP errors (port unreachable) show up here; the flow stays until idle.
-            Err(e) => {
-                log::trace!("egress: UDP from {}: {e}", flow.1);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 mod support;
 use support::{
-    ECHO_PORT, HOST_V4, Internet, Lab, Netns, SERVER_V4, SERVER_V6, can_run, ping, ping6,
+    HOST_V4, Internet, Lab, Netns, SERVER_V4, SERVER_V6, can_run, peer_echoes, ping, ping6,
     start_with,
 };
 
@@ -166,16 +166,7 @@ fn a_container_reaches_the_internet_and_its_peer_at_once() {
             TcpStream::connect_timeout(&addr("10.0.2.2", loopback_port), Duration::from_secs(3));
         assert!(alias.is_err(), "the host's loopback must be closed");
         // And the tailnet is still the tailnet.
-        let mut tcp = TcpStream::connect_timeout(
-            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
-            Duration::from_secs(10),
-        )
-        .expect("TCP to the tailnet peer");
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        tcp.write_all(b"still here").unwrap();
-        let mut back = [0u8; 10];
-        tcp.read_exact(&mut back).unwrap();
-        assert_eq!(&back, b"still here");
+        peer_echoes(peer_ip.into(), b"still here");
         // An address in the tailnet's range that no peer holds never leaks to the host.
         let stray = TcpStream::connect_timeout(&addr("100.100.7.7", PORT), Duration::from_secs(2));
         assert_eq!(stray.unwrap_err().kind(), ErrorKind::TimedOut);
@@ -254,14 +245,7 @@ fn a_connection_flood_is_bounded_and_the_tailnet_keeps_working() {
         }
         assert_eq!((open.len(), refused), (limit, 50), "the limit holds, and only it");
         // The tailnet is unaffected by a full egress table.
-        let mut tcp = TcpStream::connect_timeout(
-            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
-            Duration::from_secs(10),
-        )
-        .expect("TCP to the tailnet peer");
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        tcp.write_all(b"x").unwrap();
-        tcp.read_exact(&mut [0u8; 1]).unwrap();
+        peer_echoes(peer_ip.into(), b"x");
         // Closed connections free their places.
         drop(open);
         let again = (0..50).find_map(|_| {
@@ -366,14 +350,7 @@ fn an_exit_node_carries_the_internet_and_nothing_falls_back_when_it_goes() {
         });
         assert!(gone.is_some(), "the internet is still reached with the exit node gone");
         assert_eq!(udp_echo(addr(SERVER_V4, PORT)), None);
-        let mut tcp = TcpStream::connect_timeout(
-            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
-            Duration::from_secs(10),
-        )
-        .expect("TCP to the tailnet peer");
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        tcp.write_all(b"x").unwrap();
-        tcp.read_exact(&mut [0u8; 1]).unwrap();
+        peer_echoes(peer_ip.into(), b"x");
     });
     let log = node.log();
     assert!(log.contains("exit node exit: the internet goes through it"), "{log}");

@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 mod support;
-use support::{BULK_PORT, ECHO_PORT, Lab, Netns, can_run, ping, ping6, start, start_with};
+use support::{
+    BULK_PORT, ECHO_PORT, Lab, Netns, can_run, peer_echoes, ping, ping6, start, start_with,
+};
 
 fn dns_query(name: &str) -> Vec<u8> {
     let mut q = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -91,14 +93,7 @@ fn two_containers_talk_through_their_own_kernel_stacks() {
     // TCP over IPv6 to the official peer (its echo listens on both families).
     let peer_v6 = peer.ipv6;
     a.run(|| {
-        let to = SocketAddr::new(peer_v6.into(), ECHO_PORT);
-        let mut tcp = TcpStream::connect_timeout(&to, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("TCP to the peer over IPv6: {e}"));
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        tcp.write_all(b"six").unwrap();
-        let mut back = [0u8; 3];
-        tcp.read_exact(&mut back).expect("TCP echo over IPv6");
-        assert_eq!(&back, b"six");
+        peer_echoes(peer_v6.into(), b"six");
     });
 
     // A download from the official peer into a container completes too.
@@ -195,17 +190,7 @@ fn a_namespace_joins_the_tailnet_through_ts4nsnet() {
     // Container to peer: TCP, UDP, ping.
     let peer_ip = peer.ipv4;
     netns.run(|| {
-        let mut tcp = TcpStream::connect_timeout(
-            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
-            Duration::from_secs(10),
-        )
-        .expect("TCP to the peer");
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let sent = vec![7u8; 1000];
-        tcp.write_all(&sent).unwrap();
-        let mut back = vec![0u8; sent.len()];
-        tcp.read_exact(&mut back).expect("TCP echo");
-        assert_eq!(back, sent);
+        peer_echoes(peer_ip.into(), &[7u8; 1000]);
 
         // A download from the peer: its bursts must not outrun the packet path.
         let mut bulk = TcpStream::connect((peer_ip, BULK_PORT)).expect("TCP to the bulk port");
@@ -354,16 +339,7 @@ fn the_netavark_plugin_sets_up_and_tears_down_a_node() {
     assert_eq!(status["dns_server_ips"][0], "100.100.100.100");
     let peer_ip = peer.ipv4;
     netns.run(|| {
-        let mut tcp = TcpStream::connect_timeout(
-            &SocketAddr::new(peer_ip.into(), ECHO_PORT),
-            Duration::from_secs(10),
-        )
-        .expect("TCP to the peer through the plugin's node");
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        tcp.write_all(b"plugin").unwrap();
-        let mut back = [0u8; 6];
-        tcp.read_exact(&mut back).unwrap();
-        assert_eq!(&back, b"plugin");
+        peer_echoes(peer_ip.into(), b"plugin");
     });
 
     // teardown: the daemon leaves the tailnet and its state goes; a second one is a no-op.

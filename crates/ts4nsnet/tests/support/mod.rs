@@ -214,6 +214,19 @@ pub fn ping6(to: Ipv6Addr) -> bool {
     })
 }
 
+/// Sends `sent` to the lab peer's TCP echo at `peer` and checks it all comes back; the
+/// panic says what failed.
+pub fn peer_echoes(peer: IpAddr, sent: &[u8]) {
+    let to = SocketAddr::new(peer, ECHO_PORT);
+    let mut tcp = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("TCP to the peer at {to}: {e}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(sent).unwrap();
+    let mut back = vec![0u8; sent.len()];
+    tcp.read_exact(&mut back).unwrap_or_else(|e| panic!("TCP echo from {to}: {e}"));
+    assert!(back == sent, "the echo from {to} differs");
+}
+
 /// ts4nsnet as podman runs it: `-c -r R -e E --netns-type=path PATH tap0`.
 pub struct Ts4nsnet {
     pub child: Child,

@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket, UdpRepr,
+    Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket,
+    UdpPacket, UdpRepr,
 };
 
 /// What egress needs of one packet from the container.
@@ -104,45 +105,18 @@ pub fn echo_reply(src: IpAddr, dst: IpAddr, id: u16, message: &[u8]) -> Option<V
     }
     let mut icmp = message.to_vec();
     icmp[4..6].copy_from_slice(&id.to_be_bytes());
-    icmp[2..4].fill(0);
-    let checksums = ChecksumCapabilities::default();
-    let mut packet = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let sum = tailnode::packet::checksum(&icmp);
-            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-            let ip = Ipv4Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: IpProtocol::Icmp,
-                payload_len: icmp.len(),
-                hop_limit: 64,
-            };
-            let mut buffer = vec![0; ip.buffer_len()];
-            ip.emit(&mut Ipv4Packet::new_unchecked(&mut buffer), &checksums);
-            buffer
+    let protocol = match (src, dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => {
+            Icmpv4Packet::new_unchecked(&mut icmp).fill_checksum();
+            IpProtocol::Icmp
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut pseudo = Vec::with_capacity(40 + icmp.len());
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-            pseudo.extend_from_slice(&u32::try_from(icmp.len()).ok()?.to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, 58]);
-            pseudo.extend_from_slice(&icmp);
-            let sum = tailnode::packet::checksum(&pseudo);
-            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-            let ip = Ipv6Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: IpProtocol::Icmpv6,
-                payload_len: icmp.len(),
-                hop_limit: 64,
-            };
-            let mut buffer = vec![0; ip.buffer_len()];
-            ip.emit(&mut Ipv6Packet::new_unchecked(&mut buffer));
-            buffer
+            Icmpv6Packet::new_unchecked(&mut icmp).fill_checksum(&s, &d);
+            IpProtocol::Icmpv6
         }
         _ => return None,
     };
+    let mut packet = ip_header(src, dst, protocol, icmp.len())?;
     packet.extend_from_slice(&icmp);
     Some(packet)
 }
@@ -152,46 +126,48 @@ pub fn echo_reply(src: IpAddr, dst: IpAddr, id: u16, message: &[u8]) -> Option<V
 pub fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8], mtu: usize) -> Option<Vec<u8>> {
     let udp = UdpRepr { src_port: src.port(), dst_port: dst.port() };
     let udp_len = udp.header_len() + payload.len();
-    let checksums = ChecksumCapabilities::default();
-    let (mut buffer, offset) = match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let ip = Ipv4Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: IpProtocol::Udp,
-                payload_len: udp_len,
-                hop_limit: 64,
-            };
-            let mut buffer = vec![0; ip.buffer_len() + udp_len];
-            ip.emit(&mut Ipv4Packet::new_unchecked(&mut buffer), &checksums);
-            (buffer, ip.buffer_len())
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let ip = Ipv6Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: IpProtocol::Udp,
-                payload_len: udp_len,
-                hop_limit: 64,
-            };
-            let mut buffer = vec![0; ip.buffer_len() + udp_len];
-            ip.emit(&mut Ipv6Packet::new_unchecked(&mut buffer));
-            (buffer, ip.buffer_len())
-        }
-        _ => return None,
-    };
-    if buffer.len() > mtu {
+    let mut buffer = ip_header(src.ip(), dst.ip(), IpProtocol::Udp, udp_len)?;
+    let offset = buffer.len();
+    if offset + udp_len > mtu {
         return None;
     }
+    buffer.resize(offset + udp_len, 0);
     udp.emit(
         &mut UdpPacket::new_unchecked(&mut buffer[offset..]),
         &src.ip().into(),
         &dst.ip().into(),
         payload.len(),
         |out| out.copy_from_slice(payload),
-        &checksums,
+        &ChecksumCapabilities::default(),
     );
     Some(buffer)
+}
+
+/// The IP header of a packet from `src` to `dst` carrying `payload_len` bytes of `protocol`
+/// (with its checksum for IPv4); `None` when the families differ.
+fn ip_header(
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: IpProtocol,
+    payload_len: usize,
+) -> Option<Vec<u8>> {
+    match (src, dst) {
+        (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => {
+            let ip =
+                Ipv4Repr { src_addr, dst_addr, next_header: protocol, payload_len, hop_limit: 64 };
+            let mut buffer = vec![0u8; ip.buffer_len()];
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut buffer), &ChecksumCapabilities::default());
+            Some(buffer)
+        }
+        (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => {
+            let ip =
+                Ipv6Repr { src_addr, dst_addr, next_header: protocol, payload_len, hop_limit: 64 };
+            let mut buffer = vec![0u8; ip.buffer_len()];
+            ip.emit(&mut Ipv6Packet::new_unchecked(&mut buffer));
+            Some(buffer)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -98,11 +98,10 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
     file.write_all(text.as_bytes()).map_err(error)
 }
 
-fn translate_file(path: &Path, dir: &Path) -> Result<Value, String> {
-    let source =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+/// Translates one Butane file's `source` (read once, for the placeholder check too).
+fn translate(path: &Path, source: &str, dir: &Path) -> Result<Value, String> {
     let options = Options { files_dir: Some(dir.to_owned()) };
-    butane::butane(&source, &options, true)
+    butane::butane(source, &options, true)
         .map(|(config, _)| config)
         .map_err(|lines| format!("{}:\n  {}", path.display(), lines.join("\n  ")))
 }
@@ -304,24 +303,25 @@ pub fn build(build: &Build) -> Result<Built, String> {
     overlays.sort();
     overlays.push(secrets);
 
-    let sources: Vec<PathBuf> = std::iter::once(base_path.clone()).chain(overlays).collect();
-    let texts: Vec<(PathBuf, String)> = sources
-        .iter()
-        .map(|p| std::fs::read_to_string(p).map(|t| (p.clone(), t)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("reading the Butane files: {e}"))?;
+    let texts: Vec<(PathBuf, String)> = std::iter::once(base_path.clone())
+        .chain(overlays)
+        .map(|p| match std::fs::read_to_string(&p) {
+            Ok(text) => Ok((p, text)),
+            Err(e) => Err(format!("reading {}: {e}", p.display())),
+        })
+        .collect::<Result<_, _>>()?;
     let placeholders: Vec<String> = texts.iter().flat_map(|(p, t)| placeholders(p, t)).collect();
     if !placeholders.is_empty() {
         return Err(placeholders.join("\n"));
     }
 
-    let mut config = translate_file(&base_path, dir)?;
+    let mut config = translate(&texts[0].0, &texts[0].1, dir)?;
     let version = config["ignition"]["version"].as_str().unwrap_or_default().to_owned();
     // Which Butane file last defined each file path, to name both sides of a conflict.
     let mut defined_in: std::collections::BTreeMap<String, PathBuf> =
         file_paths(&config).into_iter().map(|path| (path, base_path.clone())).collect();
-    for overlay in &sources[1..] {
-        let translated = translate_file(overlay, dir)?;
+    for (overlay, text) in &texts[1..] {
+        let translated = translate(overlay, text, dir)?;
         config = merge::overlay_merge(&config, &translated).map_err(|e| {
             let earlier = e
                 .split_once(": ")

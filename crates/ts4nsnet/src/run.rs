@@ -118,19 +118,12 @@ fn egress_policy(args: &SlirpArgs) -> Result<Policy, String> {
     let outbound = |flag: &str, value: &Option<String>, v6: bool| {
         value.as_deref().map(|value| policy::outbound_address(flag, value, v6)).transpose()
     };
-    let v4 = outbound("--outbound-addr", &args.outbound_addr, false)?;
-    let v6 = outbound("--outbound-addr6", &args.outbound_addr6, true)?;
+    // Each of its family: outbound_address refuses the other.
     Ok(Policy {
         host_loopback: !args.disable_host_loopback,
         ipv6: args.enable_ipv6,
-        outbound_v4: v4.and_then(|ip| match ip {
-            std::net::IpAddr::V4(v4) => Some(v4),
-            std::net::IpAddr::V6(_) => None,
-        }),
-        outbound_v6: v6.and_then(|ip| match ip {
-            std::net::IpAddr::V6(v6) => Some(v6),
-            std::net::IpAddr::V4(_) => None,
-        }),
+        outbound_v4: outbound("--outbound-addr", &args.outbound_addr, false)?,
+        outbound_v6: outbound("--outbound-addr6", &args.outbound_addr6, true)?,
     })
 }
 

@@ -17,9 +17,9 @@ pub struct Policy {
     /// IPv6 destinations are reached (`--enable-ipv6`); otherwise refused.
     pub ipv6: bool,
     /// The host address outbound IPv4 connections are made from (`--outbound-addr`).
-    pub outbound_v4: Option<Ipv4Addr>,
+    pub outbound_v4: Option<IpAddr>,
     /// The host address outbound IPv6 connections are made from (`--outbound-addr6`).
-    pub outbound_v6: Option<Ipv6Addr>,
+    pub outbound_v6: Option<IpAddr>,
 }
 
 /// Why a destination is not reached.
@@ -87,8 +87,8 @@ impl Policy {
             return None;
         }
         match target {
-            IpAddr::V4(_) => self.outbound_v4.map(IpAddr::V4),
-            IpAddr::V6(_) => self.outbound_v6.map(IpAddr::V6),
+            IpAddr::V4(_) => self.outbound_v4,
+            IpAddr::V6(_) => self.outbound_v6,
         }
     }
 }
@@ -163,8 +163,8 @@ mod tests {
     #[test]
     fn outbound_addresses_apply_except_to_the_host_loopback() {
         let p = Policy {
-            outbound_v4: Some(Ipv4Addr::new(192, 0, 2, 5)),
-            outbound_v6: Some("2001:db8::5".parse().unwrap()),
+            outbound_v4: Some(ip("192.0.2.5")),
+            outbound_v6: Some(ip("2001:db8::5")),
             ..policy(true, true)
         };
         assert_eq!(p.source_for(ip("198.51.100.7")), Some(ip("192.0.2.5")));

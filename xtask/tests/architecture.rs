@@ -1,5 +1,5 @@
 //! ARCHITECTURE.md is a codemap: every file or directory it names must exist, so it cannot go
-//! stale silently; and every crate keeps the workspace's lints.
+//! stale silently; every crate keeps the workspace's lints; test builds stay small on disk.
 
 use std::path::Path;
 use std::process::Command;
@@ -88,4 +88,19 @@ fn every_crate_inherits_the_workspace_lints() {
             "{manifest} does not inherit the workspace lints"
         );
     }
+}
+
+/// A CI run once ran out of disk: with full debug info every test binary weighed about 320 MB.
+/// The dev profile keeps line tables only, and dependencies none.
+#[test]
+fn test_builds_stay_small_on_disk() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    for section in [
+        "[profile.dev]\ndebug = \"line-tables-only\"",
+        "[profile.dev.package.\"*\"]\ndebug = false",
+    ] {
+        assert!(manifest.contains(section), "Cargo.toml lost `{section}`");
+    }
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(ci.contains("export CARGO_INCREMENTAL=0"), ".ci/run builds incrementally again");
 }

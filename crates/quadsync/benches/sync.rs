@@ -93,6 +93,12 @@ impl System for BenchHost {
     fn user_systemctl(&self, _: &str, _: &[&str]) -> Result<String, String> {
         Ok(String::new())
     }
+    fn put_secret(&self, _: &UserInfo, _: &str, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+    fn remove_secret(&self, _: &UserInfo, _: &str) -> Result<(), String> {
+        Ok(())
+    }
     fn remove_user(&self, _: &str) -> Result<(), String> {
         Ok(())
     }

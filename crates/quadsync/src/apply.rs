@@ -9,7 +9,7 @@
 //! A stop request (SIGTERM from `systemctl stop` or a reboot) is honoured between steps: the
 //! step under way finishes, the state is saved, and the next sync goes on from there.
 
-use crate::discover::Desired;
+use crate::discover::{Desired, UnitDir};
 use crate::plan::{Action, Plan, Step};
 use crate::state::{ManagedUser, State, deployed_files};
 use crate::system::{System, UserInfo};
@@ -147,9 +147,21 @@ fn deploy(
                 let user = created(&info, name)?;
                 system.start_user_manager(user)?;
             }
+            Step::WriteFile { dir: UnitDir::Secret, name: secret } => {
+                let user = created(&info, name)?;
+                let value = deployment
+                    .secret_values
+                    .get(secret)
+                    .ok_or_else(|| format!("secret {secret} was not opened"))?;
+                system.put_secret(user, secret, value.bytes())?;
+            }
             Step::WriteFile { dir, name: file } => {
                 let user = created(&info, name)?;
                 system.write_file(user, *dir, file, &deployment.files[file].text)?;
+            }
+            Step::RemoveFile { dir: UnitDir::Secret, name: secret } => {
+                let user = created(&info, name)?;
+                system.remove_secret(user, secret)?;
             }
             Step::RemoveFile { dir, name: file } => {
                 let user = created(&info, name)?;
@@ -300,6 +312,13 @@ pub(crate) mod tests {
         fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String> {
             self.call(format!("systemctl {name}@ {}", args.join(" ")))
         }
+        fn put_secret(&self, user: &UserInfo, name: &str, value: &[u8]) -> Result<(), String> {
+            let value = String::from_utf8_lossy(value);
+            self.call(format!("podman secret create {} {name} <<< {value}", user.name)).map(drop)
+        }
+        fn remove_secret(&self, user: &UserInfo, name: &str) -> Result<(), String> {
+            self.call(format!("podman secret rm {} {name}", user.name)).map(drop)
+        }
         fn remove_user(&self, name: &str) -> Result<(), String> {
             self.call(format!("userdel {name}"))?;
             self.users.borrow_mut().remove(name);
@@ -325,6 +344,7 @@ pub(crate) mod tests {
                 UserFile { dir: UnitDir::Quadlet, text: text.into() },
             )]),
             sources: Vec::new(),
+            ..Deployment::default()
         }
     }
 
@@ -390,6 +410,59 @@ pub(crate) mod tests {
             ["systemctl b@ stop b.service", "linger b false", "userdel b"]
         );
         assert!(!state.users.contains_key("b"));
+    }
+
+    #[test]
+    fn secrets_reach_the_users_store_rotate_and_a_sealed_one_holds_its_container() {
+        use crate::discover::{SourceFile, discover};
+        use crate::secrets::{Keyring, encrypt, generate_identity, unlock};
+        use crate::transforms::TransformSet;
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, recipient) = generate_identity();
+        let key = dir.path().join("age.key");
+        std::fs::write(&key, identity).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let keyring = Keyring::load(&key);
+        let repo_with = |token: &str, keyring: &Keyring| {
+            let sealed = encrypt(&recipient, token.as_bytes()).unwrap();
+            let text = format!("[Container]\nImage=x\n[Secrets]\nEnvironment=TOKEN={sealed}\n");
+            let files = [SourceFile { path: "app.container".into(), text }];
+            let mut desired = discover(&files, &TransformSet::without_host()).unwrap();
+            unlock(&mut desired, keyring);
+            desired
+        };
+        let repo = |token: &str| repo_with(token, &keyring);
+        let system = Recorder::default();
+        let mut state = State::default();
+        assert_eq!(run(&system, &repo("one"), &mut state, false), Outcome::default());
+        let calls = system.calls.take();
+        assert!(
+            calls.contains(&"podman secret create app app-token <<< one".to_owned()),
+            "{calls:#?}"
+        );
+        let recorded = serde_json::to_string(&state).unwrap();
+        assert!(!recorded.contains("one\""), "no value in the record: {recorded}");
+
+        // Encrypted again, same value: nothing. Another value: created again and restarted.
+        run(&system, &repo("one"), &mut state, false);
+        assert!(system.calls.take().is_empty());
+        run(&system, &repo("two"), &mut state, false);
+        let calls = system.calls.take();
+        assert!(
+            calls.contains(&"podman secret create app app-token <<< two".to_owned()),
+            "{calls:#?}"
+        );
+        assert!(calls.contains(&"systemctl app@ restart app.service".to_owned()), "{calls:#?}");
+
+        // Without the key the container is held: an error, and nothing on the host changes.
+        let sealed = repo_with("three", &Keyring::none());
+        let outcome = run(&system, &sealed, &mut state, false);
+        assert!(system.calls.take().is_empty());
+        assert_eq!(outcome.errors.len(), 1, "{outcome:?}");
+        assert!(outcome.errors[0].contains("running version is left as it is"), "{outcome:?}");
+        assert!(state.users.contains_key("app"));
     }
 
     #[test]

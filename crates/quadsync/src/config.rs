@@ -26,6 +26,8 @@ pub struct Config {
     pub user_group: String,
     /// A deploy key for ssh URLs.
     pub ssh_key: Option<PathBuf>,
+    /// The age identity file that opens the repo's `[Secrets]`.
+    pub age_key: Option<PathBuf>,
     /// The largest share of managed containers one sync may remove without
     /// `--allow-mass-removal` (0.0 to 1.0).
     pub max_removal: f64,
@@ -106,6 +108,10 @@ impl Config {
             Some(_) => Some(absolute("QUADSYNC_SSH_KEY", "")?),
             None => None,
         };
+        let age_key = match env.get("QUADSYNC_AGE_KEY").filter(|v| !v.is_empty()) {
+            Some(_) => Some(absolute("QUADSYNC_AGE_KEY", "")?),
+            None => None,
+        };
         Ok(Config {
             git_url,
             branch: or("QUADSYNC_GIT_BRANCH", "main"),
@@ -113,6 +119,7 @@ impl Config {
             state_dir: absolute("QUADSYNC_STATE_DIR", "/var/lib/quadsync")?,
             user_group: group,
             ssh_key,
+            age_key,
             max_removal,
             max_containers,
             unknown_keys: env.unknown(KEYS).map(|v| v.key.clone()).collect(),

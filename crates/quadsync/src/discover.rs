@@ -5,11 +5,20 @@
 //! * Which files of the repo count is [`crate::source`]'s rule.
 //! * `NAME.container` runs as user `NAME`. `POD.pod` (no `-` in the name) runs as user `POD`, with
 //!   every `POD-*.container` of its directory as a member; a directory with pods holds only members.
-//! * `OWNER-LABEL.service` / `.timer` are sidecars of the container `OWNER` (longest prefix wins):
-//!   deployed verbatim into the user's systemd directory; timers are enabled.
+//! * The files a container or pod owns by name: the one whose stem is the longest `STEM-`
+//!   prefix of the file's name, in the same directory (a pod or any of its members; both are the
+//!   pod's user). `OWNER-LABEL.service` / `.timer` are sidecars, deployed verbatim into the
+//!   user's systemd directory; timers are enabled. Quadlet companions (`.volume`, `.network`,
+//!   `.kube`, `.image`, `.build`, `.artifact`) may also be named exactly like their owner
+//!   (`web.volume`), and go to the user's Quadlet directory. A file no container or pod owns is
+//!   an error, never silently skipped.
 //! * `_base-SUFFIX.EXT` in the transform directory is a companion every container gets as
 //!   `NAME-SUFFIX.EXT`, with `{{.Name}}` replaced (and `Pod=` for members, unless it says
 //!   `# quadsync:no-pod`).
+//! * Every unit a deployed unit names (`Volume=x.volume`, `Network=x.network`, `Image=x.build`,
+//!   `Pod=`) must be deployed for the same user, since Quadlet looks only in that user's
+//!   directory; a `.kube`'s `Yaml=` or a `.build`'s `File=` beside it is deployed with it (see
+//!   [`crate::references`]).
 //!
 //! Every problem is collected (a name used twice, an invalid name, a file that does not render, a
 //! sidecar without an owner, ...), and any problem fails the whole discovery, so a broken commit
@@ -24,8 +33,10 @@ use tailpod_core::names::{ContainerName, PodName};
 use tailpod_core::quadlet::{self, PodmanVersion, Severity};
 use tailpod_core::unit::{Entry, UnitFile};
 
-use crate::render::{SpecFile, render};
-pub use crate::source::{SourceFile, wanted};
+use crate::references::{Target, generated_service, references, section_of};
+use crate::render::{SpecFile, render_with_secrets};
+use crate::secrets::{Secret, SecretValue};
+pub use crate::source::{COMPANION_TYPES, SourceFile, wanted};
 use crate::transforms::{Kind, TransformSet};
 
 /// Where a file goes in the user's home.
@@ -36,6 +47,9 @@ pub enum UnitDir {
     Quadlet,
     /// `~/.config/systemd/user`: plain systemd units (sidecars).
     Systemd,
+    /// The user's podman secret store (`podman secret create`); the text is the value's keyed
+    /// digest (see [`crate::secrets`]).
+    Secret,
 }
 
 impl UnitDir {
@@ -43,6 +57,7 @@ impl UnitDir {
         match self {
             UnitDir::Quadlet => ".config/containers/systemd",
             UnitDir::Systemd => ".config/systemd/user",
+            UnitDir::Secret => ".local/share/containers/storage/secrets",
         }
     }
 }
@@ -55,7 +70,7 @@ pub struct UserFile {
 }
 
 /// Everything one container user should have.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Deployment {
     pub user: String,
     /// The unit to (re)start: `NAME.service`, or `POD-pod.service` for a pod.
@@ -64,6 +79,15 @@ pub struct Deployment {
     pub files: BTreeMap<String, UserFile>,
     /// Repo paths this deployment comes from, for messages.
     pub sources: Vec<String>,
+    /// The `[Secrets]` of its containers, still sealed.
+    #[serde(skip)]
+    pub secrets: Vec<Secret>,
+    /// The opened values, by podman secret name (see [`crate::secrets::unlock`]).
+    #[serde(skip)]
+    pub secret_values: BTreeMap<String, SecretValue>,
+    /// Why nothing of this deployment may change this time (its secrets cannot be opened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl Deployment {
@@ -112,9 +136,11 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
     };
 
     let mut scopes: BTreeMap<Option<&str>, Vec<&SourceFile>> = BTreeMap::new();
-    for file in files.iter().filter(|f| wanted(split(&f.path).1)) {
+    for file in files {
         scopes.entry(split(&file.path).0).or_default().push(file);
     }
+    // (user, file name) -> the repo file it came from, for the references' lines.
+    let mut origins: BTreeMap<(String, String), &SourceFile> = BTreeMap::new();
 
     for (dir, scope) in &scopes {
         let pods: Vec<PodName> = scope
@@ -122,7 +148,7 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
             .filter(|f| extension(&f.path) == "pod")
             .filter_map(|f| stem(split(&f.path).1).parse().ok())
             .collect();
-        let mut stems: Vec<(String, String)> = Vec::new(); // container stem -> user
+        let mut owners: Vec<(String, String)> = Vec::new(); // container or pod stem -> user
         for file in scope.iter().filter(|f| matches!(extension(&f.path), "container" | "pod")) {
             let name = split(&file.path).1;
             let spec = match SpecFile::locate(Path::new(&file.path), Path::new(&file.path)) {
@@ -132,15 +158,8 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                     continue;
                 }
             };
-            if UnitFile::parse(&file.text).has_section("Secrets") {
-                errors.push(format!(
-                    "{}: [Secrets] is not supported: use podman secrets or an EnvironmentFile= the host provides",
-                    file.path
-                ));
-                continue;
-            }
-            let text = match render(&spec, &file.text, transforms, &pods) {
-                Ok(text) => text,
+            let (text, secrets) = match render_with_secrets(&spec, &file.text, transforms, &pods) {
+                Ok(rendered) => rendered,
                 Err(e) => {
                     errors.push(e.to_string());
                     continue;
@@ -169,6 +188,9 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                 service: service.clone(),
                 files: BTreeMap::new(),
                 sources: Vec::new(),
+                secrets: Vec::new(),
+                secret_values: BTreeMap::new(),
+                held: None,
             });
             if let Some(pod) = pod.filter(|_| joins_tailnet(&text)) {
                 errors.push(format!(
@@ -184,8 +206,10 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                 errors.push(e);
                 continue;
             }
+            origins.insert((user.clone(), name.to_owned()), file);
+            owners.push((spec.stem.clone(), user.clone()));
+            deployment.secrets.extend(secrets);
             if spec.kind == Kind::Container {
-                stems.push((spec.stem.clone(), user.clone()));
                 for companion in &transforms.companions {
                     let name = format!("{}{}", spec.stem, companion.suffix);
                     let mut text = substitute_name(&companion.text, &spec.stem);
@@ -225,51 +249,152 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                 }
             }
         }
-        // Sidecars: owned by the container with the longest matching `STEM-` prefix.
-        for file in scope.iter().filter(|f| matches!(extension(&f.path), "service" | "timer")) {
+        // Sidecars and companions: owned by the container or pod of the longest `STEM-` prefix.
+        for file in scope.iter().filter(|f| !matches!(extension(&f.path), "container" | "pod")) {
             let name = split(&file.path).1;
+            let extension = extension(name);
+            let companion = COMPANION_TYPES.contains(&extension);
+            if !companion && !matches!(extension, "service" | "timer") {
+                continue; // Data, deployed only where a unit names it.
+            }
             if let Err(e) = stem(name).parse::<ContainerName>() {
                 errors.push(format!("{}: {e}", file.path));
                 continue;
             }
-            let owner = stems
-                .iter()
-                .filter(|(s, _)| name.starts_with(&format!("{s}-")))
-                .max_by_key(|(s, _)| s.len());
-            let Some((_, user)) = owner else {
+            let Some(user) = owner(stem(name), &owners, companion) else {
                 let place = dir.map_or("the repo root".to_owned(), |d| format!("{d}/"));
+                let shape =
+                    if companion { "OWNER.EXT or OWNER-LABEL.EXT" } else { "OWNER-LABEL.EXT" };
                 errors.push(format!(
-                    "{}: no container in {place} owns it (a sidecar is named CONTAINER-LABEL.{})",
-                    file.path,
-                    extension(name)
+                    "{}: no container or pod in {place} owns it (it is named {shape}, OWNER a container or pod beside it)",
+                    file.path
                 ));
                 continue;
             };
-            let section = if extension(name) == "timer" { "Timer" } else { "Service" };
             let unit = UnitFile::parse(&file.text);
             if let Some(problem) = unit.problems().first() {
                 errors.push(problem.located(&file.path));
                 continue;
             }
+            let section = match extension {
+                "timer" => "Timer",
+                "service" => "Service",
+                _ => section_of(extension).unwrap_or_default(),
+            };
             if !unit.has_section(section) {
                 errors.push(format!("{}: missing [{section}] section", file.path));
                 continue;
             }
-            let findings = quadlet::check(&unit, extension(name), PodmanVersion::DEFAULT_TARGET);
+            let findings = quadlet::check(&unit, extension, PodmanVersion::DEFAULT_TARGET);
             if let Some(error) = findings.iter().find(|f| f.severity == Severity::Error) {
                 errors.push(error.located(&file.path));
                 continue;
             }
             if let Some(deployment) = desired.get_mut(user) {
                 deployment.sources.push(file.path.clone());
-                let sidecar = UserFile { dir: UnitDir::Systemd, text: file.text.clone() };
-                if let Err(e) = add(deployment, name.to_owned(), sidecar, file.path.clone()) {
-                    errors.push(e);
+                let dir = if companion { UnitDir::Quadlet } else { UnitDir::Systemd };
+                let owned = UserFile { dir, text: file.text.clone() };
+                match add(deployment, name.to_owned(), owned, file.path.clone()) {
+                    Ok(()) => drop(origins.insert((user.clone(), name.to_owned()), file)),
+                    Err(e) => errors.push(e),
                 }
             }
         }
     }
+    for deployment in desired.values_mut() {
+        errors.extend(resolve_references(deployment, &origins, files));
+    }
     if errors.is_empty() { Ok(desired) } else { Err(errors) }
+}
+
+/// The user owning `name` (a file's stem) among `owners` (container and pod stems with their
+/// users): the longest `STEM-` prefix, or with `exact`, the stem itself.
+fn owner<'o>(name: &str, owners: &'o [(String, String)], exact: bool) -> Option<&'o String> {
+    owners
+        .iter()
+        .filter(|(stem, _)| {
+            (exact && name == stem)
+                || name.strip_prefix(stem.as_str()).is_some_and(|rest| rest.starts_with('-'))
+        })
+        .max_by_key(|(stem, _)| stem.len())
+        .map(|(_, user)| user)
+}
+
+/// Checks every reference the deployment's units make, and adds the data files they name from
+/// beside them in the repo. Quadlet's generated services must not clash either (`web.kube` and
+/// `web.container` would both be `web.service`).
+fn resolve_references(
+    deployment: &mut Deployment,
+    origins: &BTreeMap<(String, String), &SourceFile>,
+    files: &[SourceFile],
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut services: BTreeMap<String, &str> = BTreeMap::new();
+    let mut data: Vec<(String, String, String)> = Vec::new(); // (name, text, from)
+    for (name, file) in deployment.files.iter().filter(|(_, f)| f.dir == UnitDir::Quadlet) {
+        let origin = origins.get(&(deployment.user.clone(), name.clone()));
+        let shown =
+            origin.map_or_else(|| format!("{name} (from the transforms)"), |o| o.path.clone());
+        if let Some(service) = generated_service(name)
+            && let Some(other) = services.insert(service.clone(), name)
+        {
+            errors.push(format!("{shown}: Quadlet would make {service} of it and of {other}"));
+        }
+        let unit = UnitFile::parse(&file.text);
+        for reference in references(&unit, extension(name)) {
+            // The spec's own line, when the reference is written there.
+            let line = origin.and_then(|o| {
+                UnitFile::parse(&o.text)
+                    .entries()
+                    .map(|(_, e)| e)
+                    .find(|e| e.key() == reference.key && e.value() == reference.value)
+                    .map(Entry::line)
+            });
+            let at = line.map_or(shown.clone(), |line| format!("{shown}:{line}"));
+            let named = format!("{}={}", reference.key, reference.value);
+            match reference.target {
+                Target::Unit if deployment.files.contains_key(&reference.name) => {}
+                Target::Unit => errors.push(format!(
+                    "{at}: {named}: no {} is deployed for user {} (Quadlet looks only in that \
+                     user's directory; name the file {}-LABEL.{} beside its owner)",
+                    reference.name,
+                    deployment.user,
+                    deployment.user,
+                    extension(&reference.name)
+                )),
+                Target::Data => {
+                    let dir = origin.and_then(|o| split(&o.path).0);
+                    let path =
+                        dir.map_or(reference.name.clone(), |d| format!("{d}/{}", reference.name));
+                    match files.iter().find(|f| f.path == path && wanted_data(&f.path)) {
+                        _ if reference.name.contains('/') => errors.push(format!(
+                            "{at}: {named}: quadsync deploys files beside the unit only, not below it"
+                        )),
+                        Some(found) => data.push((reference.name, found.text.clone(), found.path.clone())),
+                        None => errors.push(format!(
+                            "{at}: {named}: {path} is not a regular YAML file or Containerfile in the repo"
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    for (name, text, from) in data {
+        match deployment.files.get(&name) {
+            Some(existing) if existing.text == text => {}
+            Some(_) => errors
+                .push(format!("{from}: {name} is already deployed for user {}", deployment.user)),
+            None => {
+                deployment.sources.push(from);
+                deployment.files.insert(name, UserFile { dir: UnitDir::Quadlet, text });
+            }
+        }
+    }
+    errors
+}
+
+fn wanted_data(path: &str) -> bool {
+    crate::source::is_data(split(path).1)
 }
 
 /// Whether a rendered container joins the tailnet (ts4nsnet as its network command, or a key
@@ -381,7 +506,7 @@ mod tests {
             ("other.container", C),
             ("library-refresh.timer", "[Timer]\n"),
             ("other-x.timer", "[Unit]\n"),
-            ("secret.container", "[Container]\nImage=x\n[Secrets]\nEnvironment=A=b\n"),
+            ("secret.container", "[Container]\nImage=x\n[Secrets]\nEnvironment=A\n"),
             ("p/webapp.pod", "[Pod]\n"),
             ("p/orphan.container", C),
         ]);
@@ -390,9 +515,9 @@ mod tests {
             "duplicate name \"foo\": foo.container and myhost/foo.container",
             "Bad.container: name \"Bad\" is not valid",
             "webapps/web.container: no transform for directory webapps",
-            "library-refresh.timer: no container in the repo root owns it",
+            "library-refresh.timer: no container or pod in the repo root owns it",
             "other-x.timer: missing [Timer] section",
-            "secret.container: [Secrets] is not supported",
+            "secret.container:4: Environment= in [Secrets] is NAME=value",
             "p/orphan.container: a directory with pods may hold only their members",
         ];
         for want in expected {
@@ -427,6 +552,50 @@ mod tests {
             ("tailscale/web.container", C),
         ]);
         assert_eq!(discover(&files, &t).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn companions_in_the_repo_go_to_their_owner_and_references_must_resolve() {
+        let t = TransformSet::without_host();
+        let blog = "[Container]\nImage=x\nVolume=blog-data.volume:/data\nNetwork=blog.network\n";
+        let files = source(&[
+            ("blog.container", blog),
+            ("blog-data.volume", "[Volume]\nLabel=app=blog\n"),
+            ("blog.network", "[Network]\n"),
+            ("blog-feed.kube", "[Kube]\nYaml=feed.yaml\n"),
+            ("feed.yaml", "kind: Pod\n"),
+            ("unrelated.yaml", "x: 1\n"),
+        ]);
+        let desired = discover(&files, &t).unwrap();
+        let blog = &desired["blog"];
+        let names: Vec<_> = blog.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["blog-data.volume", "blog-feed.kube", "blog.container", "blog.network", "feed.yaml"]
+        );
+        assert!(blog.files.values().all(|f| f.dir == UnitDir::Quadlet));
+        assert_eq!(blog.files["feed.yaml"].text, "kind: Pod\n");
+
+        let files = source(&[
+            ("web.container", "[Container]\nImage=x\n# shared?\nVolume=db-data.volume:/d\n"),
+            ("db.container", C),
+            ("db-data.volume", "[Volume]\n"),
+            ("stray.volume", "[Volume]\n"),
+            ("db.kube", "[Kube]\nYaml=missing.yaml\n"),
+            ("db-net.network", "[Volume]\n"),
+        ]);
+        let errors = discover(&files, &t).unwrap_err();
+        let expected = [
+            "web.container:4: Volume=db-data.volume:/d: no db-data.volume is deployed for user web",
+            "stray.volume: no container or pod in the repo root owns it",
+            "db.kube: Quadlet would make db.service of it and of db.container",
+            "db.kube:2: Yaml=missing.yaml: missing.yaml is not a regular YAML file or Containerfile",
+            "db-net.network: missing [Network] section",
+        ];
+        for want in expected {
+            assert!(errors.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errors:#?}");
+        }
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tailpod_core::quadlet::{PodmanVersion, Severity};
 use quadsync::config::{self, Config};
 use quadsync::discover::discover;
 use quadsync::render::{SpecFile, render};
+use quadsync::secrets::{self, Keyring};
 use quadsync::source::{
     DirTree, MAX_FILE_BYTES, overlooked, read_regular_file, read_sources, text as source_text,
 };
@@ -84,8 +85,14 @@ enum Command {
         /// than the hosts').
         #[arg(long, conflicts_with = "generator")]
         no_generator: bool,
+        /// Also open every [Secrets] value with this age identity file.
+        #[arg(long, value_name = "FILE")]
+        age_key: Option<PathBuf>,
         dir: PathBuf,
     },
+    /// Write [Secrets] values, and make the key that opens them.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Print the unit that would be deployed for a spec file: transforms merged, `{{.Name}}`
     /// substituted, `Pod=` set for pod members, and checked.
     ///
@@ -126,6 +133,35 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Encrypt a value read from stdin and print its [Secrets] line.
+    ///
+    /// Example: printf %s "$TOKEN" | quadsync secret encrypt --recipient age.pub TOKEN
+    Encrypt {
+        /// The recipient: an age1... public key, or a file with one (an identity file works:
+        /// its public key is used).
+        #[arg(long, value_name = "RECIPIENT|FILE")]
+        recipient: String,
+        /// Make a file secret mounted at this path in the container (the name is derived
+        /// from it) instead of an environment variable.
+        #[arg(long, value_name = "PATH", conflicts_with = "name")]
+        file: Option<String>,
+        /// The environment variable's name.
+        #[arg(required_unless_present = "file")]
+        name: Option<String>,
+    },
+    /// Create a new age identity file (0600) for a host's QUADSYNC_AGE_KEY, and print its
+    /// public key.
+    ///
+    /// Example: quadsync secret keygen --output age.key
+    Keygen {
+        /// Where to write it; an existing file is never replaced.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
 /// Crates under quadsync that log: held at warnings whatever `RUST_LOG` says, since at debug and
 /// trace the HTTP and TLS stacks print requests, headers and bytes, which may carry the
 /// repo's credentials.
@@ -161,14 +197,15 @@ fn main() -> ExitCode {
         Command::Plan { json, allow_mass_removal } => {
             load(&cli.config).and_then(|c| run_plan(&c, json, allow_mass_removal))
         }
-        Command::Check { transforms, podman_version, generator, no_generator, dir } => {
+        Command::Secret(command) => secret(command),
+        Command::Check { transforms, podman_version, generator, no_generator, age_key, dir } => {
             // Asked for by path, it must be there; by default, only when it is installed.
             let generator = match (generator, no_generator) {
                 (_, true) => None,
                 (Some(path), false) => Some(path),
                 (None, false) => Some(Host::default().generator).filter(|path| path.exists()),
             };
-            check(transforms.as_deref(), podman_version, generator, &dir)
+            check(transforms.as_deref(), podman_version, generator, age_key.as_deref(), &dir)
         }
         Command::Augment { transforms, repo, file } => augment(&transforms, repo.as_deref(), &file),
         Command::Redeploy { name } => load(&cli.config).and_then(|c| redeploy(&c, &name)),
@@ -239,6 +276,7 @@ fn check(
     transforms: Option<&Path>,
     podman: PodmanVersion,
     generator: Option<PathBuf>,
+    age_key: Option<&Path>,
     dir: &Path,
 ) -> Result<(), String> {
     let transforms = match transforms {
@@ -258,7 +296,7 @@ fn check(
         Ok(files) => {
             // Errors come from discovering (the same checks a sync makes); what depends on
             // the podman version asked about is a warning, from here.
-            for file in &files {
+            for file in files.iter().filter(|f| quadsync::source::wanted(&f.path)) {
                 let extension = file.path.rsplit_once('.').map_or("", |(_, ext)| ext);
                 let unit = tailpod_core::unit::UnitFile::parse(&file.text);
                 let findings = tailpod_core::quadlet::check(&unit, extension, podman);
@@ -272,6 +310,21 @@ fn check(
             match discover(&files, &transforms) {
                 Ok(desired) => {
                     summary = Some((desired.len(), files.len()));
+                    let keyring = age_key.map(Keyring::load);
+                    for secret in desired.values().flat_map(|d| &d.secrets) {
+                        match &keyring {
+                            Some(keyring) => {
+                                if let Err(e) = keyring.open(secret) {
+                                    errors.push(format!("{}: secret {}: {e}", secret.at, secret.name));
+                                }
+                            }
+                            None if !secret.encrypted() => warnings.push(format!(
+                                "{}: secret {} is plaintext in the repo; encrypt it with quadsync secret encrypt",
+                                secret.at, secret.name
+                            )),
+                            None => {}
+                        }
+                    }
                     if let Some(generator) = generator {
                         if !generator.exists() {
                             return Err(format!(
@@ -309,6 +362,52 @@ fn check(
             Ok(())
         }
         (_, n) => Err(format!("{n} error(s)")),
+    }
+}
+
+fn secret(command: SecretCommand) -> Result<(), String> {
+    match command {
+        SecretCommand::Encrypt { recipient, file, name } => {
+            let recipients = secrets::recipients_from(&recipient)?;
+            let [recipient] = recipients.as_slice() else {
+                return Err(format!(
+                    "{} recipients found; a [Secrets] value is encrypted for exactly one",
+                    recipients.len()
+                ));
+            };
+            let mut value = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut value)
+                .map_err(|e| format!("reading the value from stdin: {e}"))?;
+            if value.is_empty() {
+                return Err("no value on stdin".into());
+            }
+            let sealed = secrets::encrypt(recipient, &value)?;
+            zeroize::Zeroize::zeroize(&mut value);
+            match (file, name) {
+                (Some(path), _) => println!("File={path}:{sealed}"),
+                (None, Some(name)) => println!("Environment={name}={sealed}"),
+                (None, None) => unreachable!("clap requires one"),
+            }
+            Ok(())
+        }
+        SecretCommand::Keygen { output } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let (text, recipient) = secrets::generate_identity();
+            let mut file = std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&output)
+                .map_err(|e| format!("{}: {e}", output.display()))?;
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("{}: {e}", output.display()))?;
+            println!("{recipient}");
+            Ok(())
+        }
     }
 }
 

@@ -86,6 +86,13 @@ pub fn plan(
 
     for (name, deployment) in desired {
         let wanted = deployed_files(deployment);
+        if let Some(reason) = &deployment.held {
+            let reason = Some(reason.clone());
+            let held =
+                UserPlan { user: name.clone(), action: Action::Refused, steps: Vec::new(), reason };
+            users.insert(name, held);
+            continue;
+        }
         let plan = match state.users.get(name) {
             None if exists(name) => UserPlan {
                 user: name.clone(),
@@ -141,7 +148,10 @@ pub fn plan(
                         name: (*name).clone(),
                     });
                 }
-                for (name, dir) in &stale {
+                // Files go before the reload; secrets the container used go after its restart.
+                let (stale_secrets, stale_files): (Vec<_>, Vec<_>) =
+                    stale.iter().partition(|(_, dir)| *dir == UnitDir::Secret);
+                for (name, dir) in &stale_files {
                     if name.ends_with(".timer") {
                         steps.push(Step::DisableTimer { name: (*name).clone() });
                     }
@@ -150,11 +160,14 @@ pub fn plan(
                 steps.push(Step::DaemonReload);
                 steps.extend(deployment.timers().map(|t| Step::EnableTimer { name: t.to_owned() }));
                 // A sidecar's change does not need the container restarted.
-                let quadlet_changed =
-                    changed.iter().any(|n| deployment.files[*n].dir == UnitDir::Quadlet)
-                        || stale.iter().any(|(_, dir)| *dir == UnitDir::Quadlet);
-                if quadlet_changed {
+                let container_changed =
+                    changed.iter().any(|n| deployment.files[*n].dir != UnitDir::Systemd)
+                        || stale.iter().any(|(_, dir)| *dir != UnitDir::Systemd);
+                if container_changed {
                     steps.push(Step::Restart { unit: deployment.service.clone() });
+                }
+                for (name, dir) in stale_secrets {
+                    steps.push(Step::RemoveFile { dir, name: (*name).clone() });
                 }
                 UserPlan { user: name.clone(), action: Action::Update, steps, reason: None }
             }
@@ -205,6 +218,12 @@ impl fmt::Display for Step {
             Step::CreateUser => write!(f, "create the user (useradd, with subuid/subgid ranges)"),
             Step::EnableLinger => write!(f, "enable linger"),
             Step::StartUserManager => write!(f, "start the user's systemd"),
+            Step::WriteFile { dir: UnitDir::Secret, name } => {
+                write!(f, "create podman secret {name} (podman secret create --replace)")
+            }
+            Step::RemoveFile { dir: UnitDir::Secret, name } => {
+                write!(f, "remove podman secret {name}")
+            }
             Step::WriteFile { dir, name } => write!(f, "write ~/{}/{name}", dir.relative()),
             Step::DisableTimer { name } => write!(f, "disable {name}"),
             Step::RemoveFile { dir, name } => write!(f, "remove ~/{}/{name}", dir.relative()),
@@ -257,12 +276,15 @@ mod tests {
             files: files
                 .iter()
                 .map(|(n, t)| {
-                    let dir =
-                        if n.ends_with(".container") { UnitDir::Quadlet } else { UnitDir::Systemd };
+                    let dir = match n.rsplit_once('.') {
+                        Some((_, "container")) => UnitDir::Quadlet,
+                        Some(_) => UnitDir::Systemd,
+                        None => UnitDir::Secret,
+                    };
                     (n.to_string(), UserFile { dir, text: t.to_string() })
                 })
                 .collect(),
-            sources: Vec::new(),
+            ..Deployment::default()
         }
     }
 
@@ -301,6 +323,49 @@ mod tests {
                 "enable --now web-x.timer",
                 "restart web.service",
             ]
+        );
+    }
+
+    #[test]
+    fn a_changed_secret_restarts_its_container_and_a_dropped_one_goes_after_the_restart() {
+        let mut state = State::default();
+        let before = deployment("a", &[("a.container", "1"), ("a-token", "d1"), ("a-old", "d2")]);
+        deployed(&mut state, &before);
+        let after = desired(vec![deployment("a", &[("a.container", "1"), ("a-token", "d3")])]);
+        let rotated = plan("c2", &after, &state, &host(&["a"]), 0.5, false);
+        let steps: Vec<String> = rotated.users[0].steps.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            steps,
+            [
+                "start the user's systemd",
+                "create podman secret a-token (podman secret create --replace)",
+                "reload the user's systemd",
+                "restart a.service",
+                "remove podman secret a-old",
+            ]
+        );
+        // The same digest again: nothing to do.
+        let unchanged = desired(vec![before.clone()]);
+        let plan = plan("c3", &unchanged, &state, &host(&["a"]), 0.5, false);
+        assert_eq!(plan.users[0].action, Action::Unchanged);
+    }
+
+    #[test]
+    fn a_held_deployment_is_refused_and_never_removed() {
+        let mut state = State::default();
+        let running = deployment("a", &[("a.container", "1")]);
+        deployed(&mut state, &running);
+        let held = Deployment {
+            held: Some("a.container:5: secret a-token: cannot decrypt".into()),
+            ..deployment("a", &[("a.container", "2")])
+        };
+        let plan = plan("c2", &desired(vec![held]), &state, &host(&["a"]), 0.5, false);
+        assert_eq!(plan.users.len(), 1);
+        assert_eq!(plan.users[0].action, Action::Refused);
+        assert!(plan.users[0].steps.is_empty());
+        assert_eq!(
+            plan.users[0].reason.as_deref(),
+            Some("a.container:5: secret a-token: cannot decrypt")
         );
     }
 

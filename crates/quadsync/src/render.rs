@@ -19,6 +19,7 @@ use tailpod_core::names::{ContainerName, PodName};
 use tailpod_core::quadlet::{self, PodmanVersion, Severity};
 use tailpod_core::unit::{Entry, Section, UnitFile};
 
+use crate::secrets::{self, Secret};
 use crate::transforms::{Kind, TransformSet};
 
 /// A spec file and where it sits in the repo.
@@ -106,17 +107,47 @@ pub fn render(
     transforms: &TransformSet,
     pods_in_dir: &[PodName],
 ) -> Result<String, SpecError> {
+    render_with_secrets(spec, text, transforms, pods_in_dir).map(|(text, _)| text)
+}
+
+/// [`render`], with the spec's `[Secrets]` (taken out of the text, a `Secret=` line each in its
+/// place).
+pub fn render_with_secrets(
+    spec: &SpecFile,
+    text: &str,
+    transforms: &TransformSet,
+    pods_in_dir: &[PodName],
+) -> Result<(String, Vec<Secret>), SpecError> {
     let name_error = |e: tailpod_core::names::NameError| spec.error(None, e.to_string());
     match spec.kind {
         Kind::Container => drop(spec.stem.parse::<ContainerName>().map_err(name_error)?),
         Kind::Pod => drop(spec.stem.parse::<PodName>().map_err(name_error)?),
     }
     // Substituting first lets a spec say `ContainerName={{.Name}}`; lines stay where they were.
-    let unit = UnitFile::parse(&substitute_name(text, &spec.stem));
+    let mut unit = UnitFile::parse(&substitute_name(text, &spec.stem));
     if let Some(problem) = unit.problems().first() {
         return Err(spec.error(Some(problem.line), problem.message.clone()));
     }
+    let secrets = match spec.kind {
+        Kind::Container => secrets::take(&mut unit, &spec.stem, &spec.path.display().to_string())
+            .map_err(|errors| {
+            let (line, message) = errors.into_iter().next().unwrap_or_default();
+            spec.error(Some(line), message)
+        })?,
+        Kind::Pod => match unit.sections_named(secrets::SECTION).next() {
+            Some(section) => {
+                return Err(spec.error(
+                    Some(section.line()),
+                    "[Secrets] belongs in the member container that uses it (a pod has no Secret=)",
+                ));
+            }
+            None => Vec::new(),
+        },
+    };
     check_spec(spec, &unit)?;
+    for secret in &secrets {
+        push_to_container(&mut unit, secret.entry());
+    }
 
     let chain = transforms
         .chain(spec.kind, spec.dir.as_deref(), !pods_in_dir.is_empty())
@@ -144,11 +175,15 @@ pub fn render(
             message: format!("after the transforms: {}", e.message),
             ..e
         })?;
-    Ok(rendered)
+    Ok((rendered, secrets))
 }
 
 fn set_pod(unit: &mut UnitFile, pod: &PodName) {
-    let entry = Entry::new("Pod", format!("{pod}.pod"));
+    push_to_container(unit, Entry::new("Pod", format!("{pod}.pod")));
+}
+
+/// Appends `entry` to the first `[Container]` section, adding one if there is none.
+fn push_to_container(unit: &mut UnitFile, entry: Entry) {
     match unit.sections.iter_mut().find(|s| s.name() == "Container") {
         Some(section) => section.push_entry(entry),
         None => {

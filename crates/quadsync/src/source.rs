@@ -4,8 +4,10 @@
 //! Both go through [`read_sources`] over a [`SourceTree`], so what `check` passes is exactly what
 //! `sync` deploys:
 //!
-//! * The root and one level of non-hidden directories are read; `*.container`, `*.pod`,
-//!   `*.service` and `*.timer` count, everything else is ignored.
+//! * The root and one level of non-hidden directories are read. Quadlet units (`*.container`,
+//!   `*.pod`, and the companion types in [`COMPANION_TYPES`]) and sidecars (`*.service`,
+//!   `*.timer`) count. YAML files and Containerfiles are read when they are regular files, for
+//!   the units that name them; everything else is ignored.
 //! * A wanted name must be a regular file committed in the repo. A symlink, a submodule or a
 //!   directory there is an error that stops the sync: quadsync never follows a link (it could
 //!   point out of the repo, at `/etc/shadow`), and it never treats such a name as "removed",
@@ -64,21 +66,37 @@ pub trait SourceTree {
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, String>;
 }
 
-/// Whether a file name is one quadsync deploys.
+/// The Quadlet types deployed beside a container or pod that owns them by name.
+pub const COMPANION_TYPES: [&str; 6] = ["volume", "network", "kube", "image", "build", "artifact"];
+/// Every extension [`wanted`] accepts.
+const DEPLOYED: [&str; 10] = [
+    "container",
+    "pod",
+    "service",
+    "timer",
+    "volume",
+    "network",
+    "kube",
+    "image",
+    "build",
+    "artifact",
+];
+
+/// Whether a file name is a definition quadsync deploys: a Quadlet unit or a sidecar.
 pub fn wanted(name: &str) -> bool {
-    matches!(
-        name.rsplit_once('.').map(|(_, ext)| ext),
-        Some("container" | "pod" | "service" | "timer")
-    )
+    name.rsplit_once('.').is_some_and(|(_, ext)| DEPLOYED.contains(&ext))
 }
 
-/// The extensions [`wanted`] accepts, and the Quadlet ones quadsync does not deploy yet.
-const DEPLOYED: [&str; 4] = ["container", "pod", "service", "timer"];
-const NOT_DEPLOYED: [&str; 6] = ["volume", "network", "kube", "image", "build", "artifact"];
+/// Whether a file name is one a unit may name by path (`Yaml=` of a `.kube`, `File=` of a
+/// `.build`): read when it is a regular file, deployed only when a unit names it.
+pub fn is_data(name: &str) -> bool {
+    let extension = name.rsplit_once('.').map(|(_, ext)| ext);
+    matches!(extension, Some("yaml" | "yml" | "Containerfile" | "Dockerfile"))
+        || matches!(name, "Containerfile" | "Dockerfile")
+}
 
-/// Names in the repo that [`read_sources`] passes over but that look meant to count, each with
-/// how serious it is: a near miss of a definition's extension (`web.contianer`) or a definition
-/// one directory too deep (errors), a Quadlet type quadsync does not deploy (a warning). Hidden
+/// Names in the repo that [`read_sources`] passes over but that look meant to count: a near miss
+/// of a definition's extension (`web.contianer`) or a definition one directory too deep. Hidden
 /// names and other files (a README) are not reported. For `check`: `sync` reads by the same
 /// rule and simply does not see them.
 pub fn overlooked(tree: &dyn SourceTree) -> Result<Vec<(Severity, String)>, String> {
@@ -99,12 +117,7 @@ pub fn overlooked(tree: &dyn SourceTree) -> Result<Vec<(Severity, String)>, Stri
             if DEPLOYED.contains(&extension) {
                 continue;
             }
-            if NOT_DEPLOYED.contains(&extension) {
-                found.push((
-                    Severity::Warning,
-                    format!("{path}: not deployed: quadsync deploys .container, .pod, .service and .timer files"),
-                ));
-            } else if let Some(meant) = suggest(extension, DEPLOYED.into_iter()) {
+            if let Some(meant) = suggest(extension, DEPLOYED.into_iter()) {
                 found.push((Severity::Error, format!("{path}: not read: did you mean .{meant}?")));
             }
         }
@@ -173,6 +186,9 @@ impl Reader<'_> {
             match entry.kind {
                 EntryKind::Dir if dir.is_empty() => self.dir(&path)?,
                 _ if wanted(&entry.name) => self.file(&path, entry.kind),
+                // Data a unit may name: only a regular file counts; a unit naming anything else
+                // finds it missing.
+                EntryKind::File { .. } if is_data(&entry.name) => self.file(&path, entry.kind),
                 EntryKind::Submodule if dir.is_empty() => self.errors.push(format!(
                     "{path}: a submodule; quadsync reads only the repo itself, so definitions in it would not count"
                 )),
@@ -342,7 +358,7 @@ impl SourceTree for GitTree<'_> {
                 Git::Tree => EntryKind::Dir,
                 Git::Link => EntryKind::Symlink,
                 Git::Commit => EntryKind::Submodule,
-                Git::Blob | Git::BlobExecutable if wanted(name) => {
+                Git::Blob | Git::BlobExecutable if wanted(name) || is_data(name) => {
                     // The size from the object's header: a huge blob is refused unread.
                     let header =
                         repo.find_header(entry.id()).map_err(|e| format!("{name}: {e}"))?;
@@ -409,10 +425,23 @@ mod tests {
             (".hidden", EntryKind::Dir, b""),
             (".hidden/y.container", FILE, b"[Container]\n"),
             ("docs-link", EntryKind::Symlink, b""),
+            ("web-data.volume", FILE, b"[Volume]\n"),
+            ("web.yaml", FILE, b"kind: Pod\n"),
+            ("linked.yaml", EntryKind::Symlink, b""),
+            ("Containerfile", FILE, b"FROM x\n"),
         ]);
         let files = read_sources(&tree).unwrap();
         let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["tailscale/db.container", "web.container"]);
+        assert_eq!(
+            paths,
+            [
+                "Containerfile",
+                "tailscale/db.container",
+                "web-data.volume",
+                "web.container",
+                "web.yaml"
+            ]
+        );
     }
 
     #[test]
@@ -433,10 +462,6 @@ mod tests {
         let found = overlooked(&tree).unwrap();
         let expected = [
             (Severity::Error, "web.contianer: not read: did you mean .container?"),
-            (
-                Severity::Warning,
-                "data.volume: not deployed: quadsync deploys .container, .pod, .service and .timer files",
-            ),
             (Severity::Error, "tailscale/db-backup.tiemr: not read: did you mean .timer?"),
             (
                 Severity::Error,

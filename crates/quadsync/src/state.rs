@@ -37,6 +37,8 @@ pub struct DeployedFile {
 pub enum UnitDirName {
     Quadlet,
     Systemd,
+    /// A podman secret; its `sha256` is the value's keyed digest.
+    Secret,
 }
 
 impl From<UnitDir> for UnitDirName {
@@ -44,6 +46,7 @@ impl From<UnitDir> for UnitDirName {
         match dir {
             UnitDir::Quadlet => UnitDirName::Quadlet,
             UnitDir::Systemd => UnitDirName::Systemd,
+            UnitDir::Secret => UnitDirName::Secret,
         }
     }
 }
@@ -53,6 +56,7 @@ impl From<UnitDirName> for UnitDir {
         match dir {
             UnitDirName::Quadlet => UnitDir::Quadlet,
             UnitDirName::Systemd => UnitDir::Systemd,
+            UnitDirName::Secret => UnitDir::Secret,
         }
     }
 }
@@ -92,13 +96,17 @@ pub fn hex(bytes: &[u8]) -> String {
     text
 }
 
-/// The file records a deployment leaves behind.
+/// The file records a deployment leaves behind (a secret's is its keyed digest as it is).
 pub fn deployed_files(deployment: &Deployment) -> BTreeMap<String, DeployedFile> {
     deployment
         .files
         .iter()
         .map(|(name, file)| {
-            (name.clone(), DeployedFile { dir: file.dir.into(), sha256: sha256(&file.text) })
+            let sha256 = match file.dir {
+                UnitDir::Secret => file.text.clone(),
+                UnitDir::Quadlet | UnitDir::Systemd => sha256(&file.text),
+            };
+            (name.clone(), DeployedFile { dir: file.dir.into(), sha256 })
         })
         .collect()
 }

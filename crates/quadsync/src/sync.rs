@@ -15,6 +15,7 @@ use crate::apply::{Outcome, apply};
 use crate::config::Config;
 use crate::discover::{Desired, discover};
 use crate::plan::{HostFacts, Plan, plan};
+use crate::secrets::Keyring;
 use crate::state::{LastSync, State};
 use crate::system::System;
 use crate::transforms::TransformSet;
@@ -108,7 +109,9 @@ pub fn host_facts(
 }
 
 /// The steps before anything changes: fetch, read transforms, discover, validate (what
-/// `validated` does not vouch for, which it then records). Errors are the lines to report.
+/// `validated` does not vouch for, which it then records), open the secrets (a deployment
+/// whose secrets cannot be opened is held, not an error of the whole sync). Errors are the
+/// lines to report.
 pub fn prepare(
     config: &Config,
     system: &dyn System,
@@ -124,8 +127,10 @@ pub fn prepare(
     )?;
     log::debug!("fetched {} ({} definition file(s))", fetched.commit, fetched.files.len());
     let transforms = TransformSet::load(&config.transform_dir).map_err(|e| vec![e.to_string()])?;
-    let desired =
+    let mut desired =
         desired_state(&fetched.files, &transforms, system, config.max_containers, validated)?;
+    let keyring = config.age_key.as_deref().map_or_else(Keyring::none, Keyring::load);
+    crate::secrets::unlock(&mut desired, &keyring);
     Ok((fetched.commit, desired))
 }
 

@@ -44,6 +44,11 @@ pub trait System: QuadletGenerator {
     fn remove_file(&self, user: &UserInfo, dir: UnitDir, name: &str) -> Result<(), String>;
     /// `systemctl --user -M NAME@ ARGS`.
     fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String>;
+    /// Creates or replaces a podman secret in the user's own store, as the user; the value goes
+    /// through stdin, never argv.
+    fn put_secret(&self, user: &UserInfo, name: &str, value: &[u8]) -> Result<(), String>;
+    /// Removes a podman secret from the user's store; one already gone is no error.
+    fn remove_secret(&self, user: &UserInfo, name: &str) -> Result<(), String>;
     /// Ends the user's processes and removes the user with its home.
     fn remove_user(&self, name: &str) -> Result<(), String>;
 }
@@ -224,6 +229,26 @@ impl Host {
     }
 }
 
+impl Host {
+    /// `podman ARGS` as the user, in its own rootless store.
+    fn podman_as(
+        &self,
+        user: &UserInfo,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<String, String> {
+        let mut command = Command::new("setpriv");
+        command
+            .args([&format!("--reuid={}", user.uid), &format!("--regid={}", user.gid)])
+            .args(["--init-groups", "--reset-env", "--", "env"])
+            .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", user.uid))
+            .arg("podman")
+            .args(args)
+            .current_dir("/");
+        run_command(command, stdin, USERS).map_err(|e| e.to_string())
+    }
+}
+
 impl System for Host {
     fn user(&self, name: &str) -> Result<Option<UserInfo>, String> {
         let user = nix::unistd::User::from_name(name)
@@ -308,6 +333,17 @@ impl System for Host {
         let mut argv = vec!["--user", "-M", machine.as_str()];
         argv.extend(args);
         run("systemctl", &argv, None, SYSTEMCTL)
+    }
+
+    fn put_secret(&self, user: &UserInfo, name: &str, value: &[u8]) -> Result<(), String> {
+        self.podman_as(user, &["secret", "create", "--replace", name, "-"], Some(value)).map(drop)
+    }
+
+    fn remove_secret(&self, user: &UserInfo, name: &str) -> Result<(), String> {
+        match self.podman_as(user, &["secret", "rm", name], None) {
+            Err(e) if e.contains("no such secret") => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     fn remove_user(&self, name: &str) -> Result<(), String> {

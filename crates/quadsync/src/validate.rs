@@ -211,6 +211,7 @@ mod tests {
                     service: format!("{user}.service"),
                     files: BTreeMap::from([(format!("{user}.container"), file)]),
                     sources: vec![format!("{user}.container")],
+                    ..Deployment::default()
                 };
                 ((*user).to_owned(), deployment)
             })

@@ -58,6 +58,7 @@ pub const QUADSYNC_CONFIG: Schema = Schema {
         "QUADSYNC_STATE_DIR",
         "QUADSYNC_USER_GROUP",
         "QUADSYNC_SSH_KEY",
+        "QUADSYNC_AGE_KEY",
         "QUADSYNC_MAX_REMOVAL",
         "QUADSYNC_MAX_CONTAINERS",
     ],

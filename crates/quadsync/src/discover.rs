@@ -193,9 +193,11 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                 held: None,
             });
             if let Some(pod) = pod.filter(|_| joins_tailnet(&text)) {
+                let dir = spec.dir.as_deref().unwrap_or_default();
                 errors.push(format!(
-                    "{}: a member of pod {pod} cannot join the tailnet yet (each member would get the \
-                     network options while only the pod's user gets a key); deploy it on its own",
+                    "{}: a member of pod {pod} would join the tailnet on its own; the pod joins \
+                     as one node when the host has a {dir}.pod transform (tailpod ships \
+                     tailscale.pod), and its members share it",
                     file.path
                 ));
                 continue;
@@ -527,31 +529,42 @@ mod tests {
     }
 
     #[test]
-    fn pods_on_the_tailnet_are_refused_until_they_can_work() {
-        let t = transforms(&[
-            (
-                "tailscale.container",
-                "[Container]\nGlobalArgs=--network-cmd-path=/usr/local/bin/ts4nsnet\n[Service]\n+ExecStartPre=/usr/bin/sudo /usr/local/bin/tailmint --caller\n",
-            ),
-            ("tailscale.pod", ""),
+    fn a_pod_on_the_tailnet_is_one_node_its_members_share() {
+        let tailscale_container = (
+            "tailscale.container",
+            "[Container]\nGlobalArgs=--network-cmd-path=/usr/local/bin/ts4nsnet\n[Service]\n+ExecStartPre=/usr/bin/sudo /usr/local/bin/tailmint --caller\n",
+        );
+        let files = source(&[
+            ("tailscale/webapp.pod", "[Pod]\n"),
+            ("tailscale/webapp-web.container", C),
+            ("tailscale/webapp-db.container", C),
         ]);
-        let files =
-            source(&[("tailscale/webapp.pod", "[Pod]\n"), ("tailscale/webapp-web.container", C)]);
-        let errors = discover(&files, &t).unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:#?}");
+        // Without a pod transform, each member would get the container's network: refused.
+        let errors = discover(&files, &transforms(&[tailscale_container])).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
         assert!(
-            errors[0].starts_with(
-                "tailscale/webapp-web.container: a member of pod webapp cannot join the tailnet yet"
-            ),
+            errors[1].starts_with("tailscale/webapp-db.container: a member of pod webapp would join the tailnet on its own; the pod joins as one node when the host has a tailscale.pod transform"),
             "{errors:#?}"
         );
-        // The same pod elsewhere deploys, and a standalone tailnet container too.
-        let files = source(&[
-            ("webapp.pod", "[Pod]\n"),
-            ("webapp-web.container", C),
-            ("tailscale/web.container", C),
+        // With one, the pod gets the network and the key; the members share it.
+        let t = transforms(&[
+            tailscale_container,
+            (
+                "tailscale.pod",
+                "[Pod]\nNetwork=slirp4netns\nGlobalArgs=--network-cmd-path=/usr/local/bin/ts4nsnet\n[Service]\n+ExecStartPre=/usr/bin/sudo /usr/local/bin/tailmint --caller\n",
+            ),
         ]);
-        assert_eq!(discover(&files, &t).unwrap().len(), 2);
+        let desired = discover(&files, &t).unwrap();
+        let webapp = &desired["webapp"];
+        assert_eq!(webapp.service, "webapp-pod.service");
+        assert!(webapp.files["webapp.pod"].text.contains("GlobalArgs=--network-cmd-path"));
+        for member in ["webapp-web.container", "webapp-db.container"] {
+            let text = &webapp.files[member].text;
+            assert!(!joins_tailnet(text) && text.ends_with("Pod=webapp.pod\n"), "{text}");
+        }
+        // A standalone container there still gets the container transform.
+        let files = source(&[("tailscale/web.container", C)]);
+        assert!(joins_tailnet(&discover(&files, &t).unwrap()["web"].files["web.container"].text));
     }
 
     #[test]

@@ -296,7 +296,8 @@ mod tests {
 
     #[test]
     fn pod_members_get_pod_and_their_own_name() {
-        // CASES 45.
+        // CASES 45, but the member does not get tailscale.container: with tailscale.pod there,
+        // the pod carries the directory's network and the members share it.
         let t = transforms(&[
             ("tailscale.container", "[Container]\nLabel=net=ts\n"),
             ("tailscale.pod", "[Pod]\nNetwork=slirp4netns\n"),
@@ -306,7 +307,7 @@ mod tests {
         let web = format!("{C}Volume={{{{.Name}}}}-data:/data\n");
         assert_eq!(
             render(&spec("tailscale/webapp-web.container"), &web, &t, &pods).unwrap(),
-            "[Container]\nImage=docker.io/library/nginx:latest\nVolume=webapp-web-data:/data\nLabel=net=ts\nPod=webapp.pod\n"
+            "[Container]\nImage=docker.io/library/nginx:latest\nVolume=webapp-web-data:/data\nPod=webapp.pod\n"
         );
         assert_eq!(
             render(

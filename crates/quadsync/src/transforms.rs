@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `_base.container` | every container, first |
 //! | `_base.pod` | every pod, first |
-//! | `DIR.container` | containers in the repo directory `DIR/`, after `_base` |
+//! | `DIR.container` | containers in the repo directory `DIR/`, after `_base` (not pod members when `DIR.pod` exists) |
 //! | `DIR.pod` | pods in `DIR/`, after `_base.pod` |
 //! | `_base-SUFFIX.EXT` | a companion file deployed beside every container as `NAME-SUFFIX.EXT` |
 //!
@@ -169,6 +169,9 @@ impl TransformSet {
     /// apply. A container directory without a transform of its own is an error, unless it holds
     /// pods (their members need only `_base`): deploying a container from `tailscale/` without
     /// its network transform would be worse than not deploying it.
+    ///
+    /// When the directory has a pod transform (`tailscale.pod`), the pod carries what the
+    /// directory means (its network, its key) and the members share it: they get `_base` only.
     pub fn chain(
         &self,
         kind: Kind,
@@ -176,7 +179,10 @@ impl TransformSet {
         dir_has_pods: bool,
     ) -> Result<Vec<&Transform>, TransformError> {
         let mut chain: Vec<&Transform> = self.base.get(&kind).into_iter().collect();
-        if let Some(dir) = dir {
+        let pod_carries_dir = |dir: &str| self.dirs.contains_key(&(Kind::Pod, dir.to_owned()));
+        if let Some(dir) =
+            dir.filter(|d| !(kind == Kind::Container && dir_has_pods && pod_carries_dir(d)))
+        {
             match self.dirs.get(&(kind, dir.to_owned())) {
                 Some(transform) => chain.push(transform),
                 None if kind == Kind::Container && !dir_has_pods && !self.any_dir => {
@@ -212,6 +218,25 @@ mod tests {
         assert_eq!(names, ["_base.container", "tailscale.container"]);
         assert_eq!(set.chain(Kind::Container, None, false).unwrap().len(), 1);
         assert_eq!(set.chain(Kind::Pod, Some("tailscale"), true).unwrap().len(), 1);
+        // Members of a pod in tailscale/ get the directory's container transform until the
+        // directory has a pod transform; then the pod carries it and members get _base only.
+        assert_eq!(set.chain(Kind::Container, Some("tailscale"), true).unwrap().len(), 2);
+        let with_pod = super::TransformSet::from_files(
+            [
+                ("_base.container", "[Container]\n"),
+                ("tailscale.container", "[Container]\n"),
+                ("tailscale.pod", "[Pod]\n"),
+            ]
+            .map(|(n, t)| (PathBuf::from(n), t.to_owned())),
+        )
+        .unwrap();
+        let members = with_pod.chain(Kind::Container, Some("tailscale"), true).unwrap();
+        assert_eq!(
+            members.iter().map(|t| t.path.to_str().unwrap()).collect::<Vec<_>>(),
+            ["_base.container"]
+        );
+        assert_eq!(with_pod.chain(Kind::Container, Some("tailscale"), false).unwrap().len(), 2);
+        assert_eq!(with_pod.chain(Kind::Pod, Some("tailscale"), true).unwrap().len(), 1);
         assert_eq!(set.companions[0].suffix, "-data.volume");
     }
 

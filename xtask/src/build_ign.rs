@@ -153,8 +153,12 @@ fn embedded_problems(config: &Value, texts: &[(PathBuf, String)]) -> Vec<String>
     };
     let mut problems = Vec::new();
     let mut texts_by_path = std::collections::BTreeMap::new();
+    let mut modes_by_path = std::collections::BTreeMap::new();
     for file in config["storage"]["files"].as_array().into_iter().flatten() {
         let Some(path) = file["path"].as_str() else { continue };
+        if let Some(mode) = file["mode"].as_u64() {
+            modes_by_path.insert(path.to_owned(), mode);
+        }
         let Some(source) = file["contents"]["source"].as_str() else { continue };
         let compression = file["contents"]["compression"].as_str();
         let Ok(text) = butane::dataurl::decode(source, compression).map(String::from_utf8) else {
@@ -185,6 +189,19 @@ fn embedded_problems(config: &Value, texts: &[(PathBuf, String)]) -> Vec<String>
             for finding in findings.into_iter().filter(|f| f.severity == Severity::Error) {
                 problems.push(format!("{}: {}", defined_at(path), finding.located(path)));
             }
+        }
+    }
+    // quadsync refuses keys others may read; say so now, not on the first secret.
+    let config_env = texts_by_path
+        .get("/etc/quadsync/config.env")
+        .and_then(|text| EnvFile::parse("config.env", text).ok());
+    for key in ["QUADSYNC_AGE_KEY", "QUADSYNC_SSH_KEY"] {
+        let Some(path) = config_env.as_ref().and_then(|env| env.get(key)) else { continue };
+        if let Some(mode) = modes_by_path.get(path).filter(|mode| *mode & 0o077 != 0) {
+            problems.push(format!(
+                "{}: {path} has mode {mode:04o}, but it is {key}: others must not read it (0600)",
+                defined_at(path)
+            ));
         }
     }
     problems.extend(
@@ -243,17 +260,19 @@ fn sudo_rule_problems(files: &std::collections::BTreeMap<String, String>) -> Vec
              in (QUADSYNC_USER_GROUP): their tailmint would ask for a password"
         ));
     }
-    let transform = files.get("/etc/quadsync/transforms/tailscale.container");
-    let run_by_sudo = transform.into_iter().flat_map(|text| text.lines()).filter_map(|line| {
-        let value = line.trim().trim_start_matches('+').strip_prefix("ExecStartPre=")?;
-        value.strip_prefix("/usr/bin/sudo ").map(str::trim)
-    });
-    for command in run_by_sudo {
-        if !rules.iter().any(|(_, allowed)| *allowed == command) {
-            problems.push(format!(
-                "{SUDOERS} does not allow exactly what the tailscale transform runs through sudo \
-                 ({command}): sudo would ask for a password"
-            ));
+    let transforms = files.iter().filter(|(path, _)| path.starts_with("/etc/quadsync/transforms/"));
+    for (path, text) in transforms {
+        let run_by_sudo = text.lines().filter_map(|line| {
+            let value = line.trim().trim_start_matches('+').strip_prefix("ExecStartPre=")?;
+            value.strip_prefix("/usr/bin/sudo ").map(str::trim)
+        });
+        for command in run_by_sudo {
+            if !rules.iter().any(|(_, allowed)| *allowed == command) {
+                problems.push(format!(
+                    "{SUDOERS} does not allow exactly what {path} runs through sudo \
+                     ({command}): sudo would ask for a password"
+                ));
+            }
         }
     }
     problems

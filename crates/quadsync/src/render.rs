@@ -7,7 +7,8 @@
 //!    `_base.container`; `DIR/NAME.container` gets `_base.container` then `DIR.container`);
 //! 2. the name is validated, the spec parsed and checked (see [`check_spec`]);
 //! 3. the transforms are merged in ([`tailpod_core::merge`]);
-//! 4. a pod member gets `Pod=POD.pod`;
+//! 4. a pod member gets `Pod=POD.pod` (a container beside a pod that is not its member stands
+//!    alone);
 //! 5. `{{.Name}}` becomes the file's name;
 //! 6. the result is checked again, since transforms can break what the spec got right.
 
@@ -149,22 +150,16 @@ pub fn render_with_secrets(
         push_to_container(&mut unit, secret.entry());
     }
 
+    let pod = match spec.kind {
+        Kind::Container => pod_of(&spec.stem, pods_in_dir),
+        Kind::Pod => None,
+    };
     let chain = transforms
-        .chain(spec.kind, spec.dir.as_deref(), !pods_in_dir.is_empty())
+        .chain(spec.kind, spec.dir.as_deref(), pod.is_some())
         .map_err(|e| spec.error(None, e.to_string()))?;
     let mut merged = apply_transforms(&unit, chain.iter().map(|t| &t.unit));
-
-    if spec.kind == Kind::Container {
-        match pod_of(&spec.stem, pods_in_dir) {
-            Some(pod) => set_pod(&mut merged, pod),
-            None if spec.dir.is_some() && !pods_in_dir.is_empty() => {
-                return Err(spec.error(
-                    None,
-                    "a directory with pods may hold only their members (POD-NAME.container)",
-                ));
-            }
-            None => {}
-        }
+    if let Some(pod) = pod {
+        set_pod(&mut merged, pod);
     }
 
     let rendered = substitute_name(&merged.to_string(), &spec.stem);
@@ -319,8 +314,10 @@ mod tests {
             .unwrap(),
             "[Pod]\nPodmanArgs=--dns=100.100.100.100\nPodmanArgs=--name=webapp\nNetwork=slirp4netns\n"
         );
-        let err = render(&spec("tailscale/orphan.container"), C, &t, &pods).unwrap_err();
-        assert!(err.message.contains("only their members"), "{err}");
+        // A container beside the pod that is not a member stands alone, with the directory's
+        // transform (tailscale/ holds both).
+        let alone = render(&spec("tailscale/shop.container"), C, &t, &pods).unwrap();
+        assert_eq!(alone, format!("{C}Label=net=ts\n"));
     }
 
     #[test]

@@ -166,26 +166,24 @@ impl TransformSet {
     }
 
     /// The transforms for a spec of `kind` in `dir` (`None` for the repo root), in the order they
-    /// apply. A container directory without a transform of its own is an error, unless it holds
-    /// pods (their members need only `_base`): deploying a container from `tailscale/` without
-    /// its network transform would be worse than not deploying it.
+    /// apply. A container directory without a transform of its own is an error, except for pod
+    /// members (they need only `_base`): deploying a container from `tailscale/` without its
+    /// network transform would be worse than not deploying it.
     ///
     /// When the directory has a pod transform (`tailscale.pod`), the pod carries what the
-    /// directory means (its network, its key) and the members share it: they get `_base` only.
+    /// directory means (its network, its key) and its members share it: they get `_base` only.
     pub fn chain(
         &self,
         kind: Kind,
         dir: Option<&str>,
-        dir_has_pods: bool,
+        pod_member: bool,
     ) -> Result<Vec<&Transform>, TransformError> {
         let mut chain: Vec<&Transform> = self.base.get(&kind).into_iter().collect();
-        let pod_carries_dir = |dir: &str| self.dirs.contains_key(&(Kind::Pod, dir.to_owned()));
-        if let Some(dir) =
-            dir.filter(|d| !(kind == Kind::Container && dir_has_pods && pod_carries_dir(d)))
-        {
+        let pod_carries = |dir: &str| self.dirs.contains_key(&(Kind::Pod, dir.to_owned()));
+        if let Some(dir) = dir.filter(|d| !(pod_member && pod_carries(d))) {
             match self.dirs.get(&(kind, dir.to_owned())) {
                 Some(transform) => chain.push(transform),
-                None if kind == Kind::Container && !dir_has_pods && !self.any_dir => {
+                None if kind == Kind::Container && !pod_member && !self.any_dir => {
                     return Err(TransformError(format!("no transform for directory {dir}")));
                 }
                 None => {}
@@ -217,11 +215,11 @@ mod tests {
         let names: Vec<_> = chain.iter().map(|t| t.path.to_str().unwrap()).collect();
         assert_eq!(names, ["_base.container", "tailscale.container"]);
         assert_eq!(set.chain(Kind::Container, None, false).unwrap().len(), 1);
-        assert_eq!(set.chain(Kind::Pod, Some("tailscale"), true).unwrap().len(), 1);
+        assert_eq!(set.chain(Kind::Pod, Some("tailscale"), false).unwrap().len(), 1);
         // Members of a pod in tailscale/ get the directory's container transform until the
         // directory has a pod transform; then the pod carries it and members get _base only.
         assert_eq!(set.chain(Kind::Container, Some("tailscale"), true).unwrap().len(), 2);
-        let with_pod = super::TransformSet::from_files(
+        let with_pod = TransformSet::from_files(
             [
                 ("_base.container", "[Container]\n"),
                 ("tailscale.container", "[Container]\n"),
@@ -236,7 +234,7 @@ mod tests {
             ["_base.container"]
         );
         assert_eq!(with_pod.chain(Kind::Container, Some("tailscale"), false).unwrap().len(), 2);
-        assert_eq!(with_pod.chain(Kind::Pod, Some("tailscale"), true).unwrap().len(), 1);
+        assert_eq!(with_pod.chain(Kind::Pod, Some("tailscale"), false).unwrap().len(), 1);
         assert_eq!(set.companions[0].suffix, "-data.volume");
     }
 

@@ -10,11 +10,14 @@
 //! 4. Checks that the container in `tailscale/` joined the lab tailnet through tailmint (the
 //!    lab's Tailscale API) and ts4nsnet: the peer reaches its server by name and address, and it
 //!    reaches the peer by name and a "public" server outside the box through the host's
-//!    network (egress); then that ts4nsnet as a netavark plugin does the same for a
-//!    container of root's podman 5.
+//!    network (egress); that the pod in `tailscale/` is one node (the peer reaches it by the
+//!    pod's name, its members talk over localhost) whose web server has its age-encrypted
+//!    secrets; that the repo's `.volume` and `.network` are in their owners' stores; then that
+//!    ts4nsnet as a netavark plugin does the same for a container of root's podman 5.
 //! 5. Pushes a change (edit one, add one, delete one) and checks that only the edited one
-//!    restarted, the new one runs and the deleted one's user is gone; pushes a broken commit and
-//!    checks that nothing changed and `quadsync status` reports the error.
+//!    restarted, the new one runs and the deleted one's user is gone; rotates the pod's secrets
+//!    (only the pod restarts) and removes the pod (its user and home go); pushes a broken
+//!    commit and checks that nothing changed and `quadsync status` reports the error.
 //! 6. Faults, each printing how long recovery took: the git server stops (nothing changes; the
 //!    host catches up when it is back); the Tailscale API fails while a tailnet container
 //!    starts (tailmint retries; nothing else restarts); quadsync is killed (-9) in the middle of
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::machine::{self, Machine};
 use super::serve::serve;
-use super::tailnet::{self, Lab, TAILNET_CONTAINER};
+use super::tailnet::{self, Lab, TAILNET_CONTAINER, TAILNET_POD};
 use super::{Layout, rootfs, run};
 use crate::build_ign::{Build, build};
 use crate::dist;
@@ -94,8 +97,15 @@ fn repo(layout: &Layout) -> Result<(), String> {
     run("git", &["init", "-q", "--bare", "-b", "main", &bare.to_string_lossy()])?;
     run("git", &["init", "-q", "-b", "main", &defs.to_string_lossy()])?;
     git(&defs, &["remote", "add", "origin", &bare.to_string_lossy()])?;
-    write(&defs.join("hello.container"), &container("hello, first version", 18081))?;
-    write(&defs.join("keep.container"), &container("keep, never changes", 18082))?;
+    write(&defs.join("hello.container"), &with_volume(container("hello, first version", 18081)))?;
+    // Companions from the repo: a volume and a network, each its owner's by name.
+    write(&defs.join("hello-data.volume"), "[Volume]\nLabel=box=hello\n")?;
+    write(&defs.join("keep.network"), "[Network]\nLabel=box=keep\n")?;
+    write(
+        &defs.join("keep.container"),
+        &container("keep, never changes", 18082)
+            .replace("RunInit=true\n", "RunInit=true\nNetwork=keep.network\n"),
+    )?;
     write(&defs.join("web.container"), &container("web, to be deleted", 18083))?;
     // Its own node on the tailnet, through the tailscale transform: no published port.
     let on_tailnet =
@@ -111,7 +121,75 @@ fn repo(layout: &Layout) -> Result<(), String> {
         &defs.join("hello-tick.service"),
         "[Unit]\nDescription=hello's tick\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n",
     )?;
-    push(&defs, "three containers and a sidecar timer")
+    pod_on_the_tailnet_repo(layout, &defs, "first")?;
+    push(&defs, "three containers, a sidecar timer, companions and a pod on the tailnet")
+}
+
+/// hello's volume, named in its [Container].
+fn with_volume(unit: String) -> String {
+    unit.replace("RunInit=true\n", "RunInit=true\nVolume=hello-data.volume:/data\n")
+}
+
+/// The quadsync the box runs, on this side, for `secret keygen` and `encrypt`.
+fn quadsync_binary(layout: &Layout) -> Result<std::path::PathBuf, String> {
+    let dist = layout.work.join("dist");
+    let entries = std::fs::read_dir(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("quadsync-")))
+        .ok_or_else(|| format!("no quadsync binary in {}", dist.display()))
+}
+
+/// The age identity the box opens secrets with (made once, on this side).
+fn age_key(layout: &Layout) -> Result<std::path::PathBuf, String> {
+    let key = layout.work.join("age.key");
+    if !key.exists() {
+        let quadsync = quadsync_binary(layout)?;
+        run(
+            &quadsync.to_string_lossy(),
+            &["secret", "keygen", "--output", &key.to_string_lossy()],
+        )?;
+    }
+    Ok(key)
+}
+
+/// A `[Secrets]` line for `value`, encrypted as a user would with `quadsync secret encrypt`.
+fn sealed(layout: &Layout, target: &[&str], value: &str) -> Result<String, String> {
+    let quadsync = quadsync_binary(layout)?;
+    let key = age_key(layout)?.to_string_lossy().into_owned();
+    let mut args = vec!["secret", "encrypt", "--recipient", key.as_str()];
+    args.extend(target);
+    let mut child = std::process::Command::new(&quadsync)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", quadsync.display()))?;
+    use std::io::Write as _;
+    child.stdin.take().ok_or("no stdin")?.write_all(value.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+        false => Err(format!("quadsync secret encrypt failed: {}", out.status)),
+    }
+}
+
+/// A pod in `tailscale/`, one node on the tailnet: a web server with an age secret in the
+/// environment and one as a file, and a member that reaches it over localhost. `version` goes
+/// into the secrets, so a new one rotates them.
+fn pod_on_the_tailnet_repo(layout: &Layout, defs: &Path, version: &str) -> Result<(), String> {
+    let pod = TAILNET_POD;
+    write(&defs.join(format!("tailscale/{pod}.pod")), "[Pod]\n")?;
+    let member =
+        |description: &str| container(description, 0).replace("PublishPort=127.0.0.1:0:8080\n", "");
+    let token = sealed(layout, &["TOKEN"], &format!("token-{version}"))?;
+    let file = sealed(layout, &["--file", "/run/secrets/cafe.key"], &format!("key-{version}"))?;
+    let web = format!("{}\n[Secrets]\n{token}\n{file}\n", member("the cafe's web server"));
+    write(&defs.join(format!("tailscale/{pod}-web.container")), &web)?;
+    let probe = member("reaches the web server over the pod's localhost")
+        .replace("Exec=/bin/httpd -f -p 8080 -h /www\n", "Exec=/bin/sleep 1000000\n");
+    write(&defs.join(format!("tailscale/{pod}-probe.container")), &probe)
 }
 
 /// `tailpod.ign` for the box: the shipped config plus an overlay with the box's values.
@@ -128,6 +206,11 @@ fn ignition(layout: &Layout, release_url: &str, lab: &Lab) -> Result<std::path::
             "    - path: {path}\n      mode: {mode}\n      contents:\n        inline: |\n{body}"
         )
     };
+    let identity: Vec<String> = std::fs::read_to_string(age_key(layout)?)
+        .map_err(|e| format!("the age key: {e}"))?
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let overlay = [
         "# The box's overlay: its definitions repo, and the host's lab tailnet and API.\n\
          variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - name: core\nstorage:\n  files:\n"
@@ -135,8 +218,12 @@ fn ignition(layout: &Layout, release_url: &str, lab: &Lab) -> Result<std::path::
         file(
             "/etc/quadsync/config.env",
             "0600",
-            &[format!("QUADSYNC_GIT_URL={}", tailnet::repo_url())],
+            &[
+                format!("QUADSYNC_GIT_URL={}", tailnet::repo_url()),
+                "QUADSYNC_AGE_KEY=/etc/quadsync/age.key".to_owned(),
+            ],
         ),
+        file("/etc/quadsync/age.key", "0600", &identity),
         file(
             "/etc/tailscale/oauth.env",
             "0600",
@@ -260,6 +347,10 @@ fn active(machine: &Machine, user: &str) -> bool {
 }
 
 fn main_pid(machine: &Machine, user: &str) -> Result<String, String> {
+    unit_main_pid(machine, user, &format!("{user}.service"))
+}
+
+fn unit_main_pid(machine: &Machine, user: &str, unit: &str) -> Result<String, String> {
     let out = machine.exec(&[
         "systemctl",
         "--user",
@@ -269,9 +360,52 @@ fn main_pid(machine: &Machine, user: &str) -> Result<String, String> {
         "-p",
         "MainPID",
         "--value",
-        &format!("{user}.service"),
+        unit,
     ])?;
     Ok(out.trim().to_owned())
+}
+
+/// `podman ARGS` as `user`, in its rootless store.
+fn podman_as(machine: &Machine, user: &str, args: &[&str]) -> Result<String, String> {
+    let uid = machine.exec(&["id", "-u", user])?;
+    let runtime_dir = format!("XDG_RUNTIME_DIR=/run/user/{}", uid.trim());
+    let mut argv = vec!["runuser", "-u", user, "--", "env", &runtime_dir, "podman"];
+    argv.extend(args);
+    machine.exec(&argv)
+}
+
+/// The pod in `tailscale/` is one tailnet node: the peer reaches its web server by the pod's
+/// name, one member reaches the other over localhost, and the web server has its secrets.
+fn pod_on_the_tailnet(machine: &Machine, lab: &Lab, version: &str) -> Result<(), String> {
+    let pod = TAILNET_POD;
+    let request = "GET / HTTP/1.0\r\n\r\n";
+    wait_for(
+        &format!("the peer to reach the pod {pod} by name"),
+        Duration::from_secs(180),
+        || Ok(lab.probe(&format!("{pod}:8080"), request)?.contains("hello from the box")),
+    )?;
+    let exec = |member: &str, command: &str| {
+        let container = format!("systemd-{pod}-{member}");
+        podman_as(machine, pod, &["exec", &container, "/bin/sh", "-c", command])
+    };
+    let local = exec("probe", "(echo 'GET / HTTP/1.0'; echo; sleep 1) | nc -w 5 127.0.0.1 8080")?;
+    check(
+        local.contains("hello from the box"),
+        &format!("{pod}-probe to {pod}-web over localhost: {local:?}"),
+    )?;
+    let secrets = exec("web", "echo \"$TOKEN\"; cat /run/secrets/cafe.key")?;
+    check(
+        secrets.split_whitespace().collect::<Vec<_>>()
+            == [format!("token-{version}"), format!("key-{version}")],
+        &format!("{pod}-web's secrets are {secrets:?}, not version {version}"),
+    )?;
+    let listed = podman_as(machine, pod, &["secret", "ls", "--format", "{{.Name}}"])?;
+    let mut names: Vec<&str> = listed.split_whitespace().collect();
+    names.sort();
+    check(
+        names == ["cafe-web-run-secrets-cafe-key", "cafe-web-token"],
+        &format!("{pod}'s podman secrets are {names:?}"),
+    )
 }
 
 fn serves(machine: &Machine, port: u16) -> Result<String, String> {
@@ -477,6 +611,21 @@ pub fn test(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<Timings, St
         "box: {TAILNET_CONTAINER} on the tailnet {:.1}s after boot",
         timings.boot_to_tailnet.as_secs_f64()
     );
+    pod_on_the_tailnet(machine, lab, "first")?;
+    eprintln!("box: the pod {TAILNET_POD} on the tailnet as one node, with its age secrets");
+    // The repo's companions, in their owners' own stores.
+    let volume = podman_as(
+        machine,
+        "hello",
+        &["volume", "inspect", "--format", "{{.Labels.box}}", "systemd-hello-data"],
+    )?;
+    check(volume.trim() == "hello", &format!("hello's volume from the repo: {volume:?}"))?;
+    let network = podman_as(
+        machine,
+        "keep",
+        &["network", "inspect", "--format", "{{.Labels.box}}", "systemd-keep"],
+    )?;
+    check(network.trim() == "keep", &format!("keep's network from the repo: {network:?}"))?;
     netavark_plugin(layout, machine, lab)?;
     eprintln!("box: a container on the tailnet through the netavark plugin, as root");
     let hello = "hello@";
@@ -517,7 +666,7 @@ pub fn test(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<Timings, St
     let before: Vec<String> =
         users.iter().map(|u| main_pid(machine, u)).collect::<Result<_, _>>()?;
     let defs = layout.work.join("defs");
-    write(&defs.join("hello.container"), &container("hello, second version", 18081))?;
+    write(&defs.join("hello.container"), &with_volume(container("hello, second version", 18081)))?;
     write(&defs.join("world.container"), &container("world, new", 18084))?;
     std::fs::remove_file(defs.join("web.container")).map_err(|e| e.to_string())?;
     push(&defs, "edit hello, add world, delete web")?;
@@ -538,6 +687,40 @@ pub fn test(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<Timings, St
     check(serves(machine, 18084)?.contains("hello from the box"), "world does not serve")?;
     let unit = machine.exec(&["cat", "/home/hello/.config/containers/systemd/hello.container"])?;
     check(unit.contains("second version"), "hello's quadlet was not rewritten")?;
+
+    // A rotated secret restarts its pod and nothing else; a removed pod takes its user, home
+    // and secrets with it.
+    let steady: Vec<String> = ["hello", "keep", "world", TAILNET_CONTAINER]
+        .iter()
+        .map(|u| main_pid(machine, u))
+        .collect::<Result<_, _>>()?;
+    let pod_unit = format!("{TAILNET_POD}-pod.service");
+    let pod_before = unit_main_pid(machine, TAILNET_POD, &pod_unit)?;
+    pod_on_the_tailnet_repo(layout, &defs, "second")?;
+    push(&defs, "rotate the pod's secrets")?;
+    sync_now(machine)?;
+    pod_on_the_tailnet(machine, lab, "second")?;
+    check(
+        unit_main_pid(machine, TAILNET_POD, &pod_unit)? != pod_before,
+        "the pod was not restarted for its new secrets",
+    )?;
+    let after: Vec<String> = ["hello", "keep", "world", TAILNET_CONTAINER]
+        .iter()
+        .map(|u| main_pid(machine, u))
+        .collect::<Result<_, _>>()?;
+    check(after == steady, "rotating the pod's secrets restarted other containers")?;
+    eprintln!("box: a rotated secret restarted its pod only");
+    for file in [".pod", "-web.container", "-probe.container"] {
+        let path = defs.join(format!("tailscale/{TAILNET_POD}{file}"));
+        std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    push(&defs, "remove the pod")?;
+    sync_now(machine)?;
+    check(!user_exists(machine, TAILNET_POD), "the pod's user is still there after its removal")?;
+    check(
+        !layout.rootfs.join("home").join(TAILNET_POD).exists(),
+        "the pod's home (and its secrets) is still there",
+    )?;
 
     let steady: Vec<String> = ["hello", "keep", "world"]
         .iter()

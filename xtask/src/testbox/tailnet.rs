@@ -20,6 +20,8 @@ pub const BOX_IP: &str = "10.77.0.2";
 const VETH: &str = "ve-tailpod-box";
 /// The container in the box's repo that joins the tailnet, and the tag tailmint mints for it.
 pub const TAILNET_CONTAINER: &str = "shop";
+/// The pod in the box's repo that joins the tailnet as one node.
+pub const TAILNET_POD: &str = "cafe";
 
 /// What the box's configuration and the test need to know about the running lab.
 #[derive(Debug, Clone)]
@@ -59,7 +61,7 @@ pub fn start(layout: &Layout) -> Result<Lab, String> {
 
     let info = layout.work.join("lab-serve.out");
     let listen = format!("{LAB_IP}:0");
-    let tag = format!("tag:{TAILNET_CONTAINER}");
+    let tag = format!("tag:{TAILNET_CONTAINER},tag:{TAILNET_POD}");
     spawn(
         layout,
         &binary,

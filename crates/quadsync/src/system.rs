@@ -230,21 +230,25 @@ impl Host {
 }
 
 impl Host {
-    /// `podman ARGS` as the user, in its own rootless store.
+    /// `podman ARGS` as the user, in its own rootless store. It runs as a transient unit of
+    /// the system's manager in the user's slice, not under this process: rootless podman makes
+    /// user namespaces, which quadsync-sync.service may not (`RestrictNamespaces=yes`).
     fn podman_as(
         &self,
         user: &UserInfo,
         args: &[&str],
         stdin: Option<&[u8]>,
     ) -> Result<String, String> {
-        let mut command = Command::new("setpriv");
+        let mut command = Command::new("systemd-run");
         command
-            .args([&format!("--reuid={}", user.uid), &format!("--regid={}", user.gid)])
-            .args(["--init-groups", "--reset-env", "--", "env"])
-            .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", user.uid))
-            .arg("podman")
-            .args(args)
-            .current_dir("/");
+            .args(["--quiet", "--wait", "--pipe", "--collect", "--working-directory=/"])
+            .arg(format!("--uid={}", user.uid))
+            .arg(format!("--gid={}", user.gid))
+            .arg(format!("--slice=user-{}.slice", user.uid))
+            .arg(format!("--setenv=XDG_RUNTIME_DIR=/run/user/{}", user.uid))
+            .arg(format!("--setenv=HOME={}", user.home.display()))
+            .args(["--", "podman"])
+            .args(args);
         run_command(command, stdin, USERS).map_err(|e| e.to_string())
     }
 }

@@ -9,8 +9,8 @@ use super::{Layout, run};
 /// What the box's rootfs holds (its cache name changes when this does).
 const PACKAGES: &str = "systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,systemd-container,podman,uidmap,\
 passt,slirp4netns,crun,conmon,netavark,aardvark-dns,catatonit,git,sudo,busybox-static,iproute2,ca-certificates,\
-procps,ignition,curl";
-const CACHE_NAME: &str = "rootfs-trixie-v1.tar.zst";
+procps,ignition,curl,nftables";
+const CACHE_NAME: &str = "rootfs-trixie-v2.tar.zst";
 
 /// Installs the host tools the box needs, if missing.
 pub fn host_tools() -> Result<(), String> {

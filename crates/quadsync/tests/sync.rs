@@ -379,7 +379,7 @@ fn the_shipped_example_passes_check_with_the_shipped_transforms() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = check_with(&root.join("butane/transforms"), &root.join("deploy/containers"));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "All checks passed: 2 container user(s), 4 file(s).\n");
+    assert_eq!(text(&out.stdout), "All checks passed: 3 container user(s), 8 file(s).\n");
 }
 
 #[test]
@@ -655,4 +655,90 @@ fn a_repo_cannot_make_the_host_create_users_without_end() {
         "{log}"
     );
     assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+}
+
+/// `quadsync ARGS`, with `stdin` fed to it.
+fn quadsync_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    run_with_stdin(Command::new(env!("CARGO_BIN_EXE_quadsync")).args(args), stdin)
+}
+
+fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn secrets_from_the_go_age_tool_and_ours_open_either_way_and_never_show() {
+    // age (Go, filippo.io/age) is what the Go quadsync encrypts with: the format must agree.
+    if Command::new("age").arg("--version").output().is_err() {
+        let why = "age is not installed (Debian's age package)";
+        assert!(std::env::var_os("TAILPOD_REQUIRE_ALL_TESTS").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let site = Site::new();
+    let key = site.tmp.path().join("age.key");
+    let out = quadsync_with_stdin(&["secret", "keygen", "--output", key.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let recipient = text(&out.stdout).trim().to_owned();
+
+    // Go's age encrypts; quadsync's [Secrets] format is the Go quadsync's: age:RECIPIENT:BASE64.
+    let sealed_by_go = run_with_stdin(Command::new("age").args(["-r", &recipient]), b"from-go");
+    assert!(sealed_by_go.status.success(), "{}", text(&sealed_by_go.stderr));
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&sealed_by_go.stdout);
+    let ours = quadsync_with_stdin(
+        &["secret", "encrypt", "--recipient", key.to_str().unwrap(), "--file", "/run/secrets/x"],
+        b"from-rust",
+    );
+    assert!(ours.status.success(), "{}", text(&ours.stderr));
+    let file_line = text(&ours.stdout).trim().to_owned();
+    let payload = file_line.strip_prefix(&format!("File=/run/secrets/x:age:{recipient}:")).unwrap();
+
+    // And Go's age opens what quadsync wrote.
+    let binary = base64::engine::general_purpose::STANDARD.decode(payload).unwrap();
+    let opened =
+        run_with_stdin(Command::new("age").args(["-d", "-i", key.to_str().unwrap()]), &binary);
+    assert_eq!(text(&opened.stdout), "from-rust", "{}", text(&opened.stderr));
+
+    let spec = format!(
+        "[Container]\nImage=docker.io/library/nginx:alpine\n\n[Secrets]\nEnvironment=TOKEN=age:{recipient}:{encoded}\n{file_line}\n"
+    );
+    write(&site.repo().join("app.container"), &spec);
+    git(&site.repo(), &["add", "-A"]);
+    git(&site.repo(), &["commit", "-qm", "secrets"]);
+    let check = Command::new(env!("CARGO_BIN_EXE_quadsync"))
+        .args(["check", "--no-generator", "--age-key", key.to_str().unwrap()])
+        .arg(site.repo())
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+
+    // Without the key on the host, the container is held and the plan says why.
+    let plan = site.quadsync(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1));
+    let shown = text(&plan.stdout);
+    assert!(shown.contains("app: REFUSED"), "{shown}");
+    assert!(shown.contains("app.container:5: secret app-token: the value is encrypted, but no QUADSYNC_AGE_KEY is set"), "{shown}");
+
+    let config = site.tmp.path().join("config.env");
+    let settings = std::fs::read_to_string(&config).unwrap();
+    write(&config, &format!("{settings}QUADSYNC_AGE_KEY={}\n", key.display()));
+    let plan = site.quadsync(&["plan"]);
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    let shown = text(&plan.stdout) + &text(&plan.stderr);
+    assert!(shown.contains("create podman secret app-token"), "{shown}");
+    assert!(shown.contains("create podman secret app-run-secrets-x"), "{shown}");
+    let json = text(&site.quadsync(&["plan", "--json"]).stdout);
+    for value in ["from-go", "from-rust"] {
+        assert!(!shown.contains(value) && !json.contains(value), "{value} shown: {shown}{json}");
+    }
 }

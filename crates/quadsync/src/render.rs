@@ -321,6 +321,29 @@ mod tests {
     }
 
     #[test]
+    fn secrets_become_secret_lines_before_the_transforms() {
+        // CASES 60 (the Go quadsync's injection), without its blank line before Secret=.
+        let t = transforms(&[("_base.container", "[Container]\nNetwork=slirp4netns\n")]);
+        let spec_text = format!(
+            "{C}\n[Secrets]\nEnvironment=DATABASE_URL=postgres://u:p@h/db\nFile=/run/secrets/tls.cert:aGVsbG8=\n"
+        );
+        let (text, secrets) =
+            render_with_secrets(&spec("app.container"), &spec_text, &t, &[]).unwrap();
+        assert_eq!(
+            text,
+            "[Container]\nImage=docker.io/library/nginx:latest\nSecret=app-database-url,type=env,target=DATABASE_URL\nSecret=app-run-secrets-tls-cert,type=mount,target=/run/secrets/tls.cert\nNetwork=slirp4netns\n\n"
+        );
+        let names: Vec<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["app-database-url", "app-run-secrets-tls-cert"]);
+        // A pod has no Secret=: its [Secrets] is refused, not deployed as it is.
+        let err = render(&spec("web.pod"), "[Pod]\n[Secrets]\nEnvironment=A=b\n", &t, &[]);
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "web.pod:2: [Secrets] belongs in the member container that uses it (a pod has no Secret=)"
+        );
+    }
+
+    #[test]
     fn errors_name_the_file_and_line() {
         let t = TransformSet::default();
         let cases = [

@@ -227,9 +227,7 @@ impl Host {
         argv.extend(["--home", home.as_str()]);
         run("setpriv", &argv, stdin, USERS)
     }
-}
 
-impl Host {
     /// `podman ARGS` as the user, in its own rootless store. It runs as a transient unit of
     /// the system's manager in the user's slice, not under this process: rootless podman makes
     /// user namespaces, which quadsync-sync.service may not (`RestrictNamespaces=yes`).

@@ -614,18 +614,13 @@ pub fn test(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<Timings, St
     pod_on_the_tailnet(machine, lab, "first")?;
     eprintln!("box: the pod {TAILNET_POD} on the tailnet as one node, with its age secrets");
     // The repo's companions, in their owners' own stores.
-    let volume = podman_as(
-        machine,
-        "hello",
-        &["volume", "inspect", "--format", "{{.Labels.box}}", "systemd-hello-data"],
-    )?;
-    check(volume.trim() == "hello", &format!("hello's volume from the repo: {volume:?}"))?;
-    let network = podman_as(
-        machine,
-        "keep",
-        &["network", "inspect", "--format", "{{.Labels.box}}", "systemd-keep"],
-    )?;
-    check(network.trim() == "keep", &format!("keep's network from the repo: {network:?}"))?;
+    for (owner, kind, name) in
+        [("hello", "volume", "systemd-hello-data"), ("keep", "network", "systemd-keep")]
+    {
+        let label =
+            podman_as(machine, owner, &[kind, "inspect", "--format", "{{.Labels.box}}", name])?;
+        check(label.trim() == owner, &format!("{owner}'s {kind} from the repo: {label:?}"))?;
+    }
     netavark_plugin(layout, machine, lab)?;
     eprintln!("box: a container on the tailnet through the netavark plugin, as root");
     let hello = "hello@";

@@ -34,7 +34,8 @@ use quadsync::{plan, userfile};
 /// systemd reloaded and only what changed restarted. A definition removed from the repo removes
 /// its user. Nothing changes when the fetch fails or any definition is invalid.
 ///
-/// Exit status: 0 success (a container that fails to start is a warning), 1 failure, 2 usage.
+/// Exit status: 0 success (a container that fails to start is a warning), 1 failure, 2 usage,
+/// 75 (sync) the fetch failed, worth retrying soon.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -192,10 +193,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sync { allow_mass_removal } => {
-            load(&cli.config).and_then(|c| run_sync(&c, allow_mass_removal))
+            load(&cli.config).map_err(Failure::from).and_then(|c| run_sync(&c, allow_mass_removal))
         }
+        command => other(command, &cli.config).map_err(Failure::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, message }) => {
+            if !message.is_empty() {
+                log::error!("{message}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Every command but `sync`, which has an exit status of its own.
+fn other(command: Command, config: &Path) -> Result<(), String> {
+    match command {
+        Command::Sync { .. } => unreachable!("main runs sync"),
         Command::Plan { json, allow_mass_removal } => {
-            load(&cli.config).and_then(|c| run_plan(&c, json, allow_mass_removal))
+            load(config).and_then(|c| run_plan(&c, json, allow_mass_removal))
         }
         Command::Secret(command) => secret(command),
         Command::Check { transforms, podman_version, generator, no_generator, age_key, dir } => {
@@ -208,18 +226,9 @@ fn main() -> ExitCode {
             check(transforms.as_deref(), podman_version, generator, age_key.as_deref(), &dir)
         }
         Command::Augment { transforms, repo, file } => augment(&transforms, repo.as_deref(), &file),
-        Command::Redeploy { name } => load(&cli.config).and_then(|c| redeploy(&c, &name)),
-        Command::Status { json } => load(&cli.config).and_then(|c| status(&c, json)),
+        Command::Redeploy { name } => load(config).and_then(|c| redeploy(&c, &name)),
+        Command::Status { json } => load(config).and_then(|c| status(&c, json)),
         Command::UserFile { action, home, dir, name } => user_file(&action, &home, &dir, &name),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            if !message.is_empty() {
-                log::error!("{message}");
-            }
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -232,7 +241,12 @@ fn load(path: &Path) -> Result<Config, String> {
     Ok(config)
 }
 
-fn run_sync(config: &Config, allow_mass_removal: bool) -> Result<(), String> {
+/// The exit status of a sync whose fetch failed (EX_TEMPFAIL): quadsync-sync.service retries
+/// it within seconds, as the network may just not be up yet, while a broken commit (status 1)
+/// waits for the next timer.
+const EXIT_FETCH_FAILED: u8 = 75;
+
+fn run_sync(config: &Config, allow_mass_removal: bool) -> Result<(), Failure> {
     // SIGTERM (systemctl stop, a reboot) and SIGINT ask the sync to stop after the step under
     // way, with the state saved, instead of dying in the middle of a user.
     let stop = Arc::new(AtomicBool::new(false));
@@ -243,7 +257,24 @@ fn run_sync(config: &Config, allow_mass_removal: bool) -> Result<(), String> {
     let report = sync::sync(config, &Host::default(), allow_mass_removal, &stop)?;
     match report.outcome.errors.len() {
         0 => Ok(()),
-        n => Err(format!("sync failed: {n} error(s)")),
+        _ if report.fetch_failed => Err(Failure {
+            code: EXIT_FETCH_FAILED,
+            message: "sync failed: the fetch failed; nothing changed".into(),
+        }),
+        n => Err(format!("sync failed: {n} error(s)").into()),
+    }
+}
+
+/// A failed command: what to log, and the exit status.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure { code: 1, message }
     }
 }
 
@@ -253,9 +284,9 @@ fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(),
     let state = State::load(&Paths::new(&config.state_dir).state)?;
     // What the generator vouched for at the last sync; a plan changes nothing, so not saved.
     let mut validated = state.validated.clone();
-    let (commit, desired) = sync::prepare(config, &host, &mut validated).map_err(|errors| {
-        errors.iter().for_each(|e| log::error!("{e}"));
-        format!("nothing to plan: {} error(s)", errors.len())
+    let (commit, desired) = sync::prepare(config, &host, &mut validated).map_err(|unprepared| {
+        unprepared.errors().iter().for_each(|e| log::error!("{e}"));
+        format!("nothing to plan: {} error(s)", unprepared.errors().len())
     })?;
     let facts = sync::host_facts(&host, &desired, &state)?;
     let plan =

@@ -116,7 +116,7 @@ pub fn prepare(
     config: &Config,
     system: &dyn System,
     validated: &mut ValidatedRecord,
-) -> Result<(String, Desired), Vec<String>> {
+) -> Result<(String, Desired), Unprepared> {
     let paths = Paths::new(&config.state_dir);
     let fetched = crate::repo::fetch(
         &config.git_url,
@@ -124,14 +124,33 @@ pub fn prepare(
         &paths.repo,
         config.ssh_key.as_deref(),
         FETCH_TIMEOUT,
-    )?;
+    )
+    .map_err(Unprepared::Fetch)?;
     log::debug!("fetched {} ({} definition file(s))", fetched.commit, fetched.files.len());
-    let transforms = TransformSet::load(&config.transform_dir).map_err(|e| vec![e.to_string()])?;
+    let transforms = TransformSet::load(&config.transform_dir)
+        .map_err(|e| Unprepared::Invalid(vec![e.to_string()]))?;
     let mut desired =
-        desired_state(&fetched.files, &transforms, system, config.max_containers, validated)?;
+        desired_state(&fetched.files, &transforms, system, config.max_containers, validated)
+            .map_err(Unprepared::Invalid)?;
     let keyring = config.age_key.as_deref().map_or_else(Keyring::none, Keyring::load);
     crate::secrets::unlock(&mut desired, &keyring);
     Ok((fetched.commit, desired))
+}
+
+/// Why nothing could be planned. A failed fetch is worth retrying soon (the network may not be
+/// up yet at boot); anything else waits for a new commit or a fixed host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unprepared {
+    Fetch(Vec<String>),
+    Invalid(Vec<String>),
+}
+
+impl Unprepared {
+    pub fn errors(&self) -> &[String] {
+        match self {
+            Unprepared::Fetch(errors) | Unprepared::Invalid(errors) => errors,
+        }
+    }
 }
 
 /// The result of a sync.
@@ -139,6 +158,8 @@ pub fn prepare(
 pub struct Report {
     pub plan: Option<Plan>,
     pub outcome: Outcome,
+    /// The fetch failed: nothing was planned, and trying again soon may work.
+    pub fetch_failed: bool,
 }
 
 fn now() -> u64 {
@@ -163,13 +184,16 @@ pub fn sync(
     };
     let (commit, desired) = match prepare(config, system, &mut state.validated) {
         Ok(prepared) => prepared,
-        Err(errors) => {
+        Err(unprepared) => {
+            let errors = unprepared.errors().to_vec();
             for error in &errors {
                 log::error!("{error}");
             }
             let message = format!("nothing changed: {}", errors.join("; "));
             record(&mut state, false, message)?;
-            return Ok(Report { plan: None, outcome: Outcome { errors, warnings: Vec::new() } });
+            let outcome = Outcome { errors, warnings: Vec::new() };
+            let fetch_failed = matches!(unprepared, Unprepared::Fetch(_));
+            return Ok(Report { plan: None, outcome, fetch_failed });
         }
     };
     let facts = host_facts(system, &desired, &state)?;
@@ -204,7 +228,7 @@ pub fn sync(
         format!("{}: {}", short(&commit), outcome.errors.join("; "))
     };
     record(&mut state, ok, message)?;
-    Ok(Report { plan: Some(plan), outcome })
+    Ok(Report { plan: Some(plan), outcome, fetch_failed: false })
 }
 
 fn short(commit: &str) -> &str {

@@ -303,9 +303,11 @@ fn a_broken_commit_or_a_failed_fetch_changes_nothing_and_is_reported() {
     assert!(status.contains("last sync: FAILED") && status.contains("nothing changed"), "{status}");
     assert!(status.contains("deployed commit: (none yet)"), "{status}");
 
+    // A failed fetch is temporary (75, EX_TEMPFAIL): the service retries it within seconds,
+    // while a broken commit (1) waits for the next one.
     site.configure("file:///nonexistent/repo");
     let out = site.quadsync(&["sync"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
     let status = site.quadsync(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json["last_sync"]["ok"], false);

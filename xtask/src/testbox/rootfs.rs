@@ -130,6 +130,23 @@ pub fn tweak(layout: &Layout) -> Result<(), String> {
         "/usr/lib/systemd/system/network-online.target",
         "/etc/systemd/system/multi-user.target.wants/network-online.target",
     )?;
+    // The box's end of its veth gets its address at boot, as a VM's DHCP would (tailnet.rs
+    // sets up the host's end).
+    let box_ip = super::tailnet::BOX_IP;
+    write(
+        root,
+        "/etc/systemd/system/box-network.service",
+        &format!(
+            "[Unit]\nDescription=box: the lab network on host0\nBefore=network-online.target\n\n\
+             [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=ip link set host0 up\n\
+             ExecStart=ip addr replace {box_ip}/24 dev host0\n\n[Install]\nWantedBy=network-online.target\n"
+        ),
+    )?;
+    link(
+        root,
+        "/etc/systemd/system/box-network.service",
+        "/etc/systemd/system/network-online.target.wants/box-network.service",
+    )?;
     // No kernel modules in this VM: keep the system "running", not "degraded".
     link(root, "/dev/null", "/etc/systemd/system/systemd-modules-load.service")?;
     // Debian's Ignition relabels files, which needs an SELinux config (and a setfiles, see apply_ignition).

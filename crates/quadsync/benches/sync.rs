@@ -21,7 +21,7 @@ use quadsync::config::Config;
 use quadsync::discover::UnitDir;
 use quadsync::state::State;
 use quadsync::sync::{Paths, sync};
-use quadsync::system::{Host, QuadletGenerator, System, UserInfo};
+use quadsync::system::{Host, QuadletGenerator, System, UnitJob, UserInfo};
 use quadsync::validate::QuadletSet;
 
 #[path = "../tests/support/git_daemon.rs"]
@@ -92,6 +92,9 @@ impl System for BenchHost {
     }
     fn user_systemctl(&self, _: &str, _: &[&str]) -> Result<String, String> {
         Ok(String::new())
+    }
+    fn unit_job(&self, _: &str, _: &str) -> Result<UnitJob, String> {
+        Ok(UnitJob { pending: false, state: "active".into() })
     }
     fn put_secret(&self, _: &UserInfo, _: &str, _: &[u8]) -> Result<(), String> {
         Ok(())

@@ -3,6 +3,9 @@
 //! A user whose deploy fails (useradd, a write, the user manager, daemon-reload, userdel) is
 //! skipped and reported, and the others still deploy; their files are marked so the next sync
 //! redoes them. A container that fails to start is only a warning: the deploy itself worked.
+//! Restarts are queued without waiting (`systemctl restart --no-block`), so containers start
+//! side by side while the next users deploy; at the end the sync waits for every queued job
+//! (up to 10 minutes together) to record what each container came to.
 //!
 //! Ownership is written ahead: a user is recorded (and the record saved) *before* `useradd`
 //! runs, so a sync killed at any moment never leaves a user quadsync made but refuses to manage.
@@ -12,7 +15,7 @@
 use crate::discover::{Desired, UnitDir};
 use crate::plan::{Action, Plan, Step};
 use crate::state::{ManagedUser, State, deployed_files};
-use crate::system::{System, UserInfo};
+use crate::system::{System, UnitJob, UserInfo};
 
 /// What went wrong, for the log, `status` and the exit code.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -53,6 +56,7 @@ pub fn apply(
         outcome.errors.push(format!("creating the group {group}: {e}"));
         return outcome;
     }
+    let mut restarting: Vec<Restarting<'_>> = Vec::new();
     for user in &plan.users {
         let name = &user.user;
         if user.action != Action::Unchanged && stop() {
@@ -86,30 +90,119 @@ pub fn apply(
         }
         let Some(deployment) = desired.get(name) else { continue };
         let mut context = Context { system, state: &mut *state, save: &mut *save, stop };
-        match deploy(&mut context, deployment, &user.steps, group, &mut outcome) {
-            Ok(result) => {
-                let managed = state.users.entry(name.clone()).or_insert_with(|| ManagedUser {
-                    service: deployment.service.clone(),
-                    files: Default::default(),
-                    result: String::new(),
-                });
-                managed.service = deployment.service.clone();
-                managed.files = deployed_files(deployment);
-                managed.result = result;
+        let deployed = deploy(&mut context, deployment, &user.steps, group, &mut outcome);
+        if let Ok(Deployed { restart: Some(unit), rest, .. }) = &deployed {
+            restarting.push(Restarting { deployment, unit: unit.clone(), rest });
+        }
+        record(state, deployment, deployed.map(|d| d.result), &mut outcome);
+        save(state);
+    }
+    // The restarts were queued without waiting, so containers start side by side; what each
+    // came to is known once its job is done.
+    for (restarting, started) in settle(system, &restarting, stop) {
+        let Restarting { deployment, unit, rest } = restarting;
+        let name = &deployment.user;
+        let result = match started {
+            Ok(()) => {
+                log::info!("{name}: (re)started {unit}");
+                format!("started {unit}")
             }
             Err(e) => {
-                log::error!("{name}: {e}");
-                outcome.errors.push(format!("{name}: {e}"));
-                if let Some(managed) = state.users.get_mut(name) {
-                    // Make the next sync redo every file, the reload and the restart.
-                    managed.files.values_mut().for_each(|f| f.sha256.clear());
-                    managed.result = format!("error: {e}");
-                }
+                log::warn!("{name}: {unit} failed to start: {e}");
+                outcome.warnings.push(format!("{name}: {unit} failed to start: {e}"));
+                format!("deployed, but {unit} failed to start: {e}")
             }
-        }
+        };
+        // What comes after the restart (secrets the old container used) runs now.
+        let mut context = Context { system, state: &mut *state, save: &mut *save, stop };
+        let after = deploy(&mut context, deployment, rest, group, &mut outcome);
+        record(state, deployment, after.map(|_| result), &mut outcome);
         save(state);
     }
     outcome
+}
+
+/// A restart queued for a deployment, with the steps that follow it.
+#[derive(Debug)]
+struct Restarting<'a> {
+    deployment: &'a crate::discover::Deployment,
+    unit: String,
+    rest: &'a [Step],
+}
+
+/// How long queued restarts are waited for, all together (an image pull may be among them).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Waits until every queued restart's job is done, and says whether its unit is active. A
+/// stop request ends the wait; the jobs go on in systemd.
+fn settle<'r, 'a>(
+    system: &dyn System,
+    queued: &'r [Restarting<'a>],
+    stop: &dyn Fn() -> bool,
+) -> Vec<(&'r Restarting<'a>, Result<(), String>)> {
+    let started = std::time::Instant::now();
+    let mut answers: Vec<Option<Result<(), String>>> = vec![None; queued.len()];
+    loop {
+        for (restart, answer) in queued.iter().zip(&mut answers).filter(|(_, a)| a.is_none()) {
+            match system.unit_job(&restart.deployment.user, &restart.unit) {
+                Ok(UnitJob { pending: true, .. }) => {}
+                Ok(UnitJob { state, .. }) if state == "active" => *answer = Some(Ok(())),
+                Ok(UnitJob { state, .. }) => {
+                    *answer = Some(Err(format!(
+                        "it is {state} (journalctl --user -M {}@ -u {})",
+                        restart.deployment.user, restart.unit
+                    )))
+                }
+                Err(e) => *answer = Some(Err(e)),
+            }
+        }
+        let waiting = answers.iter().filter(|a| a.is_none()).count();
+        if waiting == 0 {
+            break;
+        }
+        let why = match (stop(), started.elapsed() > SETTLE) {
+            (true, _) => "stopped on request while it was starting",
+            (_, true) => "still starting after 10 minutes",
+            _ => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+        };
+        answers.iter_mut().filter(|a| a.is_none()).for_each(|a| *a = Some(Err(why.to_owned())));
+        break;
+    }
+    queued.iter().zip(answers.into_iter().flatten()).collect()
+}
+
+/// Keeps the state true after a deploy: its files on success, a forced redo on failure.
+fn record(
+    state: &mut State,
+    deployment: &crate::discover::Deployment,
+    deployed: Result<String, String>,
+    outcome: &mut Outcome,
+) {
+    let name = &deployment.user;
+    match deployed {
+        Ok(result) => {
+            let managed = state.users.entry(name.clone()).or_insert_with(|| ManagedUser {
+                service: deployment.service.clone(),
+                files: Default::default(),
+                result: String::new(),
+            });
+            managed.service = deployment.service.clone();
+            managed.files = deployed_files(deployment);
+            managed.result = result;
+        }
+        Err(e) => {
+            log::error!("{name}: {e}");
+            outcome.errors.push(format!("{name}: {e}"));
+            if let Some(managed) = state.users.get_mut(name) {
+                // Make the next sync redo every file, the reload and the restart.
+                managed.files.values_mut().for_each(|f| f.sha256.clear());
+                managed.result = format!("error: {e}");
+            }
+        }
+    }
 }
 
 /// What a deploy works with.
@@ -120,14 +213,22 @@ struct Context<'a> {
     stop: &'a dyn Fn() -> bool,
 }
 
-/// Runs a create or update; returns the result to record.
-fn deploy(
+/// What a deploy did: the result to record, and the restart it queued with the steps after it.
+#[derive(Debug)]
+struct Deployed<'s> {
+    result: String,
+    restart: Option<String>,
+    rest: &'s [Step],
+}
+
+/// Runs a create or update up to its restart, which it queues (see [`settle`]).
+fn deploy<'s>(
     context: &mut Context<'_>,
     deployment: &crate::discover::Deployment,
-    steps: &[Step],
+    steps: &'s [Step],
     group: &str,
     outcome: &mut Outcome,
-) -> Result<String, String> {
+) -> Result<Deployed<'s>, String> {
     let system = context.system;
     let name = &deployment.user;
     let mut info: Option<UserInfo> = system.user(name)?;
@@ -181,21 +282,23 @@ fn deploy(
                     outcome.warnings.push(format!("{name}: enabling {timer}: {e}"));
                 }
             }
-            Step::Restart { unit } => match system.user_systemctl(name, &["restart", unit]) {
-                Ok(_) => {
-                    log::info!("{name}: (re)started {unit}");
-                    result = format!("started {unit}");
+            Step::Restart { unit } => {
+                match system.user_systemctl(name, &["restart", "--no-block", unit]) {
+                    Ok(_) => {
+                        let rest = &steps[index + 1..];
+                        return Ok(Deployed { result, restart: Some(unit.clone()), rest });
+                    }
+                    Err(e) => {
+                        log::warn!("{name}: {unit} failed to start: {e}");
+                        outcome.warnings.push(format!("{name}: {unit} failed to start: {e}"));
+                        result = format!("deployed, but {unit} failed to start: {e}");
+                    }
                 }
-                Err(e) => {
-                    log::warn!("{name}: {unit} failed to start: {e}");
-                    outcome.warnings.push(format!("{name}: {unit} failed to start: {e}"));
-                    result = format!("deployed, but {unit} failed to start: {e}");
-                }
-            },
+            }
             Step::StopUnit { .. } | Step::DisableLinger | Step::RemoveUser => {}
         }
     }
-    Ok(result)
+    Ok(Deployed { result, restart: None, rest: &[] })
 }
 
 /// `useradd`, with the user recorded as quadsync's before it runs (and forgotten again only if
@@ -260,6 +363,11 @@ pub(crate) mod tests {
         pub calls: RefCell<Vec<String>>,
         pub users: RefCell<BTreeMap<String, u32>>,
         pub fail: Vec<String>,
+        /// `USER@UNIT`s that come to `failed` after their restart.
+        pub failed_units: Vec<String>,
+        /// `USER@UNIT`s whose restart job takes three looks to finish.
+        pub slow_units: Vec<String>,
+        pub polls: std::cell::Cell<usize>,
     }
 
     impl Recorder {
@@ -319,6 +427,16 @@ pub(crate) mod tests {
         fn remove_secret(&self, user: &UserInfo, name: &str) -> Result<(), String> {
             self.call(format!("podman secret rm {} {name}", user.name)).map(drop)
         }
+        fn unit_job(&self, name: &str, unit: &str) -> Result<UnitJob, String> {
+            let slow = self.slow_units.iter().any(|u| *u == format!("{name}@{unit}"));
+            if slow && self.polls.replace(self.polls.get() + 1) < 3 {
+                self.calls.borrow_mut().push(format!("{name}@ {unit} still starting"));
+                return Ok(UnitJob { pending: true, state: "activating".into() });
+            }
+            let failed = self.failed_units.iter().any(|u| *u == format!("{name}@{unit}"));
+            let state = if failed { "failed" } else { "active" };
+            Ok(UnitJob { pending: false, state: state.into() })
+        }
         fn remove_user(&self, name: &str) -> Result<(), String> {
             self.call(format!("userdel {name}"))?;
             self.users.borrow_mut().remove(name);
@@ -376,13 +494,13 @@ pub(crate) mod tests {
                 "start user@1000",
                 "write a ~/.config/containers/systemd/a.container",
                 "systemctl a@ daemon-reload",
-                "systemctl a@ restart a.service",
+                "systemctl a@ restart --no-block a.service",
                 "useradd b -G cusers",
                 "linger b true",
                 "start user@1001",
                 "write b ~/.config/containers/systemd/b.container",
                 "systemctl b@ daemon-reload",
-                "systemctl b@ restart b.service",
+                "systemctl b@ restart --no-block b.service",
             ]
         );
         assert_eq!(state.users["a"].result, "started a.service");
@@ -399,7 +517,7 @@ pub(crate) mod tests {
                 "start user@1000",
                 "write a ~/.config/containers/systemd/a.container",
                 "systemctl a@ daemon-reload",
-                "systemctl a@ restart a.service"
+                "systemctl a@ restart --no-block a.service"
             ]
         );
 
@@ -454,7 +572,10 @@ pub(crate) mod tests {
             calls.contains(&"podman secret create app app-token <<< two".to_owned()),
             "{calls:#?}"
         );
-        assert!(calls.contains(&"systemctl app@ restart app.service".to_owned()), "{calls:#?}");
+        assert!(
+            calls.contains(&"systemctl app@ restart --no-block app.service".to_owned()),
+            "{calls:#?}"
+        );
 
         // Without the key the container is held: an error, and nothing on the host changes.
         let sealed = repo_with("three", &Keyring::none());
@@ -463,6 +584,35 @@ pub(crate) mod tests {
         assert_eq!(outcome.errors.len(), 1, "{outcome:?}");
         assert!(outcome.errors[0].contains("running version is left as it is"), "{outcome:?}");
         assert!(state.users.contains_key("app"));
+    }
+
+    #[test]
+    fn restarts_are_queued_side_by_side_and_each_outcome_recorded() {
+        let system = Recorder {
+            slow_units: vec!["a@a.service".into()],
+            failed_units: vec!["b@b.service".into()],
+            ..Recorder::default()
+        };
+        let mut state = State::default();
+        let desired = desired(vec![deployment("a", "1"), deployment("b", "1")]);
+        let outcome = run(&system, &desired, &mut state, false);
+        let calls = system.calls.take();
+        let at = |call: &str| calls.iter().position(|c| c == call).unwrap();
+        // b's restart is queued while a's is still starting: one container's start does not
+        // hold up the next deploy.
+        assert!(
+            at("systemctl b@ restart --no-block b.service") < at("a@ a.service still starting"),
+            "{calls:#?}"
+        );
+        assert_eq!(state.users["a"].result, "started a.service");
+        assert_eq!(
+            outcome.warnings,
+            ["b: b.service failed to start: it is failed (journalctl --user -M b@ -u b.service)"]
+        );
+        assert!(state.users["b"].result.starts_with("deployed, but b.service failed to start"));
+        // The deploy itself worked: nothing to redo.
+        run(&system, &desired, &mut state, false);
+        assert!(system.calls.take().is_empty());
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub trait System: QuadletGenerator {
     fn remove_file(&self, user: &UserInfo, dir: UnitDir, name: &str) -> Result<(), String>;
     /// `systemctl --user -M NAME@ ARGS`.
     fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String>;
+    /// Whether a job is pending for the user's `unit`, and its state (`active`, `failed`, ...).
+    fn unit_job(&self, name: &str, unit: &str) -> Result<UnitJob, String> {
+        let shown = self.user_systemctl(name, &["show", "-p", "Job", "-p", "ActiveState", unit])?;
+        Ok(UnitJob::parse(&shown))
+    }
     /// Creates or replaces a podman secret in the user's own store, as the user; the value goes
     /// through stdin, never argv.
     fn put_secret(&self, user: &UserInfo, name: &str, value: &[u8]) -> Result<(), String>;
@@ -51,6 +56,24 @@ pub trait System: QuadletGenerator {
     fn remove_secret(&self, user: &UserInfo, name: &str) -> Result<(), String>;
     /// Ends the user's processes and removes the user with its home.
     fn remove_user(&self, name: &str) -> Result<(), String>;
+}
+
+/// A unit's job and state, from `systemctl show -p Job -p ActiveState`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitJob {
+    /// A job (a start, a restart) is queued or running.
+    pub pending: bool,
+    pub state: String,
+}
+
+impl UnitJob {
+    pub fn parse(shown: &str) -> UnitJob {
+        let value = |key: &str| {
+            shown.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).unwrap_or("").trim()
+        };
+        let job = value("Job");
+        UnitJob { pending: !job.is_empty() && job != "0", state: value("ActiveState").to_owned() }
+    }
 }
 
 /// podman's Quadlet generator, the part of the host that validates (see [`crate::validate`]).

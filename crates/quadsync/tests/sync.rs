@@ -542,7 +542,7 @@ fn credentials_in_the_url_never_reach_logs_state_or_status() {
         .env("RUST_LOG", "trace")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(75), "a failed fetch");
     let status = site.quadsync(&["status", "--json"]);
     let stored = std::fs::read_to_string(site.tmp.path().join("state/state.json")).unwrap();
     for (what, shown) in

@@ -300,9 +300,10 @@ pub fn up(layout: &Layout) -> Result<(Machine, Lab, Duration), String> {
     rootfs::tweak(layout)?;
     rootfs::apply_ignition(layout, &config)?;
     let started = Instant::now();
+    let network = tailnet::connect_while_booting();
     let machine = machine::boot(layout, &[])?;
     let boot = started.elapsed();
-    tailnet::connect(&machine)?;
+    network.join().map_err(|_| "the network thread panicked")??;
     Ok((machine, lab, boot))
 }
 
@@ -759,8 +760,9 @@ pub fn reboot_during_deploy(layout: &Layout, machine: Machine) -> Result<Duratio
         Ok(Machine::running(layout).is_none())
     })?;
     machine::stop(layout);
+    let network = tailnet::connect_while_booting();
     let machine = machine::boot(layout, &[])?;
-    tailnet::connect(&machine)?;
+    network.join().map_err(|_| "the network thread panicked")??;
     let users = ["hello", "keep", "world", "late", "fresh", "rebooted"];
     wait_for("every container to run after the reboot", Duration::from_secs(180), || {
         Ok(users.iter().all(|u| active(&machine, u)))

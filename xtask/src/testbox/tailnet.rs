@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::machine::Machine;
 use super::{Layout, run};
 
 pub const LAB_IP: &str = "10.77.0.1";
@@ -183,14 +182,21 @@ fn wait_for_line(path: &Path, marker: &str, limit: Duration) -> Result<String, S
     }
 }
 
-/// Joins the booted box to the lab's network: the veth's host end routes to the box, `host0`
-/// gets the box's address.
-pub fn connect(machine: &Machine) -> Result<(), String> {
-    run("ip", &["link", "set", VETH, "up"])?;
-    run("ip", &["route", "replace", &format!("{BOX_IP}/32"), "dev", VETH])?;
-    machine.exec(&["ip", "link", "set", "host0", "up"])?;
-    machine.exec(&["ip", "addr", "replace", &format!("{BOX_IP}/24"), "dev", "host0"])?;
-    Ok(())
+/// Joins the box to the lab's network as soon as nspawn makes its veth, while it boots, as a
+/// VM's network would be there at boot: the host's end goes up and routes to the box (the box's
+/// `box-network.service` gives `host0` its address). Join the thread once the box is up.
+pub fn connect_while_booting() -> std::thread::JoinHandle<Result<(), String>> {
+    std::thread::spawn(|| {
+        let started = Instant::now();
+        while run("ip", &["link", "show", VETH]).is_err() {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!("{VETH} did not appear within 60s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run("ip", &["link", "set", VETH, "up"])?;
+        run("ip", &["route", "replace", &format!("{BOX_IP}/32"), "dev", VETH]).map(drop)
+    })
 }
 
 impl Lab {

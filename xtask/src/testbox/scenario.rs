@@ -267,6 +267,27 @@ fn release(layout: &Layout) -> Result<String, String> {
     serve(layout.work.join("dist"))
 }
 
+/// `scripts/install.sh` installs the real release, as served, verified.
+fn install_script(layout: &Layout, release_url: &str) -> Result<(), String> {
+    let prefix = layout.work.join("installed");
+    let script = crate::root().join("scripts/install.sh");
+    let mut args = vec![script.to_string_lossy().into_owned()];
+    args.extend(["--url", release_url, "--prefix"].map(str::to_owned));
+    args.push(prefix.to_string_lossy().into_owned());
+    args.extend(dist::TOOLS.iter().map(|t| (*t).to_owned()));
+    run("sh", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let sums = dist::read_sums(&layout.work.join("dist/SHA256SUMS"))?;
+    for tool in dist::TOOLS {
+        let installed = std::fs::read(prefix.join("bin").join(tool)).map_err(|e| e.to_string())?;
+        let listed = sums.iter().any(|(name, hash)| {
+            name.starts_with(&format!("{tool}-")) && *hash == dist::sha256_hex(&installed)
+        });
+        check(listed, &format!("install.sh installed a {tool} SHA256SUMS does not list"))?;
+    }
+    eprintln!("box: scripts/install.sh installed the release's {}", dist::TOOLS.join(", "));
+    Ok(())
+}
+
 /// Ignition must refuse a binary whose hash is not the one the config gives.
 fn wrong_hash_is_refused(layout: &Layout, config: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(config).map_err(|e| e.to_string())?;
@@ -294,6 +315,7 @@ pub fn up(layout: &Layout) -> Result<(Machine, Lab, Duration), String> {
     let _ = std::fs::remove_dir_all(&layout.work);
     std::fs::create_dir_all(&layout.work).map_err(|e| e.to_string())?;
     let release_url = release(layout)?;
+    install_script(layout, &release_url)?;
     repo(layout)?;
     let lab = tailnet::start(layout)?;
     let config = ignition(layout, &release_url, &lab)?;

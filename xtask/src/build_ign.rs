@@ -3,7 +3,7 @@
 //! `butane/tailpod.bu` is the base; every other `butane/*.bu` is an overlay (sorted by name), and
 //! `butane/secrets.bu` (never committed; made from `secrets.bu.example`) applies last. Each is
 //! translated with `--strict` (files relative to `butane/`), they are merged (see
-//! [`crate::butane::merge::overlay_merge`]), `/etc/tailpod/build` records the git commit, and the
+//! [`butane::merge::overlay_merge`]), `/etc/tailpod/build` records the git commit, and the
 //! merged result is validated as Ignition would before it is written, mode 0600: it holds secrets.
 
 use std::fs::OpenOptions;
@@ -14,7 +14,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::butane::{self, Options, merge, validate};
+use butane::{self, Options, merge, validate};
 
 /// Marks a secrets overlay made by `--throwaway-secrets`.
 pub const THROWAWAY_MARK: &str = "# THROWAWAY SECRETS";
@@ -377,7 +377,7 @@ pub fn build(build: &Build) -> Result<Built, String> {
         return Err(format!("the merged config is not valid{why}:\n  {}", problems.join("\n  ")));
     }
     let config = butane::order_config(config);
-    write_private(&build.output, &crate::to_json(&config, true))?;
+    write_private(&build.output, &butane::to_json(&config, true))?;
     notes.push(format!("wrote {} (Ignition {target}, build {build_id})", build.output.display()));
     Ok(Built { config, notes })
 }

@@ -1,14 +1,12 @@
 //! `cargo xtask <task>` (the alias is in `.cargo/config.toml`). Tasks are Rust rather than shell
 //! so they run the same on every machine with nothing but cargo.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 use xtask::build_ign::{self, Build};
-use xtask::butane::{self, Options};
-use xtask::{root, to_json};
+use xtask::root;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "tailpod's project tasks")]
@@ -22,22 +20,7 @@ enum Task {
     /// Format check, clippy (warnings are errors) and every test of the workspace: what CI runs.
     Test,
     /// Translate a Butane config (variant fcos, 1.4.0 to 1.6.0) to Ignition, like the butane CLI.
-    Butane {
-        /// Fail on warnings.
-        #[arg(long, short = 's')]
-        strict: bool,
-        /// Indent the output.
-        #[arg(long, short = 'p')]
-        pretty: bool,
-        /// Directory for `local:`, `trees` and `*_local` files.
-        #[arg(long, short = 'd', value_name = "DIR")]
-        files_dir: Option<PathBuf>,
-        /// Write here instead of standard output.
-        #[arg(long, short = 'o', value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// The Butane config; standard input if absent.
-        input: Option<PathBuf>,
-    },
+    Butane(butane::cli::Args),
     /// Build butane/tailpod.ign from butane/tailpod.bu, the overlays and secrets.bu.
     BuildIgn {
         /// Without butane/secrets.bu, make a THROWAWAY one with random values (to try things out).
@@ -83,9 +66,7 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Test => test(),
-        Task::Butane { strict, pretty, files_dir, output, input } => {
-            translate(strict, pretty, files_dir, output.as_deref(), input.as_deref())
-        }
+        Task::Butane(args) => butane::cli::run(&args),
         Task::Bench => bench(),
         Task::Dist { targets, update_butane, release_url, arch, verify_reproducible } => {
             run_dist(&targets, update_butane, release_url, &arch, verify_reproducible)
@@ -114,46 +95,6 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("{message}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-fn translate(
-    strict: bool,
-    pretty: bool,
-    files_dir: Option<PathBuf>,
-    output: Option<&std::path::Path>,
-    input: Option<&std::path::Path>,
-) -> Result<(), String> {
-    let source = match input {
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?
-        }
-        None => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| format!("reading standard input: {e}"))?;
-            text
-        }
-    };
-    // Butane's lines, prefixed with the file they are about when there is one.
-    let prefix = input.map(|p| format!("{}: ", p.display())).unwrap_or_default();
-    let located =
-        |lines: Vec<String>| lines.into_iter().map(|l| format!("{prefix}{l}")).collect::<Vec<_>>();
-    let (config, warnings) = butane::butane(&source, &Options { files_dir }, strict)
-        .map_err(|lines| located(lines).join("\n"))?;
-    for warning in located(warnings) {
-        eprintln!("{warning}");
-    }
-    let json = to_json(&config, pretty);
-    match output {
-        Some(path) => {
-            std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))
-        }
-        None => {
-            print!("{json}");
-            Ok(())
         }
     }
 }

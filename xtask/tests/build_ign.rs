@@ -4,10 +4,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use butane::{dataurl, merge::overlay_merge, translate::embed};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use xtask::build_ign::{Build, THROWAWAY_MARK, build};
-use xtask::butane::{dataurl, merge::overlay_merge, translate::embed};
 
 /// A copy of butane/ as shipped: without the files made locally (secrets.bu, release.bu and the
 /// built config), so no test depends on what a developer generated.

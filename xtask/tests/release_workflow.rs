@@ -1,7 +1,7 @@
 //! The release workflow cannot run here, so it is linted: it parses, triggers on v* tags, builds
 //! both architectures with `cargo xtask dist`, and publishes the binaries with SHA256SUMS.
 
-use xtask::butane::yaml::{self, Node};
+use butane::yaml::{self, Node};
 
 fn text(node: Option<&Node>) -> &str {
     node.and_then(Node::text).unwrap_or_default()

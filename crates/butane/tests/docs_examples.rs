@@ -1,15 +1,15 @@
 //! Every example config from Butane's documentation, with the real butane's `--strict` output
-//! (copied from shared/fixtures into tests/butane/docs-examples), translated by ours and compared
+//! (copied from shared/fixtures into tests/docs-examples), translated by ours and compared
 //! semantically: JSON values equal once every data URL is decoded (gzip bytes differ between
 //! implementations, so `compression` and the encoding are not compared, the content is).
 
 use std::path::{Path, PathBuf};
 
+use butane::{self, Options, dataurl};
 use serde_json::Value;
-use xtask::butane::{self, Options, dataurl};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/butane/docs-examples")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docs-examples")
 }
 
 /// Replaces every data URL by the text it carries and drops `compression`.

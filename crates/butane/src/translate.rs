@@ -1,6 +1,6 @@
 //! Butane `fcos` 1.4.0 to 1.6.0 into Ignition 3.3.0 to 3.5.0.
 //!
-//! The generic part walks the YAML beside Ignition's schema (see [`super::schema`]); Butane's own
+//! The generic part walks the YAML beside Ignition's schema (see [`crate::schema`]); Butane's own
 //! fields are hooks on the schema definitions they extend:
 //!
 //! | definition | Butane adds |
@@ -16,9 +16,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::schema::{Kind, Node as SchemaNode, Schema, butane_name};
-use super::yaml::{self, Mark, Node};
-use super::{Report, dataurl, sugar};
+use crate::schema::{Kind, Node as SchemaNode, Schema, butane_name};
+use crate::yaml::{self, Mark, Node};
+use crate::{Report, dataurl, sugar};
 
 /// How to translate.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +39,7 @@ pub fn ignition_version(version: &str) -> Option<(&'static str, &'static str)> {
     const V3_4: &str = include_str!("schemas/ignition-v3_4.json");
     const V3_5: &str = include_str!("schemas/ignition-v3_5.json");
     match version {
-        // No 3.3 schema is shipped: 3.4's is used, and `super::validate` refuses what 3.4 added.
+        // No 3.3 schema is shipped: 3.4's is used, and `crate::validate` refuses what 3.4 added.
         "1.4.0" => Some(("3.3.0", V3_4)),
         "1.5.0" => Some(("3.4.0", V3_4)),
         "1.6.0" => Some(("3.5.0", V3_5)),
@@ -145,7 +145,7 @@ impl Translator<'_> {
         let kind = def.rsplit('/').next().unwrap_or_default();
         if let ("file" | "directory", Some(mode), Some(mode_node)) =
             (kind, out.get("mode").and_then(Value::as_i64), node.get("mode"))
-            && super::looks_decimal(mode, kind == "directory")
+            && crate::looks_decimal(mode, kind == "directory")
         {
             let message = "unreasonable mode would be reasonable if specified in octal; remember to add a leading zero";
             self.warn(&format!("{path}.mode"), mode_node.mark(), message);
@@ -394,12 +394,12 @@ pub fn translate(source: &str, options: &Options) -> Result<Translation, Report>
     let mut config = Value::Object(config);
     if let Some(boot) = root.get("boot_device").filter(|n| !n.is_null()) {
         let fragment = sugar::boot_device(boot, "$.boot_device")?;
-        config = super::merge::ignition_merge(&fragment, &config);
+        config = crate::merge::ignition_merge(&fragment, &config);
     }
     let mut ignition = ignition;
     if let Some(grub) = root.get("grub").filter(|n| !n.is_null()) {
         let fragment = sugar::grub(grub, "$.grub")?;
-        config = super::merge::ignition_merge(&fragment, &config);
+        config = crate::merge::ignition_merge(&fragment, &config);
         // The real butane writes 3.5.0 for an fcos 1.5.0 config that uses grub (measured: both
         // such fixtures); we match its output.
         if version == "1.5.0" {
@@ -414,7 +414,7 @@ pub fn translate(source: &str, options: &Options) -> Result<Translation, Report>
     object.insert("ignition".into(), Value::Object(ignition_section));
     let mut warnings = translator.warnings;
     warnings.sort_by_key(|w| w.mark.map(|m| (m.line, m.col)));
-    Ok(Translation { config: super::order::go_order(config), warnings })
+    Ok(Translation { config: crate::order::go_order(config), warnings })
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use serde_json::Value;
 use tailpod_core::unit::UnitFile;
 
-use super::dataurl;
-use super::schema::Schema;
+use crate::dataurl;
+use crate::schema::Schema;
 
 const UNIT_EXTENSIONS: [&str; 12] = [
     ".service",

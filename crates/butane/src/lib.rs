@@ -1,5 +1,13 @@
-//! A Butane translator for the `fcos` variant, written for tailpod's build so that it needs
-//! nothing but cargo. See `translate` for the supported versions and fields.
+//! A Butane translator for the `fcos` variant (Butane 1.4.0 to 1.6.0 to Ignition 3.3.0 to
+//! 3.5.0), in Rust with nothing but cargo: the same output as the real butane for every example
+//! of its documentation (`tests/docs_examples.rs`), the same warnings in its words, and `--strict`.
+//!
+//! The entry points: [`butane`] (translate and validate, as the CLI does), [`translate`] (the
+//! translation alone), [`merge::overlay_merge`] (Butane files layered), [`to_json`] (output as
+//! butane writes it), and [`cli`] (the `butane`-compatible command line, shared by the `butane`
+//! binary and `cargo xtask butane`).
+
+pub mod cli;
 
 pub mod dataurl;
 pub mod merge;
@@ -125,6 +133,20 @@ fn typical_mode(mode: i64, directory: bool) -> bool {
     } else {
         (mode & 0o6000 == 0 || (had_x && mode & 2 == 0)) && mode & 0o1000 == 0
     }
+}
+
+/// JSON as Go's encoder writes it (`<`, `>` and `&` escaped), compact or with 2-space indents,
+/// with a final newline.
+pub fn to_json(value: &serde_json::Value, pretty: bool) -> String {
+    let text =
+        if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
+    // Those three characters only ever occur inside strings, so this is exact.
+    let text = text
+        .unwrap_or_default()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    format!("{text}\n")
 }
 
 #[cfg(test)]

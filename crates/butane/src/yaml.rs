@@ -467,8 +467,8 @@ mod tests {
         // and `cargo xtask butane` says where.
         let bomb = laughs(9);
         assert!(bomb.len() < 400, "{}", bomb.len());
-        let options = crate::butane::Options::default();
-        let Err(report) = crate::butane::translate(&bomb, &options) else { panic!("expanded") };
+        let options = crate::Options::default();
+        let Err(report) = crate::translate(&bomb, &options) else { panic!("expanded") };
         assert_eq!(report.to_string(), "$, line 4 col 17: document contains excessive aliasing");
         // Three levels stay under the ratio (990 of 1,024 nodes), as in yaml.v3.
         let fine = parse(&laughs(3)).unwrap();

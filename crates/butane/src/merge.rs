@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use super::dataurl;
+use crate::dataurl;
 
 /// The key of an element in the list at `path` (a dotted path of field names, no indices).
 fn list_key(path: &str) -> Option<&'static str> {
@@ -138,7 +138,7 @@ fn combine_files(
             }
             first.extend(second);
             let mut resource = Map::new();
-            super::translate::embed(&mut resource, &first);
+            crate::translate::embed(&mut resource, &first);
             out.insert("contents".into(), Value::Object(resource));
         }
         (None, Some(b)) => {
@@ -239,7 +239,7 @@ mod tests {
 
     fn file(path: &str, text: &str) -> Value {
         let mut resource = Map::new();
-        super::super::translate::embed(&mut resource, text.as_bytes());
+        crate::translate::embed(&mut resource, text.as_bytes());
         json!({"path": path, "mode": 0o600, "contents": resource})
     }
 

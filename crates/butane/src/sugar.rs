@@ -2,9 +2,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Report;
-use super::translate::{Translator, embed, error};
-use super::yaml::{self, Node};
+use crate::Report;
+use crate::translate::{Translator, embed, error};
+use crate::yaml::{self, Node};
 
 /// `storage.trees`: every regular file under `local` becomes a file (mode 0755 if any execute bit
 /// is set, else 0644, unless the config already gives one), every symlink a link. A path that
@@ -426,11 +426,11 @@ mod tests {
     #[test]
     fn trees_read_only_inside_the_files_dir() {
         let dir = std::env::temp_dir();
-        let options = crate::butane::Options { files_dir: Some(dir) };
+        let options = crate::Options { files_dir: Some(dir) };
         let source = "variant: fcos\nversion: 1.6.0\nstorage:\n  trees:\n    - local: ../etc\n";
-        let err = crate::butane::translate(source, &options).unwrap_err();
+        let err = crate::translate(source, &options).unwrap_err();
         assert!(err.message.contains("outside the files directory"), "{err}");
-        let err = crate::butane::translate(source, &crate::butane::Options::default()).unwrap_err();
+        let err = crate::translate(source, &crate::Options::default()).unwrap_err();
         assert!(err.message.contains("files directory that must be specified"), "{err}");
     }
 

@@ -2,7 +2,7 @@
 //! 3.5.0), in Rust with nothing but cargo: the same output as the real butane for every example
 //! of its documentation (`tests/docs_examples.rs`), the same warnings in its words, and `--strict`.
 //!
-//! The entry points: [`butane`] (translate and validate, as the CLI does), [`translate`] (the
+//! The entry points: [`butane()`] (translate and validate, as the CLI does), [`translate()`] (the
 //! translation alone), [`merge::overlay_merge`] (Butane files layered), [`to_json`] (output as
 //! butane writes it), and [`cli`] (the `butane`-compatible command line, shared by the `butane`
 //! binary and `cargo xtask butane`).

@@ -378,18 +378,20 @@ fn main_pid(machine: &Machine, user: &str) -> Result<String, String> {
 }
 
 fn unit_main_pid(machine: &Machine, user: &str, unit: &str) -> Result<String, String> {
-    let out = machine.exec(&[
-        "systemctl",
-        "--user",
-        "-M",
-        &format!("{user}@"),
-        "show",
-        "-p",
-        "MainPID",
-        "--value",
-        unit,
-    ])?;
-    Ok(out.trim().to_owned())
+    user_unit_property(machine, user, unit, "MainPID")
+}
+
+/// A property of a unit of `user`'s systemd (`systemctl --user show -p PROPERTY --value`).
+fn user_unit_property(
+    machine: &Machine,
+    user: &str,
+    unit: &str,
+    property: &str,
+) -> Result<String, String> {
+    let machine_name = format!("{user}@");
+    let argv =
+        ["systemctl", "--user", "-M", &machine_name, "show", "-p", property, "--value", unit];
+    Ok(machine.exec(&argv)?.trim().to_owned())
 }
 
 /// `podman ARGS` as `user`, in its rootless store.
@@ -449,17 +451,8 @@ fn node_up_after_boot(machine: &Machine, user: &str) -> Result<Duration, String>
         "UserspaceTimestampMonotonic",
         "--value",
     ]))?;
-    let up = micros(machine.exec(&[
-        "systemctl",
-        "--user",
-        "-M",
-        &format!("{user}@"),
-        "show",
-        "-p",
-        "ActiveEnterTimestampMonotonic",
-        "--value",
-        &format!("{user}.service"),
-    ]))?;
+    let unit = format!("{user}.service");
+    let up = micros(user_unit_property(machine, user, &unit, "ActiveEnterTimestampMonotonic"))?;
     Ok(Duration::from_micros(up.saturating_sub(booted)))
 }
 
@@ -693,17 +686,12 @@ pub fn test(
         .unwrap_or_default();
     check(timer.trim() == "enabled", &format!("hello-tick.timer is {timer:?}, not enabled"))?;
     wait_for("hello-tick.service to run once", Duration::from_secs(30), || {
-        let started = machine.exec(&[
-            "systemctl",
-            "--user",
-            "-M",
-            hello,
-            "show",
-            "-p",
-            "ExecMainStartTimestampMonotonic",
-            "--value",
+        let started = user_unit_property(
+            machine,
+            "hello",
             "hello-tick.service",
-        ])?;
+            "ExecMainStartTimestampMonotonic",
+        )?;
         Ok(started.trim() != "0" && !started.trim().is_empty())
     })?;
     // What Ignition installed: the release binaries, verified, and a sudo rule sudo accepts.

@@ -4,6 +4,11 @@
 //! * `POST /api/v2/tailnet/{tailnet}/keys`: an auth key with `capabilities.devices.create`;
 //! * `GET /api/v2/tailnet/{tailnet}/devices` and `DELETE /api/v2/device/{id}`: stale nodes.
 //!
+//! And Headscale's (`TS_API_FLAVOR=headscale`), with its API key as the bearer:
+//!
+//! * `GET /api/v1/user?name=`: the user's id; `POST /api/v1/preauthkey`: the key;
+//! * `GET /api/v1/node` and `DELETE /api/v1/node/{id}`: stale nodes.
+//!
 //! Every call shares one deadline. Rate limits (429, honouring `Retry-After`), server errors and
 //! network errors are retried with jittered backoff until the deadline; other failures are final
 //! and explained.
@@ -16,7 +21,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -117,6 +122,22 @@ pub fn check_key(key: &str) -> Result<(), String> {
     ))
 }
 
+/// Checks a Headscale pre-auth key as [`check_key`] checks Tailscale's: `hskey-auth-...`
+/// (Headscale 0.28 and later) or the older 48 hex characters, in the same safe characters.
+pub fn check_headscale_key(key: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.+/=:,@%".contains(&b);
+    let shaped = key.strip_prefix("hskey-auth-").is_some_and(|rest| !rest.is_empty())
+        || (key.len() == 48 && key.bytes().all(|b| b.is_ascii_hexdigit()));
+    if shaped && key.len() <= KEY_MAX && key.bytes().all(allowed) {
+        return Ok(());
+    }
+    Err(format!(
+        "the key is not shaped like a Headscale pre-auth key (hskey-auth-..., or 48 hex digits) \
+         in letters, digits and -_.+/=:,@% ({} characters); it was not written",
+        key.chars().count()
+    ))
+}
+
 /// What the key should allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRequest {
@@ -194,6 +215,61 @@ struct DevicesAnswer {
 #[derive(Deserialize)]
 struct ErrorAnswer {
     message: String,
+}
+
+/// A Headscale id: a uint64, which its JSON writes as a string (older versions as a number).
+#[derive(Deserialize)]
+#[serde(from = "serde_json::Value")]
+struct HeadscaleId(String);
+
+impl From<serde_json::Value> for HeadscaleId {
+    fn from(value: serde_json::Value) -> HeadscaleId {
+        match value {
+            serde_json::Value::String(text) => HeadscaleId(text),
+            other => HeadscaleId(other.to_string()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct HeadscaleUsers {
+    users: Vec<HeadscaleUser>,
+}
+
+#[derive(Deserialize)]
+struct HeadscaleUser {
+    id: HeadscaleId,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct HeadscaleKeyAnswer {
+    #[serde(rename = "preAuthKey")]
+    pre_auth_key: HeadscaleKey,
+}
+
+#[derive(Deserialize)]
+struct HeadscaleKey {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct HeadscaleNodes {
+    nodes: Vec<HeadscaleNode>,
+}
+
+#[derive(Deserialize)]
+struct HeadscaleNode {
+    id: HeadscaleId,
+    #[serde(default)]
+    name: String,
+    #[serde(default, rename = "givenName")]
+    given_name: String,
+    online: Option<bool>,
+    tags: Option<Vec<String>>,
+    #[serde(rename = "forcedTags")]
+    forced_tags: Option<Vec<String>>,
 }
 
 /// The `message` of a Tailscale error body, or the body when it has none, as
@@ -391,6 +467,94 @@ impl Client {
     pub fn delete_device(&self, token: &Secret, id: &DeviceId) -> Result<(), ApiError> {
         let url = format!("{}/api/v2/device/{}", self.base, percent_encode(&id.0));
         self.authorized("deleting a device", "DELETE", &url, token).map(drop)
+    }
+
+    /// Headscale: the id of the user named `name` (`GET /api/v1/user?name=`).
+    pub fn headscale_user_id(&self, api_key: &Secret, name: &str) -> Result<String, ApiError> {
+        let url = format!("{}/api/v1/user?name={}", self.base, percent_encode(name));
+        let body = self.authorized("looking up the Headscale user", "GET", &url, api_key)?;
+        let answer: HeadscaleUsers = serde_json::from_str(&body)
+            .map_err(|_| ApiError::Malformed("no users in the user list".into()))?;
+        let ids: Vec<String> =
+            answer.users.into_iter().filter(|u| u.name == name).map(|u| u.id.0).collect();
+        match ids.as_slice() {
+            [id] if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() => Ok(id.clone()),
+            [] => Err(ApiError::Refused {
+                status: 404,
+                message: format!("Headscale has no user {}", self.redactor.server_text(name)),
+            }),
+            _ => Err(ApiError::Malformed(format!("{} users answer to that name", ids.len()))),
+        }
+    }
+
+    /// Headscale: a pre-auth key (`POST /api/v1/preauthkey`) for the user with id `user`, or
+    /// with none, a tags-only key (Headscale 0.28 and later). The expiration is always sent:
+    /// without one Headscale makes a key that has already expired.
+    pub fn headscale_create_key(
+        &self,
+        api_key: &Secret,
+        user: Option<&str>,
+        request: &KeyRequest,
+    ) -> Result<Secret, ApiError> {
+        let url = format!("{}/api/v1/preauthkey", self.base);
+        let expiration = humantime::format_rfc3339_seconds(SystemTime::now() + request.expiry);
+        let mut body = json!({
+            "reusable": request.reusable,
+            "ephemeral": request.ephemeral,
+            "expiration": expiration.to_string(),
+            "aclTags": request.tags,
+        });
+        if let Some(user) = user {
+            body["user"] = json!(user);
+        }
+        let (status, answer) =
+            self.call("creating a Headscale pre-auth key", |agent, timeout| {
+                agent
+                    .post(&url)
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .build()
+                    .header("Authorization", &Self::bearer(api_key))
+                    .send_json(&body)
+            })?;
+        let answer = self.ok_body(status, answer)?;
+        let answer: HeadscaleKeyAnswer = serde_json::from_str(&answer)
+            .map_err(|_| ApiError::Malformed("no preAuthKey.key in the answer".into()))?;
+        check_headscale_key(&answer.pre_auth_key.key).map_err(ApiError::Malformed)?;
+        let key = Secret::new(answer.pre_auth_key.key);
+        self.redactor.add(&key);
+        Ok(key)
+    }
+
+    /// Headscale: every node, as [`Device`]s (hostname: the MagicDNS name; tags: `tags`, or
+    /// `forcedTags` before 0.28; connected: `online`).
+    pub fn headscale_nodes(&self, api_key: &Secret) -> Result<Vec<Device>, ApiError> {
+        let url = format!("{}/api/v1/node", self.base);
+        let body = self.authorized("listing Headscale nodes", "GET", &url, api_key)?;
+        let answer: HeadscaleNodes = serde_json::from_str(&body).map_err(|e| {
+            ApiError::Malformed(format!("node list: {}", self.redactor.server_text(&e.to_string())))
+        })?;
+        Ok(answer
+            .nodes
+            .into_iter()
+            .map(|node| Device {
+                id: node.id.0,
+                hostname: if node.given_name.is_empty() {
+                    node.name.clone()
+                } else {
+                    node.given_name
+                },
+                name: node.name,
+                tags: node.tags.or(node.forced_tags).unwrap_or_default(),
+                connected_to_control: node.online,
+            })
+            .collect())
+    }
+
+    /// Headscale: deletes a node (`DELETE /api/v1/node/{id}`).
+    pub fn headscale_delete_node(&self, api_key: &Secret, id: &DeviceId) -> Result<(), ApiError> {
+        let url = format!("{}/api/v1/node/{}", self.base, percent_encode(&id.0));
+        self.authorized("deleting a Headscale node", "DELETE", &url, api_key).map(drop)
     }
 
     /// The body of a 200 answer; any other status is a refusal with the API's message.

@@ -1,4 +1,5 @@
-//! The OAuth client's credentials and the settings that travel with them.
+//! The API's credentials (Tailscale's OAuth client, or Headscale's API key with
+//! `TS_API_FLAVOR=headscale`) and the settings that travel with them.
 //!
 //! Each value is taken from the first place that has it:
 //!
@@ -28,6 +29,9 @@ pub const CLIENT_ID: &str = "TS_API_CLIENT_ID";
 pub const CLIENT_SECRET: &str = "TS_API_CLIENT_SECRET";
 pub const TAILNET: &str = "TS_TAILNET";
 pub const API_URL: &str = "TS_API_URL";
+pub const FLAVOR: &str = "TS_API_FLAVOR";
+pub const API_KEY: &str = "TS_API_KEY";
+pub const HEADSCALE_USER: &str = "TS_HEADSCALE_USER";
 
 /// Keys the env file may hold.
 pub const KNOWN_KEYS: &[&str] = tailpod_core::envfile::TAILMINT_OAUTH.known;
@@ -53,11 +57,30 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Which API mints the keys, with its credentials.
+#[derive(Debug, Clone)]
+pub enum Flavor {
+    /// Tailscale's API, through an OAuth client (`TS_API_CLIENT_ID`, `TS_API_CLIENT_SECRET`).
+    Tailscale { client_id: String, client_secret: Secret },
+    /// Headscale's API (`TS_API_FLAVOR=headscale`): an API key, and the user whose pre-auth
+    /// keys are minted (needed before Headscale 0.28, which mints tags-only keys without one).
+    Headscale { api_key: Secret, user: Option<String> },
+}
+
+impl Flavor {
+    /// The secret the run must never show.
+    pub fn secret(&self) -> &Secret {
+        match self {
+            Flavor::Tailscale { client_secret, .. } => client_secret,
+            Flavor::Headscale { api_key, .. } => api_key,
+        }
+    }
+}
+
 /// Everything read from the credential sources.
 #[derive(Debug, Clone)]
 pub struct OAuthConfig {
-    pub client_id: String,
-    pub client_secret: Secret,
+    pub flavor: Flavor,
     pub tailnet: Option<String>,
     pub api_url: Option<String>,
     /// Keys in the env file tailmint does not know (probably typos), for a warning; as
@@ -164,9 +187,25 @@ pub fn load(sources: &Sources<'_>) -> Result<OAuthConfig, String> {
             }
         })
     };
+    let flavor = match lookup(FLAVOR)?.as_deref() {
+        None | Some("tailscale") => Flavor::Tailscale {
+            client_id: required(CLIENT_ID)?,
+            client_secret: Secret::new(required(CLIENT_SECRET)?),
+        },
+        Some("headscale") => {
+            // Headscale has no public default: its URL is the server's own.
+            required(API_URL)?;
+            Flavor::Headscale {
+                api_key: Secret::new(required(API_KEY)?),
+                user: lookup(HEADSCALE_USER)?,
+            }
+        }
+        Some(other) => {
+            return Err(format!("{FLAVOR}={other:?}: it is tailscale (the default) or headscale"));
+        }
+    };
     Ok(OAuthConfig {
-        client_id: required(CLIENT_ID)?,
-        client_secret: Secret::new(required(CLIENT_SECRET)?),
+        flavor,
         tailnet: lookup(TAILNET)?,
         api_url: lookup(API_URL)?,
         unknown_keys: file
@@ -192,6 +231,27 @@ mod tests {
     }
 
     #[test]
+    fn the_headscale_flavour_needs_its_key_and_url_and_nothing_of_oauth() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oauth.env");
+        let sources =
+            Sources { config: &path, config_required: true, credentials_dir: None, env: &no_env };
+        write_private(
+            &path,
+            "TS_API_FLAVOR=headscale\nTS_API_KEY=hskey-api-x-y\nTS_API_URL=https://hs.example\nTS_HEADSCALE_USER=ops\n",
+        );
+        let config = load(&sources).unwrap();
+        let Flavor::Headscale { api_key, user } = &config.flavor else { panic!("{config:?}") };
+        assert_eq!((api_key.expose(), user.as_deref()), ("hskey-api-x-y", Some("ops")));
+        assert!(!format!("{config:?}").contains("hskey-api-x-y"), "Debug shows no key");
+        write_private(&path, "TS_API_FLAVOR=headscale\nTS_API_KEY=k\n");
+        assert!(load(&sources).unwrap_err().starts_with("TS_API_URL is not set"));
+        write_private(&path, "TS_API_FLAVOR=Headscale\n");
+        let err = load(&sources).unwrap_err();
+        assert_eq!(err, "TS_API_FLAVOR=\"Headscale\": it is tailscale (the default) or headscale");
+    }
+
+    #[test]
     fn reads_the_env_file_and_warns_of_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oauth.env");
@@ -202,8 +262,9 @@ mod tests {
         let sources =
             Sources { config: &path, config_required: true, credentials_dir: None, env: &no_env };
         let config = load(&sources).unwrap();
-        assert_eq!(config.client_id, "id1");
-        assert_eq!(config.client_secret.expose(), "s3cret");
+        let Flavor::Tailscale { client_id, client_secret } = &config.flavor else { panic!() };
+        assert_eq!(client_id, "id1");
+        assert_eq!(client_secret.expose(), "s3cret");
         assert_eq!(config.tailnet, None);
         assert_eq!(config.unknown_keys, ["TS_TAILNT"]);
         assert!(!format!("{config:?}").contains("s3cret"));
@@ -243,8 +304,9 @@ mod tests {
             env: &env,
         };
         let config = load(&sources).unwrap();
-        assert_eq!(config.client_id, "env-id");
-        assert_eq!(config.client_secret.expose(), "cred-secret");
+        let Flavor::Tailscale { client_id, client_secret } = &config.flavor else { panic!() };
+        assert_eq!(client_id, "env-id");
+        assert_eq!(client_secret.expose(), "cred-secret");
         assert_eq!(config.tailnet.as_deref(), Some("file.net"));
     }
 
@@ -276,7 +338,8 @@ mod tests {
             Sources { config: &path, config_required: true, credentials_dir: None, env: &no_env };
         assert!(load(&sources).unwrap_err().contains("is writable by group or others (mode 0666)"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(load(&sources).unwrap().client_id, "a");
+        let Flavor::Tailscale { client_id, .. } = load(&sources).unwrap().flavor else { panic!() };
+        assert_eq!(client_id, "a");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::Parser;
 use tailpod_core::names::{Hostname, Tag};
 
 use tailmint::api::{self, ApiError, Client, DeviceId, KeyRequest, Tailnet, stale_devices};
-use tailmint::credentials::{self, Secret, Sources};
+use tailmint::credentials::{self, Flavor, Secret, Sources};
 use tailmint::redact::Redactor;
 use tailmint::{logging, output, privileges};
 
@@ -20,7 +20,8 @@ const DEFAULT_CONFIG: &str = "/etc/tailscale/oauth.env";
 ///
 /// Credentials: TS_API_CLIENT_ID and TS_API_CLIENT_SECRET, each from the environment, a systemd
 /// credential of that name, or the --config file, in that order. The file may also set
-/// TS_TAILNET and TS_API_URL.
+/// TS_TAILNET and TS_API_URL. For Headscale: TS_API_FLAVOR=headscale, TS_API_KEY (an API key),
+/// TS_API_URL (the server) and, before Headscale 0.28, TS_HEADSCALE_USER (the keys' user).
 ///
 /// The config file is refused if group or others may write it, or if it is owned by anyone but
 /// root or the running user.
@@ -159,7 +160,7 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
         env: &env,
     };
     let config = credentials::load(&sources).map_err(Failure::Usage)?;
-    redactor.add(&config.client_secret);
+    redactor.add(config.flavor.secret());
     for key in &config.unknown_keys {
         log::warn!("{}: unknown key {key} ignored", config_path.display());
     }
@@ -202,18 +203,6 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
     let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     let client = Client::new(api_url, cli.timeout, redactor.clone());
 
-    let token = client.token(&config.client_id, &config.client_secret).map_err(|e| {
-        Failure::Runtime(match e {
-            ApiError::Refused { status: 400 | 401 | 403, message } => format!(
-                "the OAuth client was refused ({message}): check {} and {} in {}",
-                credentials::CLIENT_ID,
-                credentials::CLIENT_SECRET,
-                config_path.display()
-            ),
-            other => format!("requesting an access token from {api_url}: {other}"),
-        })
-    })?;
-
     let request = KeyRequest {
         tags: tags.clone(),
         reusable: cli.reusable,
@@ -222,9 +211,53 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
         expiry: cli.expiry,
         description,
     };
-    let key = client
-        .create_key(&token, &tailnet, &request)
-        .map_err(|e| Failure::Runtime(explain_key_error(e, &tags, &tailnet)))?;
+    let (key, authority) = match &config.flavor {
+        Flavor::Tailscale { client_id, client_secret } => {
+            let token = client.token(client_id, client_secret).map_err(|e| {
+                Failure::Runtime(match e {
+                    ApiError::Refused { status: 400 | 401 | 403, message } => format!(
+                        "the OAuth client was refused ({message}): check {} and {} in {}",
+                        credentials::CLIENT_ID,
+                        credentials::CLIENT_SECRET,
+                        config_path.display()
+                    ),
+                    other => format!("requesting an access token from {api_url}: {other}"),
+                })
+            })?;
+            let key = client
+                .create_key(&token, &tailnet, &request)
+                .map_err(|e| Failure::Runtime(explain_key_error(e, &tags, &tailnet)))?;
+            (key, Authority::Tailscale(token))
+        }
+        Flavor::Headscale { api_key, user } => {
+            let refused = |e: ApiError| {
+                Failure::Runtime(match e {
+                    ApiError::Refused { status: 401, message } => format!(
+                        "the Headscale API key was refused ({message}): check {} in {}",
+                        credentials::API_KEY,
+                        config_path.display()
+                    ),
+                    ApiError::Refused { status: 400, message } if message.contains("tag") => {
+                        format!("Headscale refused the tags {} ({message})", tags.join(", "))
+                    }
+                    ApiError::Refused { message, .. } if message.contains("user") => format!(
+                        "Headscale has no such user ({message}): check {}, or leave it out on \
+                         Headscale 0.28 and later",
+                        credentials::HEADSCALE_USER
+                    ),
+                    other => format!("minting a Headscale pre-auth key at {api_url}: {other}"),
+                })
+            };
+            let user_id = match user {
+                Some(name) => Some(client.headscale_user_id(api_key, name).map_err(refused)?),
+                None => None,
+            };
+            let key = client
+                .headscale_create_key(api_key, user_id.as_deref(), &request)
+                .map_err(refused)?;
+            (key, Authority::Headscale(api_key.clone()))
+        }
+    };
     let hostname = hostname.as_ref().map(Hostname::as_str);
     key_file.commit(&output::contents(&key, hostname)).map_err(Failure::Runtime)?;
     log::info!(
@@ -237,7 +270,7 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
     );
 
     if let (Some(hostname), false) = (hostname, cli.no_replace_stale) {
-        replace_stale(&client, &redactor, &token, &tailnet, hostname, &tags);
+        replace_stale(&client, &redactor, &authority, &tailnet, hostname, &tags);
     }
     Ok(())
 }
@@ -268,17 +301,27 @@ fn explain_key_error(error: ApiError, tags: &[String], tailnet: &Tailnet) -> Str
     }
 }
 
+/// Who the run speaks to the API as, once the key is minted: for the stale devices.
+enum Authority {
+    Tailscale(Secret),
+    Headscale(Secret),
+}
+
 /// Deletes offline devices the new node replaces; failures are warnings. Device names and ids
 /// come from the server, so they are shown as [`Redactor::server_text`] makes them.
 fn replace_stale(
     client: &Client,
     redactor: &Redactor,
-    token: &Secret,
+    authority: &Authority,
     tailnet: &Tailnet,
     hostname: &str,
     tags: &[String],
 ) {
-    let devices = match client.devices(token, tailnet) {
+    let devices = match authority {
+        Authority::Tailscale(token) => client.devices(token, tailnet),
+        Authority::Headscale(api_key) => client.headscale_nodes(api_key),
+    };
+    let devices = match devices {
         Ok(devices) => devices,
         Err(ApiError::Refused { status: 403, message }) => {
             log::warn!(
@@ -301,7 +344,11 @@ fn replace_stale(
                 continue;
             }
         };
-        match client.delete_device(token, &id) {
+        let deleted = match authority {
+            Authority::Tailscale(token) => client.delete_device(token, &id),
+            Authority::Headscale(api_key) => client.headscale_delete_node(api_key, &id),
+        };
+        match deleted {
             Ok(()) => log::info!("deleted stale offline device {name} ({shown_id})"),
             Err(e) => log::warn!("could not delete stale device {name} ({shown_id}): {e}"),
         }

@@ -676,3 +676,82 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_dir_all(Path::new(&self.0));
     }
 }
+
+#[test]
+fn headscale_mints_a_pre_auth_key_for_its_user_and_replaces_stale_nodes() {
+    let s = setup();
+    let defaults = ApiConfig::default();
+    let headscale = |key: &str, user: &str| {
+        let text = format!(
+            "TS_API_FLAVOR=headscale\nTS_API_KEY={key}\nTS_API_URL={}\n{user}",
+            s.api.url()
+        );
+        std::fs::write(&s.config, text).unwrap();
+    };
+    headscale(&defaults.headscale_api_key, "TS_HEADSCALE_USER=tailpod\n");
+    s.api.add_device(device("7", "web", &["tag:web"], false));
+    s.api.add_device(device("8", "web", &["tag:web"], true));
+    let out = s.tailmint(&["--expiry", "10m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+
+    // The published calls: the user's id by name, the key for that id with its tags and an
+    // expiration, the node list, and the one offline node of that name and tags deleted.
+    let requests = s.api.requests();
+    let calls: Vec<String> =
+        requests.iter().map(|r| format!("{} {}", r.method, r.target)).collect();
+    assert_eq!(
+        calls,
+        [
+            "GET /api/v1/user?name=tailpod",
+            "POST /api/v1/preauthkey",
+            "GET /api/v1/node",
+            "DELETE /api/v1/node/7"
+        ]
+    );
+    let auth = format!("Bearer {}", defaults.headscale_api_key);
+    assert!(requests.iter().all(|r| r.header("authorization") == Some(auth.as_str())));
+    let body: Value = serde_json::from_str(&requests[1].body).unwrap();
+    assert_eq!(body["user"], "1");
+    assert_eq!(body["aclTags"], serde_json::json!(["tag:web"]));
+    assert_eq!(
+        (body["ephemeral"].as_bool(), body["reusable"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let expiration = body["expiration"].as_str().unwrap();
+    let expires = humantime::parse_rfc3339(expiration).unwrap();
+    let ahead = expires.duration_since(std::time::SystemTime::now()).unwrap().as_secs();
+    assert!((590..=600).contains(&ahead), "{expiration} is {ahead}s ahead");
+
+    let key = s.api.minted()[0].key.clone();
+    assert!(key.starts_with("hskey-auth-"));
+    let written = std::fs::read_to_string(s.output()).unwrap();
+    assert_eq!(written, format!("TS_AUTHKEY={key}\nTS_HOSTNAME=web\n"));
+    assert_eq!(s.api.devices().iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["8"]);
+    assert!(!log.contains(&key) && !log.contains(&defaults.headscale_api_key), "{log}");
+
+    // Without a user (Headscale 0.28 and later): a tags-only key, no user lookup.
+    headscale(&defaults.headscale_api_key, "");
+    let out = s.tailmint(&["--no-replace-stale"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = s.api.requests().pop().unwrap();
+    let body: Value = serde_json::from_str(&last.body).unwrap();
+    assert!(body.get("user").is_none(), "{body}");
+
+    // A wrong key and an unknown user say what to check; nothing is written.
+    std::fs::remove_file(s.output()).unwrap();
+    headscale("hskey-api-wrong-key", "TS_HEADSCALE_USER=tailpod\n");
+    let out = s.tailmint(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the Headscale API key was refused (Unauthorized): check TS_API_KEY"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hskey-api-wrong-key"), "{}", stderr(&out));
+    headscale(&defaults.headscale_api_key, "TS_HEADSCALE_USER=nobody\n");
+    let out = s.tailmint(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Headscale has no such user"), "{}", stderr(&out));
+    assert!(!s.output().exists());
+}

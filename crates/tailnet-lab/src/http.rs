@@ -23,6 +23,16 @@ impl Request {
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or_default()
     }
+
+    /// The value of `key` in the query (as sent, not decoded).
+    pub fn query_value(&self, key: &str) -> Option<&str> {
+        let (_, query) = self.target.split_once('?')?;
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
 }
 
 pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {

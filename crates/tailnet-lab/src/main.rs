@@ -124,6 +124,10 @@ async fn serve(
             tailnet.control.accept_keys_from(api.clone());
             println!("API URL: {}", api.url());
             println!("API client: {} {}", config.client_id, config.client_secret);
+            println!(
+                "Headscale API key: {} (user {})",
+                config.headscale_api_key, config.headscale_user
+            );
             Some(api)
         }
         None => None,

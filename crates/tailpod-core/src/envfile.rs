@@ -46,6 +46,16 @@ pub struct Schema {
     pub name: &'static str,
     pub known: &'static [&'static str],
     pub required: &'static [&'static str],
+    /// Another set of required keys, when a key has a value (`TS_API_FLAVOR=headscale`).
+    pub alternative: Option<Alternative>,
+}
+
+/// When `key` is `value`, `required` replaces the schema's required keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alternative {
+    pub key: &'static str,
+    pub value: &'static str,
+    pub required: &'static [&'static str],
 }
 
 /// quadsync's `config.env`.
@@ -63,13 +73,27 @@ pub const QUADSYNC_CONFIG: Schema = Schema {
         "QUADSYNC_MAX_CONTAINERS",
     ],
     required: &["QUADSYNC_GIT_URL"],
+    alternative: None,
 };
 
 /// tailmint's `oauth.env`.
 pub const TAILMINT_OAUTH: Schema = Schema {
     name: "tailmint's oauth.env",
-    known: &["TS_API_CLIENT_ID", "TS_API_CLIENT_SECRET", "TS_TAILNET", "TS_API_URL"],
+    known: &[
+        "TS_API_CLIENT_ID",
+        "TS_API_CLIENT_SECRET",
+        "TS_TAILNET",
+        "TS_API_URL",
+        "TS_API_FLAVOR",
+        "TS_API_KEY",
+        "TS_HEADSCALE_USER",
+    ],
     required: &["TS_API_CLIENT_ID", "TS_API_CLIENT_SECRET"],
+    alternative: Some(Alternative {
+        key: "TS_API_FLAVOR",
+        value: "headscale",
+        required: &["TS_API_KEY", "TS_API_URL"],
+    }),
 };
 
 /// `/etc/ts4nsnet.env`, the host-wide settings every tailnet container's ts4nsnet gets (a
@@ -87,6 +111,7 @@ pub const TS4NSNET_ENV: Schema = Schema {
         "TS_EXIT_NODE_ALLOW_LAN",
     ],
     required: &[],
+    alternative: None,
 };
 
 impl Schema {
@@ -103,7 +128,11 @@ impl Schema {
                 format!("{} is not a setting of {}{meant}", shown_key(&var.key), self.name),
             ));
         }
-        for key in self.required {
+        let required = match self.alternative {
+            Some(alt) if env.get(alt.key) == Some(alt.value) => alt.required,
+            _ => self.required,
+        };
+        for key in required {
             if env.get(key).is_some_and(|v| !v.is_empty()) {
                 continue;
             }
@@ -352,6 +381,13 @@ mod tests {
         let problems =
             |text: &str| TAILMINT_OAUTH.problems(&EnvFile::parse("oauth.env", text).unwrap());
         assert_eq!(problems("TS_API_CLIENT_ID=a\nTS_API_CLIENT_SECRET=b\n"), []);
+        // Headscale's flavour needs its API key and URL instead of an OAuth client.
+        let headscale = "TS_API_FLAVOR=headscale\nTS_API_KEY=k\nTS_API_URL=https://hs\n";
+        assert_eq!(problems(headscale), []);
+        assert_eq!(
+            problems("TS_API_FLAVOR=headscale\nTS_API_KEY=k\n"),
+            [(0, "TS_API_URL is not set".to_owned())]
+        );
         assert_eq!(
             problems("TS_API_CLIENT_ID=a TS_API_CLIENT_SECRET=b\n"),
             [(1, "TS_API_CLIENT_SECRET is not set: it is folded into TS_API_CLIENT_ID's value on line 1 (every line of the file ran into one: write `inline: |`)".to_owned())]

@@ -537,6 +537,40 @@ fn on_the_tailnet(machine: &Machine, lab: &Lab) -> Result<(), String> {
     check(minted.trim() == format!("{user} 600"), &format!("tailmint's key file is {minted}"))
 }
 
+/// The tailnet container's start once through Headscale's flavour of tailmint: oauth.env says
+/// `TS_API_FLAVOR=headscale` with the lab's Headscale API key; after a restart the container's
+/// key is a Headscale pre-auth key and the peer reaches it again. oauth.env is put back after.
+fn through_headscale(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<(), String> {
+    let oauth = layout.rootfs.join("etc/tailscale/oauth.env");
+    let original = std::fs::read_to_string(&oauth).map_err(|e| format!("oauth.env: {e}"))?;
+    // Written in place: the file keeps its owner (root) and mode (0600).
+    write(
+        &oauth,
+        &format!(
+            "TS_API_FLAVOR=headscale\nTS_API_KEY={}\nTS_API_URL={}\nTS_HEADSCALE_USER={}\n",
+            lab.headscale_key, lab.api_url, lab.headscale_user
+        ),
+    )?;
+    let user = TAILNET_CONTAINER;
+    let result = (|| {
+        let unit = format!("{user}.service");
+        machine.exec(&["systemctl", "--user", "-M", &format!("{user}@"), "restart", &unit])?;
+        let request = "GET / HTTP/1.0\r\n\r\n";
+        wait_for(&format!("the peer to reach {user} again"), Duration::from_secs(60), || {
+            Ok(lab.probe(&format!("{user}:8080"), request)?.contains("hello from the box"))
+        })?;
+        let uid = machine.exec(&["id", "-u", user])?;
+        let keys =
+            machine.exec(&["cat", &format!("/run/user/{}/tailmint/{user}.env", uid.trim())])?;
+        check(
+            keys.starts_with("TS_AUTHKEY=hskey-auth-"),
+            "the container's key is not a Headscale pre-auth key",
+        )
+    })();
+    write(&oauth, &original)?;
+    result
+}
+
 /// What [`public_server`] answers.
 const PUBLIC_ANSWER: &str = "hello from the internet";
 
@@ -668,6 +702,8 @@ pub fn test(
         timings.boot_to_node.as_secs_f64(),
         timings.boot_to_tailnet.as_secs_f64()
     );
+    through_headscale(layout, machine, lab)?;
+    eprintln!("box: {TAILNET_CONTAINER} restarted with a key tailmint minted from Headscale's API");
     pod_on_the_tailnet(machine, lab, "first")?;
     eprintln!("box: the pod {TAILNET_POD} on the tailnet as one node, with its age secrets");
     // The repo's companions, in their owners' own stores.

@@ -29,6 +29,9 @@ pub struct Lab {
     pub api_url: String,
     pub client_id: String,
     pub client_secret: String,
+    /// The lab API's Headscale side: its API key and user.
+    pub headscale_key: String,
+    pub headscale_user: String,
     /// A reusable key for the host's own nodes (the peer, probes).
     auth_key: String,
     binary: PathBuf,
@@ -78,11 +81,18 @@ pub fn start(layout: &Layout) -> Result<Lab, String> {
     };
     let client = field("API client: ")?;
     let (client_id, client_secret) = client.split_once(' ').ok_or("no client secret")?;
+    let headscale = field("Headscale API key: ")?;
+    let (headscale_key, headscale_user) = headscale
+        .strip_suffix(')')
+        .and_then(|h| h.split_once(" (user "))
+        .ok_or("no Headscale user")?;
     let lab = Lab {
         control_url: field("control URL: ")?,
         api_url: field("API URL: ")?,
         client_id: client_id.to_owned(),
         client_secret: client_secret.to_owned(),
+        headscale_key: headscale_key.to_owned(),
+        headscale_user: headscale_user.to_owned(),
         auth_key: field("auth key: ")?,
         binary,
     };

@@ -186,7 +186,7 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     // The example copied and not filled in.
     std::fs::write(&secrets, &example).unwrap();
     let err = build(&job(dir.path(), None)).unwrap_err();
-    for line in [11, 20, 28, 35, 36, 52] {
+    for line in [11, 20, 28, 37, 38, 54] {
         let expected = format!("{}:{line}: REPLACE-ME is still here", secrets.display());
         assert!(err.contains(&expected), "{expected:?} in {err}");
     }
@@ -201,7 +201,7 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     std::fs::write(&secrets, &folded).unwrap();
     let err = build(&job(dir.path(), None)).unwrap_err();
     let expected = format!(
-        "{}:31: /etc/tailscale/oauth.env (its line 1): TS_API_CLIENT_SECRET is not set: it is folded into TS_API_CLIENT_ID's value on line 1",
+        "{}:33: /etc/tailscale/oauth.env (its line 1): TS_API_CLIENT_SECRET is not set: it is folded into TS_API_CLIENT_ID's value on line 1",
         secrets.display()
     );
     assert!(err.contains(&expected), "{expected:?} in {err}");
@@ -224,7 +224,7 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     let expected = "QUADSYNC_SSH_KYE is not a setting of quadsync's config.env; did you mean QUADSYNC_SSH_KEY?";
     assert!(err.contains(expected), "{expected:?} in {err}");
     let expected = format!(
-        "{}:39: /etc/ts4nsnet.env (its line 1): TS_CONTROL_ULR is not a setting of ts4nsnet's environment; did you mean TS_CONTROL_URL?",
+        "{}:41: /etc/ts4nsnet.env (its line 1): TS_CONTROL_ULR is not a setting of ts4nsnet's environment; did you mean TS_CONTROL_URL?",
         secrets.display()
     );
     assert!(err.contains(&expected), "{expected:?} in {err}");
@@ -293,7 +293,7 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     std::fs::write(&secrets, &readable).unwrap();
     let err = build(&job(dir.path(), None)).unwrap_err();
     let expected = format!(
-        "{}:48: /etc/quadsync/age.key has mode 0644, but it is QUADSYNC_AGE_KEY: others must not read it (0600)",
+        "{}:50: /etc/quadsync/age.key has mode 0644, but it is QUADSYNC_AGE_KEY: others must not read it (0600)",
         secrets.display()
     );
     assert!(err.contains(&expected), "{expected:?} in {err}");

@@ -410,16 +410,7 @@ impl Client {
             "expirySeconds": request.expiry.as_secs(),
             "description": request.description,
         });
-        let (status, answer) = self.call("creating an auth key", |agent, timeout| {
-            agent
-                .post(&url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .header("Authorization", &Self::bearer(token))
-                .send_json(&body)
-        })?;
-        let answer = self.ok_body(status, answer)?;
+        let answer = self.post_json("creating an auth key", &url, token, &body)?;
         let answer: KeyAnswer = serde_json::from_str(&answer)
             .map_err(|_| ApiError::Malformed("no key in the create-key answer".into()))?;
         // A key of another shape is dropped here, unseen (the error shows its length only);
@@ -428,6 +419,26 @@ impl Client {
         let key = Secret::new(answer.key);
         self.redactor.add(&key);
         Ok(key)
+    }
+
+    /// A JSON POST with the bearer token; the body of a 200 answer.
+    fn post_json(
+        &self,
+        what: &str,
+        url: &str,
+        token: &Secret,
+        body: &serde_json::Value,
+    ) -> Result<String, ApiError> {
+        let (status, answer) = self.call(what, |agent, timeout| {
+            agent
+                .post(url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .header("Authorization", &Self::bearer(token))
+                .send_json(body)
+        })?;
+        self.ok_body(status, answer)
     }
 
     /// A bodyless request with the bearer token; the body of a 200 answer.
@@ -507,17 +518,7 @@ impl Client {
         if let Some(user) = user {
             body["user"] = json!(user);
         }
-        let (status, answer) =
-            self.call("creating a Headscale pre-auth key", |agent, timeout| {
-                agent
-                    .post(&url)
-                    .config()
-                    .timeout_global(Some(timeout))
-                    .build()
-                    .header("Authorization", &Self::bearer(api_key))
-                    .send_json(&body)
-            })?;
-        let answer = self.ok_body(status, answer)?;
+        let answer = self.post_json("creating a Headscale pre-auth key", &url, api_key, &body)?;
         let answer: HeadscaleKeyAnswer = serde_json::from_str(&answer)
             .map_err(|_| ApiError::Malformed("no preAuthKey.key in the answer".into()))?;
         check_headscale_key(&answer.pre_auth_key.key).map_err(ApiError::Malformed)?;

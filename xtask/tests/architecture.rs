@@ -104,3 +104,16 @@ fn test_builds_stay_small_on_disk() {
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     assert!(ci.contains("export CARGO_INCREMENTAL=0"), ".ci/run builds incrementally again");
 }
+
+/// quadsync runs as root: every process it starts goes through `system::run_command` (a
+/// timeout, captured output), which its clippy.toml enforces for the rest of the crate.
+#[test]
+fn quadsync_starts_processes_in_one_place() {
+    let rules = std::fs::read_to_string(root().join("crates/quadsync/clippy.toml")).unwrap();
+    for method in ["spawn", "output", "status"] {
+        let path = format!("\"std::process::Command::{method}\"");
+        assert!(rules.contains(&path), "crates/quadsync/clippy.toml no longer refuses {method}");
+    }
+    let system = std::fs::read_to_string(root().join("crates/quadsync/src/system.rs")).unwrap();
+    assert_eq!(system.matches("#[allow(clippy::disallowed_methods)]").count(), 1);
+}

@@ -10,6 +10,9 @@
 //! included. Each scenario runs in a child process, so its peak RSS (VmHWM) is its own, and once
 //! more under `strace -f` (when installed) to count the processes a sync starts.
 
+// The benchmark drives git directly, outside what quadsync itself runs.
+#![allow(clippy::disallowed_methods)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -132,7 +132,9 @@ impl std::fmt::Display for CommandFailed {
     }
 }
 
-/// [`run`] for a command that needs more set up (its environment).
+/// [`run`] for a command that needs more set up (its environment). The one place quadsync starts
+/// a process (clippy.toml refuses `spawn`, `output` and `status` anywhere else).
+#[allow(clippy::disallowed_methods)]
 pub fn run_command(
     mut command: Command,
     stdin: Option<&[u8]>,

@@ -1,5 +1,8 @@
 //! `quadsync augment` run as a binary against a real git checkout and transform directory.
 
+// Tests drive the binaries and git directly; the harness bounds them, not run_command.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,6 +1,9 @@
 //! quadsync against real git repositories (file:// and a git server on loopback), run as a
 //! binary. Nothing here creates users: what needs root and systemd runs in the box.
 
+// Tests drive the binaries and git directly; the harness bounds them, not run_command.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "support/git_daemon.rs"]
 mod git_daemon;
 #[path = "support/git_http.rs"]

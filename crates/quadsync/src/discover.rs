@@ -344,10 +344,11 @@ fn resolve_references(
             errors.push(format!("{shown}: Quadlet would make {service} of it and of {other}"));
         }
         let unit = UnitFile::parse(&file.text);
+        // The spec as written, once per file, for the line of each reference written there.
+        let written = origin.map(|o| UnitFile::parse(&o.text));
         for reference in references(&unit, extension(name)) {
-            // The spec's own line, when the reference is written there.
-            let line = origin.and_then(|o| {
-                UnitFile::parse(&o.text)
+            let line = written.as_ref().and_then(|written| {
+                written
                     .entries()
                     .map(|(_, e)| e)
                     .find(|e| e.key() == reference.key && e.value() == reference.value)
@@ -365,15 +366,17 @@ fn resolve_references(
                     deployment.user,
                     extension(&reference.name)
                 )),
+                Target::Data if reference.name.contains('/') => errors.push(format!(
+                    "{at}: {named}: quadsync deploys files beside the unit only, not below it"
+                )),
                 Target::Data => {
                     let dir = origin.and_then(|o| split(&o.path).0);
                     let path =
                         dir.map_or(reference.name.clone(), |d| format!("{d}/{}", reference.name));
                     match files.iter().find(|f| f.path == path && wanted_data(&f.path)) {
-                        _ if reference.name.contains('/') => errors.push(format!(
-                            "{at}: {named}: quadsync deploys files beside the unit only, not below it"
-                        )),
-                        Some(found) => data.push((reference.name, found.text.clone(), found.path.clone())),
+                        Some(found) => {
+                            data.push((reference.name, found.text.clone(), found.path.clone()))
+                        }
                         None => errors.push(format!(
                             "{at}: {named}: {path} is not a regular YAML file or Containerfile in the repo"
                         )),
@@ -401,7 +404,7 @@ fn wanted_data(path: &str) -> bool {
 }
 
 /// Whether a rendered container joins the tailnet (ts4nsnet as its network command, or a key
-/// from tailmint), which a pod member cannot do yet.
+/// from tailmint), which a pod member may not do on its own: its pod joins.
 fn joins_tailnet(text: &str) -> bool {
     let unit = UnitFile::parse(text);
     let mentions = |section: &str, key: &str, tool: &str| {

@@ -339,24 +339,16 @@ fn read_identities(path: &Path) -> Result<Vec<x25519::Identity>, String> {
             meta.mode() & 0o7777
         ));
     }
-    let data = crate::source::read_regular_file(path, MAX_KEY_FILE_BYTES)
-        .map_err(|e| format!("QUADSYNC_AGE_KEY {e}"))?;
-    let text =
-        String::from_utf8(data).map_err(|_| format!("QUADSYNC_AGE_KEY {shown}: not text"))?;
+    let lines = key_file_lines(path).map_err(|e| format!("QUADSYNC_AGE_KEY {e}"))?;
     let mut identities = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (number, line) in &lines {
         match line.parse::<x25519::Identity>() {
             Ok(identity) => identities.push(identity),
             // Other identity types (plugins) are passed over, as the Go quadsync does.
             Err(_) if line.starts_with("AGE-PLUGIN-") => {}
             Err(_) => {
                 return Err(format!(
-                    "QUADSYNC_AGE_KEY {shown}:{}: not an age X25519 identity (AGE-SECRET-KEY-1...)",
-                    index + 1
+                    "QUADSYNC_AGE_KEY {shown}:{number}: not an age X25519 identity (AGE-SECRET-KEY-1...)"
                 ));
             }
         }
@@ -365,6 +357,21 @@ fn read_identities(path: &Path) -> Result<Vec<x25519::Identity>, String> {
         return Err(format!("QUADSYNC_AGE_KEY {shown}: no age X25519 identity in it"));
     }
     Ok(identities)
+}
+
+/// The lines of an age key file (identities or recipients, as `age-keygen` writes them) that
+/// say something, with their numbers: read as a bounded regular file, never through a link;
+/// blank lines and `#` comments passed over.
+fn key_file_lines(path: &Path) -> Result<Vec<(usize, String)>, String> {
+    let data = crate::source::read_regular_file(path, MAX_KEY_FILE_BYTES)?;
+    let text = String::from_utf8(data).map_err(|_| format!("{}: not text", path.display()))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .map(|(index, line)| (index + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(number, line)| (number, line.to_owned()))
+        .collect())
 }
 
 /// Opens every deployment's secrets: each becomes an entry of the user's podman secret store
@@ -424,20 +431,14 @@ pub fn recipients_from(spec: &str) -> Result<Vec<String>, String> {
             .map_err(|_| format!("{spec:?} is not an age X25519 recipient"))?;
         return Ok(vec![spec.to_owned()]);
     }
-    let data = crate::source::read_regular_file(Path::new(spec), MAX_KEY_FILE_BYTES)?;
-    let text = String::from_utf8(data).map_err(|_| format!("{spec}: not text"))?;
     let mut found = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (number, line) in key_file_lines(Path::new(spec))? {
         if let Ok(recipient) = line.parse::<x25519::Recipient>() {
             found.push(recipient.to_string());
         } else if let Ok(identity) = line.parse::<x25519::Identity>() {
             found.push(identity.to_public().to_string());
         } else {
-            return Err(format!("{spec}:{}: not an age X25519 recipient or identity", index + 1));
+            return Err(format!("{spec}:{number}: not an age X25519 recipient or identity"));
         }
     }
     if found.is_empty() {

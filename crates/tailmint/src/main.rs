@@ -55,7 +55,9 @@ struct Cli {
     output: Option<PathBuf>,
     /// Mint for the sudo caller USER: hostname USER, tag tag:USER, output
     /// /run/user/UID/tailmint/USER.env. One sudo rule with this flag and no wildcards lets each
-    /// container user mint its own key and nothing else.
+    /// container user mint its own key and nothing else. The hostname is TS_HOSTNAME instead
+    /// when the caller's environment sets it and sudo keeps it (tailpod's rule keeps it, for
+    /// names per host such as exporter-web1): the tag, which ACLs go by, stays tag:USER.
     #[arg(long, conflicts_with_all = ["tags", "hostname", "output"])]
     caller: bool,
     /// Tailnet name [default: TS_TAILNET from the config, else "-", the client's own tailnet].
@@ -131,8 +133,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The environment variable that names a `--caller` node other than after its user.
+const HOSTNAME_VARIABLE: &str = "TS_HOSTNAME";
+
+/// The hostname of a `--caller` node: `TS_HOSTNAME` if set, else the user's name.
+fn caller_hostname(env: &dyn Fn(&str) -> Option<String>, user: &str) -> Result<Hostname, String> {
+    match env(HOSTNAME_VARIABLE).filter(|h| !h.is_empty()) {
+        Some(named) => named.parse().map_err(|e| format!("{HOSTNAME_VARIABLE}: {e}")),
+        None => user.parse().map_err(|e| format!("--caller: {e}")),
+    }
+}
+
 fn description(cli: &Cli) -> Result<String, String> {
-    let caller = cli.caller.then(|| std::env::var("SUDO_USER").ok()).flatten();
+    let env = |name: &str| std::env::var(name).ok();
+    let caller = match cli.caller {
+        true => env("SUDO_USER").and_then(|user| caller_hostname(&env, &user).ok()),
+        false => None,
+    }
+    .map(|hostname| hostname.to_string());
     let text = match (&cli.description, cli.hostname.as_ref().map(Hostname::to_string).or(caller)) {
         (Some(text), _) => text.clone(),
         (None, Some(hostname)) => format!("tailmint {hostname}"),
@@ -180,8 +198,7 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
             .ok_or_else(|| Failure::Usage("--caller needs SUDO_USER (set by sudo)".into()))?;
         let tag: Tag =
             format!("tag:{user}").parse().map_err(|e| Failure::Usage(format!("--caller: {e}")))?;
-        let hostname: Hostname =
-            user.parse().map_err(|e| Failure::Usage(format!("--caller: {e}")))?;
+        let hostname = caller_hostname(&env, &user).map_err(Failure::Usage)?;
         let path = output::runtime_dir(caller.uid).join("tailmint").join(format!("{user}.env"));
         (vec![tag], Some(hostname), path)
     } else {

@@ -396,6 +396,23 @@ fn through_sudo_it_writes_as_the_caller_inside_their_runtime_dir() {
     assert_eq!(std::fs::metadata(&caller_file).unwrap().uid(), uid);
     let out = run(&["--config", config, "--caller", "--hostname", "other"], &with_user);
     assert_eq!(out.status.code(), Some(2), "--caller pins the hostname");
+    // A name per host comes through the environment; the tag stays the user's.
+    let mut per_host = with_user.clone();
+    per_host.push(("TS_HOSTNAME", "exporter-web1"));
+    let before = s.api.minted().len();
+    let out = run(&["--config", config, "--caller"], &per_host);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&caller_file).unwrap();
+    assert!(text.ends_with("TS_HOSTNAME=exporter-web1\n"), "{text}");
+    assert_eq!(
+        s.api.minted()[before].request["capabilities"]["devices"]["create"]["tags"],
+        json!([format!("tag:{name}")])
+    );
+    per_host.pop();
+    per_host.push(("TS_HOSTNAME", "bad_name"));
+    let out = run(&["--config", config, "--caller"], &per_host);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TS_HOSTNAME: hostname \"bad_name\""), "{}", stderr(&out));
     let out = run(&["--config", config, "--caller"], &[]);
     assert_eq!(out.status.code(), Some(2), "--caller needs sudo");
     std::fs::remove_file(&caller_file).unwrap();

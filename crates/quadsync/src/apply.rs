@@ -546,8 +546,8 @@ pub(crate) mod tests {
         let repo_with = |token: &str, keyring: &Keyring| {
             let sealed = encrypt(&recipient, token.as_bytes()).unwrap();
             let text = format!("[Container]\nImage=x\n[Secrets]\nEnvironment=TOKEN={sealed}\n");
-            let files = [SourceFile { path: "app.container".into(), text }];
-            let mut desired = discover(&files, &TransformSet::without_host()).unwrap();
+            let files = [SourceFile::at_root("app.container", text)];
+            let mut desired = discover(&files, &TransformSet::without_host(), None).unwrap();
             unlock(&mut desired, keyring);
             desired
         };

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use tailpod_core::envfile::{EnvFile, QUADSYNC_CONFIG, shown_key};
 
+use crate::fleet::{self, PathPattern};
+
 pub const DEFAULT_PATH: &str = "/etc/quadsync/config.env";
 
 /// `QUADSYNC_MAX_CONTAINERS` when unset.
@@ -34,6 +36,8 @@ pub struct Config {
     /// The most container users the repo may define: every one is a Linux user with subuid
     /// ranges and a user manager, so a repo cannot make the host create users without end.
     pub max_containers: usize,
+    /// The repo directories this host deploys (`QUADSYNC_PATHS`; see [`crate::fleet`]).
+    pub paths: Vec<PathPattern>,
     /// Keys in the file quadsync does not know: probably typos.
     pub unknown_keys: Vec<String>,
 }
@@ -112,7 +116,10 @@ impl Config {
             Some(_) => Some(absolute("QUADSYNC_AGE_KEY", "")?),
             None => None,
         };
+        let paths = fleet::parse(&or("QUADSYNC_PATHS", fleet::DEFAULT_PATHS))
+            .map_err(|e| located("QUADSYNC_PATHS", &e))?;
         Ok(Config {
+            paths,
             git_url,
             branch: or("QUADSYNC_GIT_BRANCH", "main"),
             transform_dir: absolute("QUADSYNC_TRANSFORM_DIR", "/etc/quadsync/transforms")?,
@@ -154,6 +161,21 @@ mod tests {
         assert_eq!(config.ssh_key, None);
         assert_eq!(config.max_removal, 0.5);
         assert_eq!(config.max_containers, 1000);
+        assert_eq!(config.paths, fleet::parse(".").unwrap());
+    }
+
+    #[test]
+    fn paths_are_checked_when_the_config_is_read() {
+        let config =
+            Config::parse("c.env", "QUADSYNC_GIT_URL=u:x\nQUADSYNC_PATHS=common,?hosts/%H\n")
+                .unwrap();
+        assert_eq!(config.paths, fleet::parse("common,?hosts/%H").unwrap());
+        let err =
+            Config::parse("c.env", "QUADSYNC_GIT_URL=u:x\nQUADSYNC_PATHS=hosts/%n\n").unwrap_err();
+        assert_eq!(
+            err,
+            "c.env:2: QUADSYNC_PATHS: hosts/%n: unknown specifier %n (known: %H %l %m %a %%)"
+        );
     }
 
     #[test]

@@ -29,8 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
-use tailpod_core::merge::substitute_name;
-use tailpod_core::names::{ContainerName, PodName};
+use tailpod_core::names::{ContainerName, Hostname, PodName};
 use tailpod_core::quadlet::{self, PodmanVersion, Severity};
 use tailpod_core::unit::{Entry, UnitFile};
 
@@ -91,7 +90,24 @@ pub struct Deployment {
     pub held: Option<String>,
 }
 
+/// The variable that names a container's node on the tailnet: tailmint reads it (through its
+/// sudo rule's `env_keep`) and writes it beside the key for ts4nsnet.
+pub const NODE_NAME_VARIABLE: &str = "TS_HOSTNAME";
+
 impl Deployment {
+    /// The name of the tailnet node this deployment makes, if it joins the tailnet: its unit's
+    /// `[Service] Environment=TS_HOSTNAME=` (`exporter-{{.Host}}`), else its user's name, as
+    /// `tailmint --caller` names it.
+    pub fn node_name(&self) -> Option<String> {
+        let unit = self.files.iter().find(|(name, file)| {
+            file.dir == UnitDir::Quadlet
+                && matches!(extension(name), "container" | "pod")
+                && joins_tailnet(&file.text)
+        })?;
+        let named = UnitFile::parse(&unit.1.text).environment("Service", NODE_NAME_VARIABLE);
+        Some(named.unwrap_or_else(|| self.user.clone()))
+    }
+
     /// Timers to enable.
     pub fn timers(&self) -> impl Iterator<Item = &str> {
         self.files.keys().filter(|n| n.ends_with(".timer")).map(String::as_str)
@@ -116,8 +132,13 @@ fn stem(name: &str) -> &str {
     name.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(name)
 }
 
-/// Works out the desired state; see the module docs. Errors are every problem found.
-pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desired, Vec<String>> {
+/// Works out the desired state for the host `{{.Host}}` names (see the module docs). Errors are
+/// every problem found.
+pub fn discover(
+    files: &[SourceFile],
+    transforms: &TransformSet,
+    host: Option<&Hostname>,
+) -> Result<Desired, Vec<String>> {
     let mut errors = Vec::new();
     let mut desired: Desired = BTreeMap::new();
     let mut claimed: BTreeMap<String, String> = BTreeMap::new();
@@ -152,7 +173,8 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
         let mut owners: Vec<(String, String)> = Vec::new(); // container or pod stem -> user
         for file in scope.iter().filter(|f| matches!(extension(&f.path), "container" | "pod")) {
             let name = split(&file.path).1;
-            let spec = match SpecFile::locate(Path::new(&file.path), Path::new(&file.path)) {
+            let spec = match SpecFile::locate(Path::new(file.local()), Path::new(&file.path), host)
+            {
                 Ok(spec) => spec,
                 Err(e) => {
                     errors.push(e.to_string());
@@ -203,6 +225,14 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                 ));
                 continue;
             }
+            let node_name = UnitFile::parse(&text).environment("Service", NODE_NAME_VARIABLE);
+            if let Some(Err(e)) = node_name.map(|name| name.parse::<Hostname>()) {
+                errors.push(format!(
+                    "{}: [Service] Environment={NODE_NAME_VARIABLE}=: {e} (it names the node on the tailnet)",
+                    file.path
+                ));
+                continue;
+            }
             deployment.sources.push(file.path.clone());
             let quadlet = UserFile { dir: UnitDir::Quadlet, text };
             if let Err(e) = add(deployment, name.to_owned(), quadlet, file.path.clone()) {
@@ -215,7 +245,13 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
             if spec.kind == Kind::Container {
                 for companion in &transforms.companions {
                     let name = format!("{}{}", spec.stem, companion.suffix);
-                    let mut text = substitute_name(&companion.text, &spec.stem);
+                    let mut text = match spec.fill(&companion.text) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            errors.push(format!("companion {}: {e}", companion.path.display()));
+                            continue;
+                        }
+                    };
                     if name.ends_with(".container") {
                         if let (Some(pod), false) = (pod, text.contains("# quadsync:no-pod")) {
                             let mut unit = UnitFile::parse(&text);
@@ -231,6 +267,7 @@ pub fn discover(files: &[SourceFile], transforms: &TransformSet) -> Result<Desir
                             dir: None,
                             stem: stem(&name).to_owned(),
                             kind: Kind::Container,
+                            host: host.cloned(),
                         };
                         if let Err(e) =
                             crate::render::check_merged(&companion_spec, &UnitFile::parse(&text))
@@ -423,7 +460,7 @@ mod tests {
     const C: &str = "[Container]\nImage=docker.io/library/nginx:latest\n";
 
     fn source(files: &[(&str, &str)]) -> Vec<SourceFile> {
-        files.iter().map(|(p, t)| SourceFile { path: p.to_string(), text: t.to_string() }).collect()
+        files.iter().map(|(p, t)| SourceFile::at_root(*p, *t)).collect()
     }
 
     fn transforms(files: &[(&str, &str)]) -> TransformSet {
@@ -451,7 +488,7 @@ mod tests {
             ("README.md", "ignored"),
             ("docs/notes.txt", "ignored"),
         ]);
-        let desired = discover(&files, &t).unwrap();
+        let desired = discover(&files, &t, None).unwrap();
         assert_eq!(
             names(&desired),
             [
@@ -482,7 +519,7 @@ mod tests {
             ("webapp-web-refresh.timer", "[Timer]\nOnCalendar=daily\n"),
             ("solo.container", C),
         ]);
-        let desired = discover(&files, &t).unwrap();
+        let desired = discover(&files, &t, None).unwrap();
         let webapp = &desired["webapp"];
         assert_eq!(webapp.service, "webapp-pod.service");
         let names: Vec<_> = webapp.files.keys().map(String::as_str).collect();
@@ -514,7 +551,7 @@ mod tests {
             ("other-x.timer", "[Unit]\n"),
             ("secret.container", "[Container]\nImage=x\n[Secrets]\nEnvironment=A\n"),
         ]);
-        let errors = discover(&files, &t).unwrap_err();
+        let errors = discover(&files, &t, None).unwrap_err();
         let expected = [
             "duplicate name \"foo\": foo.container and myhost/foo.container",
             "Bad.container: name \"Bad\" is not valid",
@@ -530,6 +567,74 @@ mod tests {
     }
 
     #[test]
+    fn fleet_paths_keep_the_layout_rules_and_host_names_fill_in() {
+        let tailscale = (
+            "tailscale.container",
+            "[Container]\nGlobalArgs=--network-cmd-path=/usr/local/bin/ts4nsnet\n[Service]\n+ExecStartPre=/usr/bin/sudo /usr/local/bin/tailmint --caller\n",
+        );
+        let t = transforms(&[
+            tailscale,
+            ("_base-log.container", "[Container]\nImage=log\nLabel=on={{.Host}}\n"),
+        ]);
+        let file = |path: &str, base: &str, text: &str| SourceFile {
+            path: path.into(),
+            text: text.into(),
+            base: base.into(),
+        };
+        let exporter =
+            format!("{C}[Service]\nEnvironment=TS_HOSTNAME={{{{.Name}}}}-{{{{.Host}}}}\n");
+        let files = [
+            file("common/tailscale/exporter.container", "common", &exporter),
+            file("hosts/web1/tailscale/web.container", "hosts/web1", C),
+            file("hosts/web1/app.container", "hosts/web1", C),
+        ];
+        let host: Hostname = "web1".parse().unwrap();
+        let desired = discover(&files, &t, Some(&host)).unwrap();
+        let names: Vec<&str> = desired.keys().map(String::as_str).collect();
+        assert_eq!(names, ["app", "exporter", "web"]);
+        // The transform of a path's own directory applies, and {{.Host}} is this host.
+        let exporter = &desired["exporter"];
+        assert!(exporter.files["exporter.container"].text.contains("ts4nsnet"));
+        assert!(exporter.files["exporter-log.container"].text.contains("Label=on=web1"));
+        assert_eq!(exporter.node_name().as_deref(), Some("exporter-web1"));
+        assert_eq!(desired["web"].node_name().as_deref(), Some("web"));
+        assert_eq!(desired["app"].node_name(), None);
+        // Without a usable host name, {{.Host}} is an error, not an empty string.
+        let errors = discover(&files, &t, None).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e
+                .starts_with("common/tailscale/exporter.container: {{.Host}}: this host's name")),
+            "{errors:#?}"
+        );
+        // A node name that is no hostname is refused before the host sees it.
+        let bad = format!("{C}[Service]\nEnvironment=TS_HOSTNAME=web_1\n");
+        let errors = discover(
+            &[file("hosts/web1/tailscale/web.container", "hosts/web1", &bad)],
+            &t,
+            Some(&host),
+        )
+        .unwrap_err();
+        assert!(
+            errors[0].starts_with("hosts/web1/tailscale/web.container: [Service] Environment=TS_HOSTNAME=: hostname \"web_1\""),
+            "{errors:#?}"
+        );
+        // One name from two paths is one error naming both.
+        let errors = discover(
+            &[
+                file("common/app.container", "common", C),
+                file("hosts/web1/app.container", "hosts/web1", C),
+            ],
+            &t,
+            Some(&host),
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            ["duplicate name \"app\": common/app.container and hosts/web1/app.container"]
+        );
+    }
+
+    #[test]
     fn a_pod_on_the_tailnet_is_one_node_its_members_share() {
         let tailscale_container = (
             "tailscale.container",
@@ -541,7 +646,7 @@ mod tests {
             ("tailscale/webapp-db.container", C),
         ]);
         // Without a pod transform, each member would get the container's network: refused.
-        let errors = discover(&files, &transforms(&[tailscale_container])).unwrap_err();
+        let errors = discover(&files, &transforms(&[tailscale_container]), None).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:#?}");
         assert!(
             errors[1].starts_with("tailscale/webapp-db.container: a member of pod webapp would join the tailnet on its own; the pod joins as one node when the host has a tailscale.pod transform"),
@@ -555,7 +660,7 @@ mod tests {
                 "[Pod]\nNetwork=slirp4netns\nGlobalArgs=--network-cmd-path=/usr/local/bin/ts4nsnet\n[Service]\n+ExecStartPre=/usr/bin/sudo /usr/local/bin/tailmint --caller\n",
             ),
         ]);
-        let desired = discover(&files, &t).unwrap();
+        let desired = discover(&files, &t, None).unwrap();
         let webapp = &desired["webapp"];
         assert_eq!(webapp.service, "webapp-pod.service");
         assert!(webapp.files["webapp.pod"].text.contains("GlobalArgs=--network-cmd-path"));
@@ -566,7 +671,7 @@ mod tests {
         // A container beside the pod stands alone, and joins the tailnet on its own.
         let mut beside = files.clone();
         beside.extend(source(&[("tailscale/web.container", C)]));
-        let desired = discover(&beside, &t).unwrap();
+        let desired = discover(&beside, &t, None).unwrap();
         assert_eq!(desired.keys().collect::<Vec<_>>(), ["web", "webapp"]);
         assert!(joins_tailnet(&desired["web"].files["web.container"].text));
     }
@@ -583,7 +688,7 @@ mod tests {
             ("feed.yaml", "kind: Pod\n"),
             ("unrelated.yaml", "x: 1\n"),
         ]);
-        let desired = discover(&files, &t).unwrap();
+        let desired = discover(&files, &t, None).unwrap();
         let blog = &desired["blog"];
         let names: Vec<_> = blog.files.keys().map(String::as_str).collect();
         assert_eq!(
@@ -601,7 +706,7 @@ mod tests {
             ("db.kube", "[Kube]\nYaml=missing.yaml\n"),
             ("db-net.network", "[Volume]\n"),
         ]);
-        let errors = discover(&files, &t).unwrap_err();
+        let errors = discover(&files, &t, None).unwrap_err();
         let expected = [
             "web.container:4: Volume=db-data.volume:/d: no db-data.volume is deployed for user web",
             "stray.volume: no container or pod in the repo root owns it",
@@ -624,7 +729,7 @@ mod tests {
             ("webapp-web.container", C),
             ("webapp-web-side.container", C),
         ]);
-        let errors = discover(&files, &t).unwrap_err();
+        let errors = discover(&files, &t, None).unwrap_err();
         assert!(
             errors.iter().any(
                 |e| e.contains("would deploy webapp-web-side.container for user webapp, which")

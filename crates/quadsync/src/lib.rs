@@ -3,7 +3,8 @@
 //!
 //! The flow of a sync, one module a step:
 //!
-//! * [`config`] reads `/etc/quadsync/config.env`.
+//! * [`config`] reads `/etc/quadsync/config.env`; [`fleet`]: which of the repo's directories
+//!   this host deploys (`QUADSYNC_PATHS`), and who the host is.
 //! * [`repo`] fetches the definitions repo (gix; smart HTTP through `http.rs`); [`source`] is
 //!   the one rule for reading its files, from a commit or a directory.
 //! * [`transforms`] and [`render`]: from a spec file to the exact text deployed (shared by
@@ -12,11 +13,14 @@
 //! * [`state`]: what quadsync deployed and owns; [`plan`]: what to do, as data.
 //! * [`apply`]: doing it through [`system`], the narrow interface to the host; [`userfile`]: the
 //!   file work done as the container's user.
-//! * [`sync`]: the whole run, locked, with its safety rules.
+//! * [`sync`]: the whole run, locked, with its safety rules. [`check`]: the repo as one host
+//!   or every host of a fleet would deploy it, without a host.
 
 pub mod apply;
+pub mod check;
 pub mod config;
 pub mod discover;
+pub mod fleet;
 mod http;
 pub mod plan;
 pub mod references;

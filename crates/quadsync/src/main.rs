@@ -10,15 +10,14 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use tailpod_core::envfile::shown_key;
 use tailpod_core::names::{ContainerName, PodName};
-use tailpod_core::quadlet::{PodmanVersion, Severity};
+use tailpod_core::quadlet::PodmanVersion;
 
+use quadsync::check::{Check, Hosts};
 use quadsync::config::{self, Config};
-use quadsync::discover::discover;
+use quadsync::fleet::{self, HostIdentity};
 use quadsync::render::{SpecFile, render};
 use quadsync::secrets::{self, Keyring};
-use quadsync::source::{
-    DirTree, MAX_FILE_BYTES, overlooked, read_regular_file, read_sources, text as source_text,
-};
+use quadsync::source::{MAX_FILE_BYTES, read_regular_file, text as source_text};
 use quadsync::state::State;
 use quadsync::sync::{self, Paths};
 use quadsync::system::Host;
@@ -69,28 +68,10 @@ enum Command {
     /// Check a definitions directory without a host (for the definitions repo's CI).
     ///
     /// Without --transforms, directories need no transform and only the definitions themselves
-    /// are checked. Example: quadsync check .
-    Check {
-        /// Also merge and check with these transforms.
-        #[arg(long, value_name = "DIR")]
-        transforms: Option<PathBuf>,
-        /// Warn about keys newer than this podman (MAJOR.MINOR) accepts.
-        #[arg(long, value_name = "VERSION", default_value_t = PodmanVersion::DEFAULT_TARGET)]
-        podman_version: PodmanVersion,
-        /// Podman's Quadlet generator, run once over everything when it is installed [default:
-        /// the one systemd runs]. Its findings are that podman's: a host with another version
-        /// may decide otherwise.
-        #[arg(long, value_name = "PATH")]
-        generator: Option<PathBuf>,
-        /// Do not run podman's generator even when it is installed (a laptop's podman older
-        /// than the hosts').
-        #[arg(long, conflicts_with = "generator")]
-        no_generator: bool,
-        /// Also open every [Secrets] value with this age identity file.
-        #[arg(long, value_name = "FILE")]
-        age_key: Option<PathBuf>,
-        dir: PathBuf,
-    },
+    /// are checked. With --paths, the repo is read as a host with that QUADSYNC_PATHS reads it:
+    /// as this host, as --host NAME, or as every host (--all-hosts). Examples: quadsync check .;
+    /// quadsync check --paths common,hosts/%H --all-hosts .
+    Check(CheckCommand),
     /// Write [Secrets] values, and make the key that opens them.
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -106,6 +87,12 @@ enum Command {
         /// holds .git].
         #[arg(long, value_name = "DIR")]
         repo: Option<PathBuf>,
+        /// The repo directories the host deploys, as in config.env (the file must be in one).
+        #[arg(long, value_name = "LIST", env = "QUADSYNC_PATHS", default_value = fleet::DEFAULT_PATHS)]
+        paths: String,
+        /// Render for the host NAME: %H, %l and {{.Host}} are NAME [default: this host].
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
         /// A .container or .pod file in the repo.
         file: PathBuf,
     },
@@ -132,6 +119,45 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckCommand {
+    /// Also merge and check with these transforms.
+    #[arg(long, value_name = "DIR")]
+    transforms: Option<PathBuf>,
+    /// Warn about keys newer than this podman (MAJOR.MINOR) accepts.
+    #[arg(long, value_name = "VERSION", default_value_t = PodmanVersion::DEFAULT_TARGET)]
+    podman_version: PodmanVersion,
+    /// Podman's Quadlet generator, run once over everything when it is installed [default:
+    /// the one systemd runs]. Its findings are that podman's: a host with another version
+    /// may decide otherwise.
+    #[arg(long, value_name = "PATH")]
+    generator: Option<PathBuf>,
+    /// Do not run podman's generator even when it is installed (a laptop's podman older
+    /// than the hosts').
+    #[arg(long, conflicts_with = "generator")]
+    no_generator: bool,
+    /// Also open every [Secrets] value with this age identity file.
+    #[arg(long, value_name = "FILE")]
+    age_key: Option<PathBuf>,
+    /// The repo directories a host deploys, as in config.env: comma-separated, %H %l %m %a
+    /// expanded per host, ?PATH optional.
+    #[arg(long, value_name = "LIST", env = "QUADSYNC_PATHS", default_value = fleet::DEFAULT_PATHS)]
+    paths: String,
+    /// Check as the host NAME: %H, %l and {{.Host}} are NAME [default: this host].
+    #[arg(long, value_name = "NAME", conflicts_with = "all_hosts")]
+    host: Option<String>,
+    /// The architecture %a stands for (systemd's names: x86-64, arm64) [default: this host's].
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
+    /// Check as every host that has a directory where --paths names one per host (each
+    /// directory in hosts/ for hosts/%H), and that no two hosts' containers join the tailnet
+    /// under one node name.
+    #[arg(long)]
+    all_hosts: bool,
+    /// The definitions repo's directory.
+    dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,16 +242,16 @@ fn other(command: Command, config: &Path) -> Result<(), String> {
             load(config).and_then(|c| run_plan(&c, json, allow_mass_removal))
         }
         Command::Secret(command) => secret(command),
-        Command::Check { transforms, podman_version, generator, no_generator, age_key, dir } => {
-            // Asked for by path, it must be there; by default, only when it is installed.
-            let generator = match (generator, no_generator) {
-                (_, true) => None,
-                (Some(path), false) => Some(path),
-                (None, false) => Some(Host::default().generator).filter(|path| path.exists()),
+        Command::Check(command) => check(command),
+        Command::Augment { transforms, repo, paths, host, file } => {
+            let host = match host {
+                Some(name) => HostIdentity::named(&name, None),
+                None => HostIdentity::local()?,
             };
-            check(transforms.as_deref(), podman_version, generator, age_key.as_deref(), &dir)
+            let paths = fleet::parse(&paths).map_err(|e| format!("--paths: {e}"))?;
+            let paths = fleet::expand_all(&paths, &host).map_err(|e| format!("--paths: {e}"))?;
+            augment(&transforms, repo.as_deref(), &paths, &host, &file)
         }
-        Command::Augment { transforms, repo, file } => augment(&transforms, repo.as_deref(), &file),
         Command::Redeploy { name } => load(config).and_then(|c| redeploy(&c, &name)),
         Command::Status { json } => load(config).and_then(|c| status(&c, json)),
         Command::UserFile { action, home, dir, name } => user_file(&action, &home, &dir, &name),
@@ -303,97 +329,75 @@ fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(),
     }
 }
 
-fn check(
-    transforms: Option<&Path>,
-    podman: PodmanVersion,
-    generator: Option<PathBuf>,
-    age_key: Option<&Path>,
-    dir: &Path,
-) -> Result<(), String> {
+fn check(command: CheckCommand) -> Result<(), String> {
+    let CheckCommand {
+        transforms,
+        podman_version,
+        generator,
+        no_generator,
+        age_key,
+        paths,
+        host,
+        arch,
+        all_hosts,
+        dir,
+    } = command;
+    // Asked for by path, it must be there; by default, only when it is installed.
+    let generator = match (generator, no_generator) {
+        (_, true) => None,
+        (Some(path), false) if !path.exists() => {
+            return Err(format!("--generator: {} does not exist", path.display()));
+        }
+        (Some(path), false) => Some(path),
+        (None, false) => Some(Host::default().generator).filter(|path| path.exists()),
+    };
     let transforms = match transforms {
-        Some(path) => TransformSet::load(path).map_err(|e| e.to_string())?,
+        Some(path) => TransformSet::load(&path).map_err(|e| e.to_string())?,
         None => TransformSet::without_host(),
     };
-    let tree = DirTree { root: dir.to_owned() };
-    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-    for (severity, message) in overlooked(&tree).unwrap_or_else(|e| vec![(Severity::Error, e)]) {
-        match severity {
-            Severity::Error => errors.push(message),
-            Severity::Warning => warnings.push(message),
-        }
-    }
-    let mut summary = None;
-    match read_sources(&tree) {
-        Ok(files) => {
-            // Errors come from discovering (the same checks a sync makes); what depends on
-            // the podman version asked about is a warning, from here.
-            for file in files.iter().filter(|f| quadsync::source::wanted(&f.path)) {
-                let extension = file.path.rsplit_once('.').map_or("", |(_, ext)| ext);
-                let unit = tailpod_core::unit::UnitFile::parse(&file.text);
-                let findings = tailpod_core::quadlet::check(&unit, extension, podman);
-                warnings.extend(
-                    findings
-                        .iter()
-                        .filter(|f| f.severity == Severity::Warning)
-                        .map(|f| f.located(&file.path)),
-                );
+    let paths = fleet::parse(&paths).map_err(|e| format!("--paths: {e}"))?;
+    let hosts = match (all_hosts, host) {
+        (true, _) => Hosts::All { arch },
+        (false, Some(name)) => Hosts::One(HostIdentity::named(&name, arch.as_deref())),
+        (false, None) => {
+            let mut local = HostIdentity::local()?;
+            if let Some(arch) = arch {
+                local.arch = arch;
             }
-            match discover(&files, &transforms) {
-                Ok(desired) => {
-                    summary = Some((desired.len(), files.len()));
-                    let keyring = age_key.map(Keyring::load);
-                    for secret in desired.values().flat_map(|d| &d.secrets) {
-                        match &keyring {
-                            Some(keyring) => {
-                                if let Err(e) = keyring.open(secret) {
-                                    errors.push(format!("{}: secret {}: {e}", secret.at, secret.name));
-                                }
-                            }
-                            None if !secret.encrypted() => warnings.push(format!(
-                                "{}: secret {} is plaintext in the repo; encrypt it with quadsync secret encrypt",
-                                secret.at, secret.name
-                            )),
-                            None => {}
-                        }
-                    }
-                    if let Some(generator) = generator {
-                        if !generator.exists() {
-                            return Err(format!(
-                                "--generator: {} does not exist",
-                                generator.display()
-                            ));
-                        }
-                        let host = Host { generator, ..Host::default() };
-                        let mut record = Default::default();
-                        if let Err(refused) =
-                            quadsync::validate::validate(&desired, &host, &mut record)
-                        {
-                            errors.extend(refused);
-                        }
-                    }
-                }
-                Err(found) => errors.extend(found),
-            }
+            Hosts::One(local)
         }
-        Err(found) => errors.extend(found),
-    }
-    for warning in &warnings {
+    };
+    let check = Check {
+        dir,
+        transforms,
+        paths,
+        podman: podman_version,
+        generator,
+        keyring: age_key.as_deref().map(Keyring::load),
+    };
+    let findings = quadsync::check::check(&check, &hosts);
+    for warning in &findings.warnings {
         eprintln!("{warning}");
     }
-    for error in &errors {
+    for error in &findings.errors {
         eprintln!("{error}");
     }
-    match (summary, errors.len()) {
-        (Some((users, files)), 0) => {
-            let warned = match warnings.len() {
-                0 => String::new(),
-                n => format!(" ({n} warning(s) above)"),
-            };
-            println!("All checks passed: {users} container user(s), {files} file(s){warned}.");
-            Ok(())
-        }
-        (_, n) => Err(format!("{n} error(s)")),
+    if !findings.errors.is_empty() {
+        return Err(format!("{} error(s)", findings.errors.len()));
     }
+    let warned = match findings.warnings.len() {
+        0 => String::new(),
+        n => format!(" ({n} warning(s) above)"),
+    };
+    let hosts = match hosts {
+        Hosts::All { .. } => format!("{} host(s), ", findings.hosts),
+        Hosts::One(_) => String::new(),
+    };
+    println!(
+        "All checks passed: {hosts}{} container user(s), {} file(s){warned}.",
+        findings.users, findings.files
+    );
+    Ok(())
 }
 
 fn secret(command: SecretCommand) -> Result<(), String> {
@@ -510,7 +514,13 @@ fn user_file(action: &str, home: &Path, dir: &str, name: &str) -> Result<(), Str
     }
 }
 
-fn augment(transforms: &Path, repo: Option<&Path>, file: &Path) -> Result<(), String> {
+fn augment(
+    transforms: &Path,
+    repo: Option<&Path>,
+    paths: &[fleet::RepoPath],
+    host: &HostIdentity,
+    file: &Path,
+) -> Result<(), String> {
     let absolute = std::path::absolute(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let root = match repo {
         Some(repo) => std::path::absolute(repo).map_err(|e| format!("{}: {e}", repo.display()))?,
@@ -529,7 +539,17 @@ fn augment(transforms: &Path, repo: Option<&Path>, file: &Path) -> Result<(), St
     let relative = absolute
         .strip_prefix(&root)
         .map_err(|_| format!("{} is not inside the repo {}", file.display(), root.display()))?;
-    let spec = SpecFile::locate(relative, file).map_err(|e| {
+    // Below the deepest of the host's paths that holds it: the layout rules start there.
+    let base = paths
+        .iter()
+        .filter(|p| p.dir.is_empty() || relative.starts_with(&p.dir))
+        .max_by_key(|p| p.dir.len())
+        .ok_or_else(|| {
+            let listed: Vec<String> = paths.iter().map(ToString::to_string).collect();
+            format!("{} is in none of the paths {}", file.display(), listed.join(","))
+        })?;
+    let relative = relative.strip_prefix(&base.dir).unwrap_or(relative);
+    let spec = SpecFile::locate(relative, file, host.label().as_ref()).map_err(|e| {
         match (repo, relative.ancestors().nth(2)) {
             // Found by .git, the root may be above the definitions (a monorepo, this project's
             // own deploy/containers): say how to name it.

@@ -9,14 +9,14 @@
 //! 3. the transforms are merged in ([`tailpod_core::merge`]);
 //! 4. a pod member gets `Pod=POD.pod` (a container beside a pod that is not its member stands
 //!    alone);
-//! 5. `{{.Name}}` becomes the file's name;
+//! 5. `{{.Name}}` becomes the file's name, `{{.Host}}` the host's (see [`SpecFile::fill`]);
 //! 6. the result is checked again, since transforms can break what the spec got right.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use tailpod_core::merge::{apply_transforms, substitute_name};
-use tailpod_core::names::{ContainerName, PodName};
+use tailpod_core::merge::{HOST_PLACEHOLDER, apply_transforms, substitute};
+use tailpod_core::names::{ContainerName, Hostname, PodName};
 use tailpod_core::quadlet::{self, PodmanVersion, Severity};
 use tailpod_core::unit::{Entry, Section, UnitFile};
 
@@ -33,6 +33,9 @@ pub struct SpecFile {
     /// The file name without its extension: the unit's (and for a root unit, the user's) name.
     pub stem: String,
     pub kind: Kind,
+    /// The host it is rendered for, as `{{.Host}}` names it; `None` when the host's name has
+    /// no letter or digit to make one of.
+    pub host: Option<Hostname>,
 }
 
 /// A spec that cannot be deployed, with the file, and the line when there is one.
@@ -56,8 +59,12 @@ impl std::error::Error for SpecError {}
 
 impl SpecFile {
     /// Places `relative` (a path inside the repo) in the repo layout: the root or one directory
-    /// level, not hidden. `shown` is the path to name in messages.
-    pub fn locate(relative: &Path, shown: &Path) -> Result<SpecFile, SpecError> {
+    /// level, not hidden. `shown` is the path to name in messages, `host` the one to render for.
+    pub fn locate(
+        relative: &Path,
+        shown: &Path,
+        host: Option<&Hostname>,
+    ) -> Result<SpecFile, SpecError> {
         let error =
             |message: String| SpecError { file: shown.display().to_string(), line: None, message };
         let parts: Vec<&str> = relative
@@ -86,7 +93,19 @@ impl SpecFile {
             .rsplit_once('.')
             .and_then(|(stem, ext)| Some((stem.to_owned(), Kind::from_extension(ext)?)))
             .ok_or_else(|| error("not a .container or .pod file".into()))?;
-        Ok(SpecFile { path: shown.to_owned(), dir, stem, kind })
+        Ok(SpecFile { path: shown.to_owned(), dir, stem, kind, host: host.cloned() })
+    }
+
+    /// `text` with `{{.Name}}` and `{{.Host}}` replaced.
+    pub fn fill(&self, text: &str) -> Result<String, SpecError> {
+        match &self.host {
+            Some(host) => Ok(substitute(text, &self.stem, host.as_str())),
+            None if text.contains(HOST_PLACEHOLDER) => Err(self.error(
+                None,
+                format!("{HOST_PLACEHOLDER}: this host's name has no letter or digit to use"),
+            )),
+            None => Ok(substitute(text, &self.stem, "")),
+        }
     }
 
     fn error(&self, line: Option<usize>, message: impl Into<String>) -> SpecError {
@@ -125,7 +144,7 @@ pub fn render_with_secrets(
         Kind::Pod => drop(spec.stem.parse::<PodName>().map_err(name_error)?),
     }
     // Substituting first lets a spec say `ContainerName={{.Name}}`; lines stay where they were.
-    let mut unit = UnitFile::parse(&substitute_name(text, &spec.stem));
+    let mut unit = UnitFile::parse(&spec.fill(text)?);
     if let Some(problem) = unit.problems().first() {
         return Err(spec.error(Some(problem.line), problem.message.clone()));
     }
@@ -162,7 +181,7 @@ pub fn render_with_secrets(
         set_pod(&mut merged, pod);
     }
 
-    let rendered = substitute_name(&merged.to_string(), &spec.stem);
+    let rendered = spec.fill(&merged.to_string())?;
     check_merged(spec, &UnitFile::parse(&rendered))
         // Lines of the rendered text would mislead: they are not the spec's.
         .map_err(|e| SpecError {
@@ -258,7 +277,7 @@ mod tests {
     }
 
     fn spec(rel: &str) -> SpecFile {
-        SpecFile::locate(Path::new(rel), Path::new(rel)).unwrap()
+        SpecFile::locate(Path::new(rel), Path::new(rel), Some(&"box1".parse().unwrap())).unwrap()
     }
 
     const C: &str = "[Container]\nImage=docker.io/library/nginx:latest\n";
@@ -272,7 +291,7 @@ mod tests {
             (Some("tailscale"), "web", Kind::Container)
         );
         for bad in ["a/b/deep.container", ".git/x.container", "README.md", "../x.container"] {
-            assert!(SpecFile::locate(Path::new(bad), Path::new(bad)).is_err(), "{bad}");
+            assert!(SpecFile::locate(Path::new(bad), Path::new(bad), None).is_err(), "{bad}");
         }
     }
 

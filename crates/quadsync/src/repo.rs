@@ -23,7 +23,8 @@ use gix::remote::fetch::Shallow;
 use gix::url::Scheme;
 use tailpod_core::redact::{Secrets, percent_decode};
 
-use crate::source::{GitTree, SourceFile, read_sources};
+use crate::fleet::RepoPath;
+use crate::source::{GitTree, SourceFile, read_paths};
 
 /// A fetched commit and the files quadsync reads from it.
 #[derive(Debug, Clone)]
@@ -111,6 +112,7 @@ pub fn fetch(
     branch: &str,
     dest: &Path,
     ssh_key: Option<&Path>,
+    paths: &[RepoPath],
     timeout: Duration,
 ) -> Result<Fetched, Vec<String>> {
     let redactor = Redactor::new(url);
@@ -122,6 +124,7 @@ pub fn fetch(
         branch: branch.to_owned(),
         dest: dest.to_owned(),
         ssh_key: ssh_key.map(Path::to_owned),
+        paths: paths.to_vec(),
         interrupt: interrupt.clone(),
     };
     // The fetch runs on its own thread so the deadline holds even while gix blocks in a connect
@@ -145,6 +148,7 @@ struct FetchJob {
     branch: String,
     dest: PathBuf,
     ssh_key: Option<PathBuf>,
+    paths: Vec<RepoPath>,
     interrupt: Arc<AtomicBool>,
 }
 
@@ -165,7 +169,7 @@ impl FetchJob {
         })()
         .map_err(|e| vec![format!("reading {} of {}: {}", self.branch, self.url, causes(&*e))])?;
         let root = commit.tree().map_err(|e| vec![describe(&e)])?;
-        let files = read_sources(&GitTree::new(root))?;
+        let files = read_paths(&GitTree::new(root), &self.paths)?;
         Ok(Fetched { commit: commit.id.to_string(), files })
     }
 

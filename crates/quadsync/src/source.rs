@@ -24,11 +24,32 @@ use std::path::{Path, PathBuf};
 
 use tailpod_core::quadlet::{Severity, suggest};
 
+use crate::fleet::RepoPath;
+
 /// A definition read from the repo: its path from the root, and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {
     pub path: String,
     pub text: String,
+    /// The directory of `QUADSYNC_PATHS` it was read under (`""`: the root).
+    pub base: String,
+}
+
+impl SourceFile {
+    /// A file read under the repo's root.
+    pub fn at_root(path: impl Into<String>, text: impl Into<String>) -> SourceFile {
+        SourceFile { path: path.into(), text: text.into(), base: String::new() }
+    }
+
+    /// Its path below its base: what the layout rules (root or transform directory) apply to.
+    pub fn local(&self) -> &str {
+        match self.base.is_empty() {
+            true => &self.path,
+            false => {
+                self.path.strip_prefix(&self.base).map_or(&self.path, |p| p.trim_start_matches('/'))
+            }
+        }
+    }
 }
 
 /// The largest definition file quadsync reads (a unit file is a few kilobytes).
@@ -95,11 +116,14 @@ pub fn is_data(name: &str) -> bool {
         || matches!(name, "Containerfile" | "Dockerfile")
 }
 
-/// Names in the repo that [`read_sources`] passes over but that look meant to count: a near miss
+/// Names in the repo that [`read_paths`] passes over but that look meant to count: a near miss
 /// of a definition's extension (`web.contianer`) or a definition one directory too deep. Hidden
-/// names and other files (a README) are not reported. For `check`: `sync` reads by the same
-/// rule and simply does not see them.
-pub fn overlooked(tree: &dyn SourceTree) -> Result<Vec<(Severity, String)>, String> {
+/// names and other files (a README) are not reported, nor what another of `paths` reads. For
+/// `check`: `sync` reads by the same rule and simply does not see them.
+pub fn overlooked(
+    tree: &dyn SourceTree,
+    paths: &[RepoPath],
+) -> Result<Vec<(Severity, String)>, String> {
     let mut found = Vec::new();
     let mut entries = 0;
     let mut list = |dir: &str| -> Result<Vec<Entry>, String> {
@@ -122,22 +146,33 @@ pub fn overlooked(tree: &dyn SourceTree) -> Result<Vec<(Severity, String)>, Stri
             }
         }
     };
-    let root = list("")?;
-    files_at("", &root, &mut found);
-    for dir in root.iter().filter(|e| e.kind == EntryKind::Dir) {
-        let entries = list(&dir.name)?;
-        files_at(&dir.name, &entries, &mut found);
-        for deeper in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
-            let path = join(&dir.name, &deeper.name);
-            for entry in list(&path)? {
-                if wanted(&entry.name) {
-                    found.push((
-                        Severity::Error,
-                        format!(
-                            "{}: not read: too deep (quadsync reads the repo's root and one level of directories)",
-                            join(&path, &entry.name)
-                        ),
-                    ));
+    let read_by_a_path = |dir: &str| paths.iter().any(|p| p.dir == dir);
+    for base in paths {
+        if !base.dir.is_empty() && kind_at(tree, &base.dir)? != Some(EntryKind::Dir) {
+            continue; // read_paths says why.
+        }
+        let root = list(&base.dir)?;
+        files_at(&base.dir, &root, &mut found);
+        for dir in root.iter().filter(|e| e.kind == EntryKind::Dir) {
+            let dir = join(&base.dir, &dir.name);
+            let entries = list(&dir)?;
+            files_at(&dir, &entries, &mut found);
+            for deeper in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+                let path = join(&dir, &deeper.name);
+                if read_by_a_path(&path) {
+                    continue;
+                }
+                for entry in list(&path)? {
+                    if wanted(&entry.name) {
+                        found.push((
+                            Severity::Error,
+                            format!(
+                                "{}: not read: too deep (quadsync reads {} and one level of directories below it)",
+                                join(&path, &entry.name),
+                                if base.dir.is_empty() { "the repo's root".to_owned() } else { base.dir.clone() }
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -146,13 +181,59 @@ pub fn overlooked(tree: &dyn SourceTree) -> Result<Vec<(Severity, String)>, Stri
 }
 
 fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") }
+    match (dir.is_empty(), name.is_empty()) {
+        (true, _) => name.to_owned(),
+        (false, true) => dir.to_owned(),
+        (false, false) => format!("{dir}/{name}"),
+    }
 }
 
-/// Reads every definition by the rule in the module docs. Errors are every problem found.
+/// Reads every definition by the rule in the module docs, from the repo's root. Errors are every
+/// problem found.
 pub fn read_sources(tree: &dyn SourceTree) -> Result<Vec<SourceFile>, Vec<String>> {
+    read_paths(tree, &[RepoPath { dir: String::new(), optional: false }])
+}
+
+/// What a name in the repo is, looked up one directory at a time (so never through a link).
+pub fn kind_at(tree: &dyn SourceTree, path: &str) -> Result<Option<EntryKind>, String> {
+    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    if !parent.is_empty() && kind_at(tree, parent)? != Some(EntryKind::Dir) {
+        return Ok(None);
+    }
+    Ok(tree.list(parent)?.into_iter().find(|e| e.name == name).map(|e| e.kind))
+}
+
+/// Reads every definition under each of `paths` (a host's `QUADSYNC_PATHS`), each by the rule
+/// in the module docs and within the same bounds. A path missing from the tree is an error
+/// unless it is optional; a path that is a link or a file is always one.
+pub fn read_paths(
+    tree: &dyn SourceTree,
+    paths: &[RepoPath],
+) -> Result<Vec<SourceFile>, Vec<String>> {
     let mut reader = Reader { tree, files: Vec::new(), errors: Vec::new(), entries: 0, bytes: 0 };
-    reader.dir("").map_err(|e| vec![e])?;
+    for path in paths {
+        if !path.dir.is_empty() {
+            match kind_at(tree, &path.dir).map_err(|e| vec![e])? {
+                Some(EntryKind::Dir) => {}
+                None if path.optional => continue,
+                None => {
+                    reader.errors.push(format!(
+                        "QUADSYNC_PATHS: {path} is not a directory of the repo (write ?{path} if \
+                         this host may have none)"
+                    ));
+                    continue;
+                }
+                Some(_) => {
+                    reader.errors.push(format!(
+                        "QUADSYNC_PATHS: {path} is not a directory in the repo (a link or a \
+                         file; quadsync never follows a link)"
+                    ));
+                    continue;
+                }
+            }
+        }
+        reader.dir(&path.dir, "").map_err(|e| vec![e])?;
+    }
     let Reader { mut files, errors, .. } = reader;
     if !errors.is_empty() {
         return Err(errors);
@@ -170,8 +251,10 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn dir(&mut self, dir: &str) -> Result<(), String> {
-        let entries = self.tree.list(dir)?;
+    /// Reads `dir` below `base` (`""`: `base` itself, whose directories are read too).
+    fn dir(&mut self, base: &str, dir: &str) -> Result<(), String> {
+        let listed = join(base, dir);
+        let entries = self.tree.list(&listed)?;
         self.entries += entries.len();
         if self.entries > MAX_ENTRIES {
             return Err(format!(
@@ -182,13 +265,15 @@ impl Reader<'_> {
             if entry.name.starts_with('.') {
                 continue;
             }
-            let path = join(dir, &entry.name);
+            let path = join(&listed, &entry.name);
             match entry.kind {
-                EntryKind::Dir if dir.is_empty() => self.dir(&path)?,
-                _ if wanted(&entry.name) => self.file(&path, entry.kind),
+                EntryKind::Dir if dir.is_empty() => self.dir(base, &entry.name)?,
+                _ if wanted(&entry.name) => self.file(base, &path, entry.kind),
                 // Data a unit may name: only a regular file counts; a unit naming anything else
                 // finds it missing.
-                EntryKind::File { .. } if is_data(&entry.name) => self.file(&path, entry.kind),
+                EntryKind::File { .. } if is_data(&entry.name) => {
+                    self.file(base, &path, entry.kind)
+                }
                 EntryKind::Submodule if dir.is_empty() => self.errors.push(format!(
                     "{path}: a submodule; quadsync reads only the repo itself, so definitions in it would not count"
                 )),
@@ -198,7 +283,7 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn file(&mut self, path: &str, kind: EntryKind) {
+    fn file(&mut self, base: &str, path: &str, kind: EntryKind) {
         let refuse = |what: &str| {
             format!("{path}: {what}; a definition must be a regular file committed in the repo")
         };
@@ -221,7 +306,9 @@ impl Reader<'_> {
             ));
         }
         match self.tree.read(path, MAX_FILE_BYTES).and_then(|data| text(path, data)) {
-            Ok(text) => self.files.push(SourceFile { path: path.to_owned(), text }),
+            Ok(text) => {
+                self.files.push(SourceFile { path: path.to_owned(), text, base: base.to_owned() })
+            }
             Err(e) => self.errors.push(e),
         }
     }
@@ -444,6 +531,80 @@ mod tests {
         );
     }
 
+    fn paths(list: &[(&str, bool)]) -> Vec<RepoPath> {
+        list.iter()
+            .map(|(dir, optional)| RepoPath { dir: (*dir).into(), optional: *optional })
+            .collect()
+    }
+
+    #[test]
+    fn each_path_is_read_by_the_layout_rules_with_its_base() {
+        let tree = Fake(vec![
+            ("root.container", FILE, b"[Container]\n"),
+            ("common", EntryKind::Dir, b""),
+            ("common/db.container", FILE, b"[Container]\n"),
+            ("common/tailscale", EntryKind::Dir, b""),
+            ("common/tailscale/web.container", FILE, b"[Container]\n"),
+            ("common/tailscale/deeper", EntryKind::Dir, b""),
+            ("common/tailscale/deeper/x.container", FILE, b"[Container]\n"),
+            ("hosts", EntryKind::Dir, b""),
+            ("hosts/a", EntryKind::Dir, b""),
+            ("hosts/a/app.container", FILE, b"[Container]\n"),
+            ("hosts/b", EntryKind::Symlink, b""),
+            ("hosts/c.container", FILE, b"[Container]\n"),
+        ]);
+        let files =
+            read_paths(&tree, &paths(&[("common", false), ("hosts/a", false), ("hosts/z", true)]))
+                .unwrap();
+        let read: Vec<(&str, &str, &str)> =
+            files.iter().map(|f| (f.path.as_str(), f.base.as_str(), f.local())).collect();
+        assert_eq!(
+            read,
+            [
+                ("common/db.container", "common", "db.container"),
+                ("common/tailscale/web.container", "common", "tailscale/web.container"),
+                ("hosts/a/app.container", "hosts/a", "app.container"),
+            ]
+        );
+        let mut errors = read_paths(
+            &tree,
+            &paths(&[("hosts/z", false), ("hosts/b", true), ("hosts/c.container", false)]),
+        )
+        .unwrap_err();
+        errors.sort();
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("QUADSYNC_PATHS: hosts/b is not a directory in the repo (a link"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1]
+                .starts_with("QUADSYNC_PATHS: hosts/c.container is not a directory in the repo"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].starts_with(
+                "QUADSYNC_PATHS: hosts/z is not a directory of the repo (write ?hosts/z"
+            ),
+            "{errors:?}"
+        );
+        // What another path reads is not "too deep" for check.
+        let found = overlooked(
+            &tree,
+            &paths(&[("", false), ("common/tailscale", false), ("hosts/a", false)]),
+        )
+        .unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        let found = overlooked(&tree, &paths(&[("common", false)])).unwrap();
+        let messages: Vec<&str> = found.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "common/tailscale/deeper/x.container: not read: too deep (quadsync reads common and one level of directories below it)"
+            ]
+        );
+    }
+
     #[test]
     fn what_is_passed_over_but_looks_meant_is_reported() {
         let tree = Fake(vec![
@@ -459,13 +620,13 @@ mod tests {
             (".hidden", EntryKind::Dir, b""),
             (".hidden/y.contianer", FILE, b"[Container]\n"),
         ]);
-        let found = overlooked(&tree).unwrap();
+        let found = overlooked(&tree, &[RepoPath { dir: String::new(), optional: false }]).unwrap();
         let expected = [
             (Severity::Error, "web.contianer: not read: did you mean .container?"),
             (Severity::Error, "tailscale/db-backup.tiemr: not read: did you mean .timer?"),
             (
                 Severity::Error,
-                "tailscale/deeper/x.container: not read: too deep (quadsync reads the repo's root and one level of directories)",
+                "tailscale/deeper/x.container: not read: too deep (quadsync reads the repo's root and one level of directories below it)",
             ),
         ];
         let found: Vec<(Severity, &str)> = found.iter().map(|(s, m)| (*s, m.as_str())).collect();

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
+use tailpod_core::names::Hostname;
 
 use crate::apply::{Outcome, apply};
 use crate::config::Config;
@@ -71,11 +72,12 @@ pub fn lock(state_dir: &Path) -> Result<Lock, String> {
 pub fn desired_state(
     files: &[crate::discover::SourceFile],
     transforms: &TransformSet,
+    host: Option<&Hostname>,
     system: &dyn System,
     max_containers: usize,
     validated: &mut ValidatedRecord,
 ) -> Result<Desired, Vec<String>> {
-    let desired = discover(files, transforms)?;
+    let desired = discover(files, transforms, host)?;
     if desired.len() > max_containers {
         return Err(vec![format!(
             "the repo defines {} container users; this host takes at most {max_containers} \
@@ -118,20 +120,32 @@ pub fn prepare(
     validated: &mut ValidatedRecord,
 ) -> Result<(String, Desired), Unprepared> {
     let paths = Paths::new(&config.state_dir);
+    let invalid = |e: String| Unprepared::Invalid(vec![e]);
+    let host = system.identity().map_err(invalid)?;
+    let repo_paths = crate::fleet::expand_all(&config.paths, &host)
+        .map_err(|e| invalid(format!("QUADSYNC_PATHS: {e}")))?;
     let fetched = crate::repo::fetch(
         &config.git_url,
         &config.branch,
         &paths.repo,
         config.ssh_key.as_deref(),
+        &repo_paths,
         FETCH_TIMEOUT,
     )
     .map_err(Unprepared::Fetch)?;
     log::debug!("fetched {} ({} definition file(s))", fetched.commit, fetched.files.len());
     let transforms = TransformSet::load(&config.transform_dir)
         .map_err(|e| Unprepared::Invalid(vec![e.to_string()]))?;
-    let mut desired =
-        desired_state(&fetched.files, &transforms, system, config.max_containers, validated)
-            .map_err(Unprepared::Invalid)?;
+    let label = host.label();
+    let mut desired = desired_state(
+        &fetched.files,
+        &transforms,
+        label.as_ref(),
+        system,
+        config.max_containers,
+        validated,
+    )
+    .map_err(Unprepared::Invalid)?;
     let keyring = config.age_key.as_deref().map_or_else(Keyring::none, Keyring::load);
     crate::secrets::unlock(&mut desired, &keyring);
     Ok((fetched.commit, desired))

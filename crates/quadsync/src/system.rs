@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::discover::UnitDir;
+use crate::fleet::HostIdentity;
 use crate::validate::QuadletSet;
 
 /// What quadsync needs to know of a user.
@@ -24,6 +25,10 @@ pub struct UserInfo {
 
 /// Every effect quadsync has on a host.
 pub trait System: QuadletGenerator {
+    /// Who this host is, for `QUADSYNC_PATHS` and `{{.Host}}`.
+    fn identity(&self) -> Result<HostIdentity, String> {
+        HostIdentity::local()
+    }
     fn user(&self, name: &str) -> Result<Option<UserInfo>, String>;
     fn lingering(&self, name: &str) -> bool;
     fn ensure_group(&self, group: &str) -> Result<(), String>;

@@ -55,11 +55,16 @@ impl Site {
     }
 
     fn configure(&self, url: &str) {
+        self.configure_with(url, "");
+    }
+
+    /// The config, with `extra` lines at its end.
+    fn configure_with(&self, url: &str, extra: &str) {
         let p = self.tmp.path();
         write(
             &p.join("config.env"),
             &format!(
-                "QUADSYNC_GIT_URL={url}\nQUADSYNC_TRANSFORM_DIR={}\nQUADSYNC_STATE_DIR={}\n",
+                "QUADSYNC_GIT_URL={url}\nQUADSYNC_TRANSFORM_DIR={}\nQUADSYNC_STATE_DIR={}\n{extra}",
                 p.join("transforms").display(),
                 p.join("state").display()
             ),
@@ -387,6 +392,108 @@ fn the_shipped_example_passes_check_with_the_shipped_transforms() {
     assert_eq!(text(&out.stdout), "All checks passed: 3 container user(s), 8 file(s).\n");
 }
 
+/// The users `quadsync plan --json` would create, or its error output.
+fn planned(site: &Site) -> Result<Vec<String>, String> {
+    let out = site.quadsync(&["plan", "--json"]);
+    if !out.status.success() {
+        return Err(text(&out.stderr));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let users = json["users"].as_array().unwrap().iter();
+    Ok(users.map(|u| u["user"].as_str().unwrap().to_owned()).collect())
+}
+
+#[test]
+fn a_fleet_host_deploys_its_paths_only_and_a_missing_path_changes_nothing() {
+    let site = Site::new();
+    let repo = site.repo();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    let image = "[Container]\nImage=docker.io/library/nginx:alpine\n";
+    write(&repo.join("common/shared.container"), image);
+    write(&repo.join("common/tailscale/edge.container"), image);
+    write(&repo.join(format!("hosts/{hostname}/mine.container")), image);
+    write(&repo.join("hosts/elsewhere/theirs.container"), image);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "fleet"]);
+    let url = format!("file://{}", repo.display());
+    site.configure_with(&url, "QUADSYNC_PATHS=common,hosts/%H,?sites/%l\n");
+    assert_eq!(planned(&site).unwrap(), ["edge", "mine", "shared"]);
+
+    // A required path this host's branch lacks (a renamed host, a typo) is an error, not an
+    // empty share that would remove everything.
+    site.configure_with(&url, "QUADSYNC_PATHS=common,sites/%H\n");
+    let err = planned(&site).unwrap_err();
+    assert!(
+        err.contains(&format!("QUADSYNC_PATHS: sites/{hostname} is not a directory of the repo (write ?sites/{hostname}")),
+        "{err}"
+    );
+    // One name from two paths names both files.
+    write(&repo.join(format!("hosts/{hostname}/shared.container")), image);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "twice"]);
+    site.configure_with(&url, "QUADSYNC_PATHS=common,hosts/%H\n");
+    let err = planned(&site).unwrap_err();
+    assert!(
+        err.contains(&format!("duplicate name \"shared\": common/shared.container and hosts/{hostname}/shared.container")),
+        "{err}"
+    );
+    site.configure_with(&url, "QUADSYNC_PATHS=.,common\n");
+    let err = planned(&site).unwrap_err();
+    assert!(
+        err.contains(
+            "QUADSYNC_PATHS: common is a transform directory of ., which reads it already"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_example_fleet_passes_for_every_host_and_a_shared_node_name_does_not() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let check = |dir: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quadsync"))
+            .args(["check", "--no-generator", "--paths", "common,hosts/%H"])
+            .arg("--transforms")
+            .arg(root.join("butane/transforms"))
+            .args(extra)
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let fleet = root.join("deploy/fleet");
+    let out = check(&fleet, &["--all-hosts"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "All checks passed: 2 host(s), 4 container user(s), 5 file(s).\n"
+    );
+    let out = check(&fleet, &["--host", "web1"]);
+    assert_eq!(text(&out.stdout), "All checks passed: 2 container user(s), 2 file(s).\n");
+
+    // Without a name per host, the shared exporter would be node-exporter on both hosts.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("fleet");
+    let copied = Command::new("cp").arg("-r").arg(&fleet).arg(&copy).status().unwrap();
+    assert!(copied.success());
+    let exporter = copy.join("common/tailscale/node-exporter.container");
+    let spec = std::fs::read_to_string(&exporter).unwrap();
+    std::fs::write(&exporter, spec.replace("Environment=TS_HOSTNAME={{.Name}}-{{.Host}}\n", ""))
+        .unwrap();
+    let out = check(&copy, &["--all-hosts"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with(
+            "tailnet node name node-exporter is taken by host db1 (common/tailscale/node-exporter.container) and host web1 (common/tailscale/node-exporter.container)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // One host alone is fine: the collision is between hosts.
+    assert!(check(&copy, &["--host", "db1"]).status.success());
+    let out = check(&copy, &["--all-hosts", "--host", "db1"]);
+    assert_eq!(out.status.code(), Some(2), "--host and --all-hosts conflict");
+}
+
 #[test]
 fn check_reports_each_mistake_with_file_line_and_what_was_meant() {
     let tmp = tempfile::tempdir().unwrap();
@@ -579,6 +686,7 @@ fn a_server_that_never_answers_cannot_hold_the_sync() {
             "main",
             &dir.path().join("repo.git"),
             None,
+            &[quadsync::fleet::RepoPath { dir: String::new(), optional: false }],
             std::time::Duration::from_secs(2),
         )
         .unwrap_err();

@@ -71,6 +71,7 @@ pub const QUADSYNC_CONFIG: Schema = Schema {
         "QUADSYNC_AGE_KEY",
         "QUADSYNC_MAX_REMOVAL",
         "QUADSYNC_MAX_CONTAINERS",
+        "QUADSYNC_PATHS",
     ],
     required: &["QUADSYNC_GIT_URL"],
     alternative: None,

@@ -30,6 +30,9 @@ use crate::unit::{Entry, Line, Section, UnitFile};
 
 /// The placeholder replaced by the container's name in the rendered text.
 pub const NAME_PLACEHOLDER: &str = "{{.Name}}";
+/// The placeholder replaced by the host's name (one DNS label), for what differs per host of a
+/// fleet (a node name such as `exporter-{{.Host}}`).
+pub const HOST_PLACEHOLDER: &str = "{{.Host}}";
 
 /// Merges one transform into a spec; see the module docs for the rules.
 pub fn merge(spec: &UnitFile, transform: &UnitFile) -> UnitFile {
@@ -55,6 +58,11 @@ pub fn apply_transforms<'a>(
 /// Replaces every `{{.Name}}` with `name`. A literal replacement: no other template syntax exists.
 pub fn substitute_name(text: &str, name: &str) -> String {
     text.replace(NAME_PLACEHOLDER, name)
+}
+
+/// [`substitute_name`], and every `{{.Host}}` replaced with `host`.
+pub fn substitute(text: &str, name: &str, host: &str) -> String {
+    substitute_name(text, name).replace(HOST_PLACEHOLDER, host)
 }
 
 /// A transform section with every same-named section folded into it.

@@ -310,6 +310,16 @@ impl UnitFile {
         self.values(section, key).last()
     }
 
+    /// The value systemd gives `variable` through `Environment=` in `section`: the last
+    /// assignment wins (see [`environment_assignments`]).
+    pub fn environment(&self, section: &str, variable: &str) -> Option<String> {
+        self.values(section, "Environment")
+            .flat_map(environment_assignments)
+            .filter(|(name, _)| name == variable)
+            .map(|(_, value)| value)
+            .last()
+    }
+
     /// Lines systemd would reject: entries outside any section, lines without `=`, empty
     /// section names and a continuation that runs off the end of the file.
     pub fn problems(&self) -> Vec<Problem> {
@@ -350,6 +360,45 @@ fn first_line(text: &str) -> &str {
     text.split('\n').next().unwrap_or(text)
 }
 
+/// The assignments of one `Environment=` value, as systemd splits it: separated by spaces, each
+/// may be quoted whole (`"A=b c"`), `\\` escapes inside quotes. Words without `=` are dropped,
+/// as systemd drops them with a warning.
+pub fn environment_assignments(value: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    let mut in_word = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                }
+                in_word = false;
+            }
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), '\\') => word.extend(chars.next()),
+            (_, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+        .into_iter()
+        .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
 impl fmt::Display for UnitFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
@@ -370,6 +419,21 @@ impl fmt::Display for UnitFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_values_split_as_systemd_splits_them() {
+        let pairs = |v: &str| environment_assignments(v);
+        assert_eq!(pairs("A=1 B=2"), [("A".into(), "1".into()), ("B".into(), "2".into())]);
+        assert_eq!(
+            pairs(r#""A=x y" 'B=it\'s' junk C="#),
+            [("A".into(), "x y".into()), ("B".into(), "it's".into()), ("C".into(), String::new())]
+        );
+        let unit = UnitFile::parse(
+            "[Service]\nEnvironment=TS_HOSTNAME=a X=1\nEnvironment=\"TS_HOSTNAME=b\"\n",
+        );
+        assert_eq!(unit.environment("Service", "TS_HOSTNAME").as_deref(), Some("b"));
+        assert_eq!(unit.environment("Service", "Y"), None);
+    }
 
     #[test]
     fn well_formed_input_round_trips_exactly() {

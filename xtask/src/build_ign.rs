@@ -1,7 +1,9 @@
 //! `cargo xtask build-ign`: the host's Ignition config.
 //!
-//! `butane/tailpod.bu` is the base; every other `butane/*.bu` is an overlay (sorted by name), and
-//! `butane/secrets.bu` (never committed; made from `secrets.bu.example`) applies last. Each is
+//! `butane/tailpod.bu` is the base; every other `butane/*.bu` is an overlay (sorted by name), then
+//! for `--host NAME` the host's own `butane/hosts/NAME.bu` (its hostname, site values: one
+//! checkout provisions a fleet), and `butane/secrets.bu` (never committed; made from
+//! `secrets.bu.example`) applies last. Each is
 //! translated with `--strict` (files relative to `butane/`), they are merged (see
 //! [`butane::merge::overlay_merge`]), `/etc/tailpod/build` records the git commit, and the
 //! merged result is validated as Ignition would before it is written, mode 0600: it holds secrets.
@@ -33,6 +35,41 @@ pub struct Build {
     pub build_id: Option<String>,
     /// The `SHA256SUMS` that `release.bu` must agree with [default: dist/SHA256SUMS].
     pub sums: Option<PathBuf>,
+    /// Build for this host of a fleet: `hosts/NAME.bu` is one more overlay.
+    pub host: Option<String>,
+}
+
+/// The directory of per-host overlays, in the Butane directory.
+pub const HOSTS_DIR: &str = "hosts";
+
+/// `DIR/hosts/NAME.bu` for `--host NAME`: NAME must be a host name (DNS labels), and the file
+/// must be there (the error lists the hosts that are).
+pub fn host_overlay(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let labels_ok =
+        name.split('.').all(|label| label.parse::<tailpod_core::names::Hostname>().is_ok());
+    if name.is_empty() || !labels_ok {
+        return Err(format!("--host {name:?}: not a host name (letters, digits, '-' and dots)"));
+    }
+    let hosts = dir.join(HOSTS_DIR);
+    let path = hosts.join(format!("{name}.bu"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut known: Vec<String> = std::fs::read_dir(&hosts)
+        .map(|entries| {
+            entries
+                .filter_map(|e| {
+                    e.ok()?.file_name().into_string().ok()?.strip_suffix(".bu").map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    known.sort();
+    let known = match known.is_empty() {
+        true => "none".to_owned(),
+        false => known.join(", "),
+    };
+    Err(format!("--host {name}: no {} (hosts with one: {known})", path.display()))
 }
 
 /// The result: where it went and what to tell the user.
@@ -320,6 +357,9 @@ pub fn build(build: &Build) -> Result<Built, String> {
         .filter(|p| p.extension().is_some_and(|e| e == "bu") && *p != base_path && *p != secrets)
         .collect();
     overlays.sort();
+    if let Some(host) = &build.host {
+        overlays.push(host_overlay(dir, host)?);
+    }
     overlays.push(secrets);
 
     let texts: Vec<(PathBuf, String)> = std::iter::once(base_path.clone())

@@ -29,12 +29,16 @@ enum Task {
         /// Write Ignition 3.3.0 (for older Ignition, e.g. Debian's 2.14) when no newer field is used.
         #[arg(long, value_name = "VERSION")]
         ignition_version: Option<String>,
-        /// Where to write [default: DIR/tailpod.ign].
+        /// Where to write [default: DIR/tailpod.ign, DIR/tailpod-NAME.ign with --host].
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
         /// The directory with tailpod.bu and the overlays [default: butane/ of this workspace].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Build for host NAME of a fleet: DIR/hosts/NAME.bu (its hostname, its own values) is
+        /// applied after the other overlays, before secrets.bu.
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
     },
     /// Release binaries (<tool>-<version>-linux-<arch>) and SHA256SUMS, into dist/.
     Dist {
@@ -72,9 +76,10 @@ fn main() -> ExitCode {
             run_dist(&targets, update_butane, release_url, &arch, verify_reproducible)
         }
         Task::Box { action } => run_box(&action),
-        Task::BuildIgn { throwaway_secrets, ignition_version, output, dir } => {
+        Task::BuildIgn { throwaway_secrets, ignition_version, output, dir, host } => {
             let dir = dir.unwrap_or_else(|| root().join("butane"));
-            let output = output.unwrap_or_else(|| dir.join("tailpod.ign"));
+            let name = host.as_ref().map_or("tailpod.ign".into(), |h| format!("tailpod-{h}.ign"));
+            let output = output.unwrap_or_else(|| dir.join(name));
             let build = Build {
                 dir,
                 output,
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
                 ignition_version,
                 build_id: None,
                 sums: None,
+                host,
             };
             build_ign::build(&build).map(|built| {
                 for note in built.notes {

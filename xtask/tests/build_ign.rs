@@ -41,6 +41,7 @@ fn job(dir: &Path, version: Option<&str>) -> Build {
         ignition_version: version.map(str::to_owned),
         build_id: Some("test-build".into()),
         sums: None,
+        host: None,
     }
 }
 
@@ -88,6 +89,24 @@ fn the_shipped_config_builds_merges_and_validates() {
     // A second build keeps the secrets it made and says they are throwaway.
     let again = build(&Build { throwaway_secrets: false, ..job(dir.path(), None) }).unwrap();
     assert!(again.notes.iter().any(|n| n.contains("holds THROWAWAY secrets")));
+}
+
+#[test]
+fn a_host_of_a_fleet_gets_its_own_overlay_after_the_shared_ones() {
+    let dir = butane_copy();
+    let built = build(&Build { host: Some("web1".into()), ..job(dir.path(), None) }).unwrap();
+    assert_eq!(file_text(&built.config, "/etc/hostname"), "web1");
+    // The shared config is all there too: the host overlay adds, it does not replace.
+    assert!(file_text(&built.config, "/etc/sudoers.d/tailmint").contains("--caller"));
+    let shared = build(&job(dir.path(), None)).unwrap();
+    assert!(!shared.config.to_string().contains("/etc/hostname"), "no hostname without --host");
+
+    let err = build(&Build { host: Some("db9".into()), ..job(dir.path(), None) }).unwrap_err();
+    assert!(err.ends_with("hosts/db9.bu (hosts with one: web1)"), "{err}");
+    for bad in ["../secrets", "web_1", ""] {
+        let err = build(&Build { host: Some(bad.into()), ..job(dir.path(), None) }).unwrap_err();
+        assert!(err.contains("not a host name"), "{bad}: {err}");
+    }
 }
 
 #[test]
@@ -242,8 +261,10 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     );
     std::fs::write(&secrets, &group).unwrap();
     let err = build(&job(dir.path(), None)).unwrap_err();
+    let base = std::fs::read_to_string(dir.path().join("tailpod.bu")).unwrap();
+    let line = base.lines().position(|l| l.ends_with("path: /etc/sudoers.d/tailmint")).unwrap() + 1;
     let expected = format!(
-        "{}:40: /etc/sudoers.d/tailmint has no NOPASSWD rule for %containers",
+        "{}:{line}: /etc/sudoers.d/tailmint has no NOPASSWD rule for %containers",
         dir.path().join("tailpod.bu").display()
     );
     assert!(err.contains(&expected), "{expected:?} in {err}");
@@ -258,7 +279,7 @@ fn mistakes_that_would_only_show_on_a_booted_host_are_refused_with_file_and_line
     .unwrap();
     std::fs::write(&secrets, &filled).unwrap();
     let err = build(&job(dir.path(), None)).unwrap_err();
-    assert!(err.contains("/etc/sudoers.d/tailmint line 2: not a sudo rule"), "{err}");
+    assert!(err.contains("/etc/sudoers.d/tailmint line 3: not a sudo rule"), "{err}");
     std::fs::write(&tailpod_bu, base).unwrap();
 
     // A transform that runs tailmint differently from what the rule allows.

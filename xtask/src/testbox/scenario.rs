@@ -248,6 +248,7 @@ fn ignition(layout: &Layout, release_url: &str, lab: &Lab) -> Result<std::path::
         ignition_version: Some("3.3.0".into()),
         build_id: Some(crate::build_ign::git_build_id(&crate::root())),
         sums: Some(sums_path),
+        host: None,
     })?;
     for note in built.notes {
         eprintln!("box: {note}");

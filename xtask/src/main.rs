@@ -164,7 +164,7 @@ fn run_dist(
 
 /// `cargo xtask box up|test|down|shell`.
 fn run_box(action: &str) -> Result<(), String> {
-    use xtask::testbox::{Layout, machine, scenario, unavailable};
+    use xtask::testbox::{Layout, fleet, machine, scenario, unavailable};
     let layout = Layout::default();
     if let Some(why) = unavailable() {
         return Err(format!("box: cannot run here: {why}"));
@@ -193,10 +193,12 @@ fn run_box(action: &str) -> Result<(), String> {
             let started = std::time::Instant::now();
             let (running, lab, boot) = scenario::up(&layout)?;
             let result = scenario::test(&layout, &running, &lab, boot).and_then(|timings| {
-                scenario::reboot_during_deploy(&layout, running).map(|_| timings)
+                let (running, _) = scenario::reboot_during_deploy(&layout, running)?;
+                let moved = fleet::test(&layout, &running, &lab)?;
+                Ok((timings, moved))
             });
             scenario::down(&layout);
-            let timings = result?;
+            let (timings, moved) = result?;
             println!(
                 "box: boot {:.1}s (the first sync runs in it); boot to containers deployed {:.1}s; boot to a container on the tailnet {:.1}s (its node up, by the box's clock; {:.1}s until a peer reached it); push to change applied {:.1}s; whole test {:.1}s",
                 boot.as_secs_f64(),
@@ -205,6 +207,10 @@ fn run_box(action: &str) -> Result<(), String> {
                 timings.boot_to_tailnet.as_secs_f64(),
                 timings.push_to_applied.as_secs_f64(),
                 started.elapsed().as_secs_f64()
+            );
+            println!(
+                "box: fleet: a container moved between two hosts answered by its name from the new one {:.1}s after the push",
+                moved.as_secs_f64()
             );
             println!("box: 1 passed, 0 failed");
             Ok(())

@@ -11,24 +11,23 @@ use std::time::{Duration, Instant};
 
 use super::{Layout, output, run};
 
-pub const NAME: &str = "tailpod-box";
-
 /// A running box.
 #[derive(Debug)]
 pub struct Machine {
     nspawn: u32,
 }
 
-fn cgroup_dirs() -> [PathBuf; 2] {
+fn cgroup_dirs(layout: &Layout) -> [PathBuf; 2] {
+    let name = layout.name;
     [
-        PathBuf::from(format!("/sys/fs/cgroup/unified/nspawn-{NAME}")),
-        PathBuf::from(format!("/sys/fs/cgroup/systemd/nspawn-{NAME}")),
+        PathBuf::from(format!("/sys/fs/cgroup/unified/nspawn-{name}")),
+        PathBuf::from(format!("/sys/fs/cgroup/systemd/nspawn-{name}")),
     ]
 }
 
 /// Removes the cgroup directories nspawn left (deepest first).
-fn clean_cgroups() {
-    for dir in cgroup_dirs() {
+fn clean_cgroups(layout: &Layout) {
+    for dir in cgroup_dirs(layout) {
         let _ = run(
             "sh",
             &[
@@ -42,15 +41,15 @@ fn clean_cgroups() {
 }
 
 fn pid_file(layout: &Layout) -> PathBuf {
-    layout.work.join("nspawn.pid")
+    layout.own("nspawn.pid")
 }
 
 /// Boots the rootfs; `binds` are read-only `(host path, path in the box)` mounts.
 pub fn boot(layout: &Layout, binds: &[(&Path, &str)]) -> Result<Machine, String> {
     stop(layout);
-    let cgroup = &cgroup_dirs()[0];
+    let cgroup = &cgroup_dirs(layout)[0];
     std::fs::create_dir_all(cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
-    let log = std::fs::File::create(layout.work.join("nspawn.log")).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(layout.own("nspawn.log")).map_err(|e| e.to_string())?;
     let rootfs = layout.rootfs.to_string_lossy().into_owned();
     let mut nspawn = vec![
         "-D",
@@ -60,7 +59,7 @@ pub fn boot(layout: &Layout, binds: &[(&Path, &str)]) -> Result<Machine, String>
         "--keep-unit",
         "--console=passive",
         "-M",
-        NAME,
+        layout.name,
         // Its own network, joined to the host's lab tailnet by a veth pair (see tailnet.rs).
         "--network-veth",
     ];
@@ -95,10 +94,11 @@ pub fn boot(layout: &Layout, binds: &[(&Path, &str)]) -> Result<Machine, String>
             return Ok(machine);
         }
         if started.elapsed() > Duration::from_secs(90) {
-            let log = std::fs::read_to_string(layout.work.join("nspawn.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(layout.own("nspawn.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             return Err(format!(
-                "the box did not boot within 90 s (last state {state:?}):\n{}",
+                "the box {} did not boot within 90 s (last state {state:?}):\n{}",
+                layout.name,
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             ));
         }
@@ -158,5 +158,5 @@ pub fn stop(layout: &Layout) {
         let _ = run("kill", &["-KILL", &machine.nspawn.to_string()]);
     }
     let _ = std::fs::remove_file(pid_file(layout));
-    clean_cgroups();
+    clean_cgroups(layout);
 }

@@ -3,9 +3,10 @@
 //!
 //! * [`rootfs`]: the Debian trixie root filesystem (cached), the box's tweaks, Ignition.
 //! * [`machine`]: boot, exec inside, stop.
-//! * [`scenario`]: the end-to-end test.
+//! * [`scenario`]: the end-to-end test; [`fleet`]: then a second host, one repo for both.
 //! * [`tailnet`]: the lab tailnet on the host, and the box's link to it.
 
+pub mod fleet;
 pub mod machine;
 pub mod rootfs;
 pub mod scenario;
@@ -15,24 +16,48 @@ pub mod tailnet;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Where the box keeps its files.
+/// Where a box keeps its files, and which host of the lab network it is.
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// The debootstrap tarball and downloaded packages, kept between runs.
     pub cache: PathBuf,
-    /// This run's files (rootfs, repo, logs), made anew by `up`.
+    /// This run's files (rootfs, repo, logs), made anew by `up`; shared by the hosts.
     pub work: PathBuf,
     pub rootfs: PathBuf,
+    /// The machine's name, which is also its hostname (so `%H` in `QUADSYNC_PATHS`).
+    pub name: &'static str,
+    /// Its address on the lab network (`host0`).
+    pub ip: &'static str,
 }
 
 impl Default for Layout {
+    /// The first host, which runs the whole scenario.
     fn default() -> Layout {
         let base = PathBuf::from("/var/tmp/tailpod-box");
         Layout {
             cache: base.join("cache"),
             work: base.join("work"),
             rootfs: base.join("work/rootfs"),
+            name: "tailpod-box",
+            ip: "10.77.0.2",
         }
+    }
+}
+
+impl Layout {
+    /// The second host of the fleet test: same lab, same repo, a rootfs of its own.
+    pub fn second_host(&self) -> Layout {
+        Layout {
+            rootfs: self.work.join("rootfs-b"),
+            name: "tailpod-b",
+            ip: "10.77.0.3",
+            ..self.clone()
+        }
+    }
+
+    /// A file of this host's in the shared work directory.
+    pub fn own(&self, file: &str) -> PathBuf {
+        self.work.join(format!("{}-{file}", self.name))
     }
 }
 

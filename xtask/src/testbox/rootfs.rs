@@ -110,7 +110,7 @@ fn link(root: &Path, target: &str, path: &str) -> Result<(), String> {
 /// What differs between this box and a Fedora CoreOS VM, each fixing one observed failure.
 pub fn tweak(layout: &Layout) -> Result<(), String> {
     let root = &layout.rootfs;
-    write(root, "/etc/hostname", "tailpod-box\n")?;
+    write(root, "/etc/hostname", &format!("{}\n", layout.name))?;
     let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map_err(|e| e.to_string())?
         .trim()
@@ -132,7 +132,7 @@ pub fn tweak(layout: &Layout) -> Result<(), String> {
     )?;
     // The box's end of its veth gets its address at boot, as a VM's DHCP would (tailnet.rs
     // sets up the host's end).
-    let box_ip = super::tailnet::BOX_IP;
+    let box_ip = layout.ip;
     write(
         root,
         "/etc/systemd/system/box-network.service",
@@ -190,7 +190,7 @@ pub fn tweak(layout: &Layout) -> Result<(), String> {
 pub fn apply_ignition(layout: &Layout, config: &Path) -> Result<(), String> {
     let root = &layout.rootfs;
     run(&root.join("usr/bin/ignition-validate").to_string_lossy(), &[&config.to_string_lossy()])?;
-    let state = layout.work.join("ignition");
+    let state = layout.own("ignition");
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
     let shim = layout.work.join("shim");
@@ -229,7 +229,7 @@ pub fn apply_ignition(layout: &Layout, config: &Path) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", ignition.display()))?;
         let log = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        std::fs::write(layout.work.join(format!("ignition-{stage}.log")), &log)
+        std::fs::write(layout.own(&format!("ignition-{stage}.log")), &log)
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
             let lines: Vec<&str> =

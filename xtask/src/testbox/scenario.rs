@@ -35,6 +35,9 @@ use super::{Layout, rootfs, run};
 use crate::build_ign::{Build, build};
 use crate::dist;
 
+/// The first host deploys the repo's root, as a host outside a fleet does, and its fleet share.
+const FIRST_HOST_PATHS: &str = ".,fleet/common,?fleet/hosts/%H";
+
 /// What the scenario measured.
 #[derive(Debug, Default)]
 pub struct Timings {
@@ -48,7 +51,7 @@ pub struct Timings {
     pub push_to_applied: Duration,
 }
 
-fn container(description: &str, port: u16) -> String {
+pub(super) fn container(description: &str, port: u16) -> String {
     format!(
         "[Unit]\nDescription={description}\n\n[Container]\n# No registry in the box: a busybox root filesystem, copy-on-write.\n\
          Rootfs=/opt/box/busybox:O\nExec=/bin/httpd -f -p 8080 -h /www\nPublishPort=127.0.0.1:{port}:8080\n\
@@ -70,7 +73,7 @@ fn syncing(machine: &Machine) -> bool {
         .is_ok_and(|s| s.trim() == "activating")
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+pub(super) fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     let mut argv = vec![
         "-C",
         dir.to_str().unwrap_or_default(),
@@ -84,13 +87,13 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 /// Commits the working copy and pushes it to the bare repo the box fetches from.
-fn push(defs: &Path, message: &str) -> Result<(), String> {
+pub(super) fn push(defs: &Path, message: &str) -> Result<(), String> {
     git(defs, &["add", "-A"])?;
     git(defs, &["commit", "-qm", message])?;
     git(defs, &["push", "-q", "origin", "main"]).map(drop)
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
+pub(super) fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -126,6 +129,10 @@ fn repo(layout: &Layout) -> Result<(), String> {
         "[Unit]\nDescription=hello's tick\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n",
     )?;
     pod_on_the_tailnet_repo(layout, &defs, "first")?;
+    // The fleet's shared directory, in the first host's QUADSYNC_PATHS from the start (see
+    // fleet.rs for what comes into it).
+    std::fs::create_dir_all(defs.join("fleet/common")).map_err(|e| e.to_string())?;
+    write(&defs.join("fleet/common/README.md"), "What every host of the fleet runs.\n")?;
     push(&defs, "three containers, a sidecar timer, companions and a pod on the tailnet")
 }
 
@@ -135,7 +142,7 @@ fn with_volume(unit: String) -> String {
 }
 
 /// The quadsync the box runs, on this side, for `secret keygen` and `encrypt`.
-fn quadsync_binary(layout: &Layout) -> Result<std::path::PathBuf, String> {
+pub(super) fn quadsync_binary(layout: &Layout) -> Result<std::path::PathBuf, String> {
     let dist = layout.work.join("dist");
     let entries = std::fs::read_dir(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
     entries
@@ -196,9 +203,17 @@ fn pod_on_the_tailnet_repo(layout: &Layout, defs: &Path, version: &str) -> Resul
     write(&defs.join(format!("tailscale/{pod}-probe.container")), &probe)
 }
 
-/// `tailpod.ign` for the box: the shipped config plus an overlay with the box's values.
-fn ignition(layout: &Layout, release_url: &str, lab: &Lab) -> Result<std::path::PathBuf, String> {
-    let dir = layout.work.join("butane");
+/// `tailpod.ign` for a box: the shipped config, a secrets overlay with the lab's values, and the
+/// host's own overlay (`build-ign --host`): its hostname, and a config.env that deploys `paths`
+/// of the repo.
+pub(super) fn ignition(
+    layout: &Layout,
+    release_url: &str,
+    lab: &Lab,
+    paths: &str,
+) -> Result<std::path::PathBuf, String> {
+    let dir = layout.own("butane");
+    let _ = std::fs::remove_dir_all(&dir);
     run("cp", &["-r", &crate::root().join("butane").to_string_lossy(), &dir.to_string_lossy()])?;
     let _ = std::fs::remove_file(dir.join("tailpod.ign"));
     let sums_path = layout.work.join("dist/SHA256SUMS");
@@ -216,17 +231,9 @@ fn ignition(layout: &Layout, release_url: &str, lab: &Lab) -> Result<std::path::
         .map(str::to_owned)
         .collect();
     let overlay = [
-        "# The box's overlay: its definitions repo, and the host's lab tailnet and API.\n\
+        "# The box's overlay: the host's lab tailnet and API, and its age key.\n\
          variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - name: core\nstorage:\n  files:\n"
             .to_owned(),
-        file(
-            "/etc/quadsync/config.env",
-            "0600",
-            &[
-                format!("QUADSYNC_GIT_URL={}", tailnet::repo_url()),
-                "QUADSYNC_AGE_KEY=/etc/quadsync/age.key".to_owned(),
-            ],
-        ),
         file("/etc/quadsync/age.key", "0600", &identity),
         file(
             "/etc/tailscale/oauth.env",
@@ -240,7 +247,28 @@ fn ignition(layout: &Layout, release_url: &str, lab: &Lab) -> Result<std::path::
         file("/etc/ts4nsnet.env", "0644", &[format!("TS_CONTROL_URL={}", lab.control_url)]),
     ];
     write(&dir.join("secrets.bu"), &overlay.concat())?;
-    let output = layout.work.join("tailpod.ign");
+    let host = [
+        format!(
+            "# {0}: its name and its share of the definitions repo.\nvariant: fcos\nversion: 1.5.0\nstorage:\n  files:\n",
+            layout.name
+        ),
+        // The rootfs has one: replaced, as on a real host with a name of its own.
+        file("/etc/hostname", "0644", &[layout.name.to_owned()])
+            .replace("      contents:", "      overwrite: true\n      contents:"),
+        // Lines added to tailpod.bu's config.env: an overlay's lines come after, and win.
+        file(
+            "/etc/quadsync/config.env",
+            "0600",
+            &[
+                format!("QUADSYNC_GIT_URL={}", tailnet::repo_url()),
+                "QUADSYNC_AGE_KEY=/etc/quadsync/age.key".to_owned(),
+                format!("QUADSYNC_PATHS={paths}"),
+            ],
+        ),
+    ];
+    std::fs::create_dir_all(dir.join("hosts")).map_err(|e| e.to_string())?;
+    write(&dir.join(format!("hosts/{}.bu", layout.name)), &host.concat())?;
+    let output = layout.own("tailpod.ign");
     let built = build(&Build {
         dir: dir.clone(),
         output: output.clone(),
@@ -248,7 +276,7 @@ fn ignition(layout: &Layout, release_url: &str, lab: &Lab) -> Result<std::path::
         ignition_version: Some("3.3.0".into()),
         build_id: Some(crate::build_ign::git_build_id(&crate::root())),
         sums: Some(sums_path),
-        host: None,
+        host: Some(layout.name.to_owned()),
     })?;
     for note in built.notes {
         eprintln!("box: {note}");
@@ -319,7 +347,7 @@ pub fn up(layout: &Layout) -> Result<(Machine, Lab, Duration), String> {
     install_script(layout, &release_url)?;
     repo(layout)?;
     let lab = tailnet::start(layout)?;
-    let config = ignition(layout, &release_url, &lab)?;
+    let config = ignition(layout, &release_url, &lab, FIRST_HOST_PATHS)?;
     rootfs::fresh(layout)?;
     rootfs::tweak(layout)?;
     wrong_hash_is_refused(layout, &config)?;
@@ -327,21 +355,22 @@ pub fn up(layout: &Layout) -> Result<(Machine, Lab, Duration), String> {
     rootfs::tweak(layout)?;
     rootfs::apply_ignition(layout, &config)?;
     let started = Instant::now();
-    let network = tailnet::connect_while_booting();
+    let network = tailnet::connect_while_booting(layout);
     let machine = machine::boot(layout, &[])?;
     let boot = started.elapsed();
     network.join().map_err(|_| "the network thread panicked")??;
     Ok((machine, lab, boot))
 }
 
-/// Stops the box and the lab tailnet.
+/// Stops the boxes and the lab tailnet.
 pub fn down(layout: &Layout) {
+    machine::stop(&layout.second_host());
     machine::stop(layout);
     tailnet::stop(layout);
 }
 
 /// Polls `check` every half second until it holds or `limit` passes.
-fn wait_for(
+pub(super) fn wait_for(
     what: &str,
     limit: Duration,
     mut check: impl FnMut() -> Result<bool, String>,
@@ -361,7 +390,7 @@ fn wait_for(
     }
 }
 
-fn active(machine: &Machine, user: &str) -> bool {
+pub(super) fn active(machine: &Machine, user: &str) -> bool {
     machine
         .exec(&[
             "systemctl",
@@ -457,19 +486,19 @@ fn node_up_after_boot(machine: &Machine, user: &str) -> Result<Duration, String>
     Ok(Duration::from_micros(up.saturating_sub(booted)))
 }
 
-fn serves(machine: &Machine, port: u16) -> Result<String, String> {
+pub(super) fn serves(machine: &Machine, port: u16) -> Result<String, String> {
     machine.exec(&["curl", "-s", "-m", "2", &format!("http://127.0.0.1:{port}/")])
 }
 
-fn user_exists(machine: &Machine, user: &str) -> bool {
+pub(super) fn user_exists(machine: &Machine, user: &str) -> bool {
     machine.exec(&["getent", "passwd", user]).is_ok()
 }
 
-fn check(condition: bool, what: &str) -> Result<(), String> {
+pub(super) fn check(condition: bool, what: &str) -> Result<(), String> {
     if condition { Ok(()) } else { Err(format!("box: {what}")) }
 }
 
-fn sync_now(machine: &Machine) -> Result<String, String> {
+pub(super) fn sync_now(machine: &Machine) -> Result<String, String> {
     machine.exec(&["systemctl", "start", "quadsync-sync.service"])
 }
 
@@ -829,7 +858,10 @@ pub fn test(
 
 /// The last fault: the box reboots (SIGTERM to a sync in the middle of a first deploy), and
 /// after boot the host converges on its own. Returns how long that took.
-pub fn reboot_during_deploy(layout: &Layout, machine: Machine) -> Result<Duration, String> {
+pub fn reboot_during_deploy(
+    layout: &Layout,
+    machine: Machine,
+) -> Result<(Machine, Duration), String> {
     let defs = layout.work.join("defs");
     write(
         &defs.join("rebooted.container"),
@@ -848,7 +880,7 @@ pub fn reboot_during_deploy(layout: &Layout, machine: Machine) -> Result<Duratio
         Ok(Machine::running(layout).is_none())
     })?;
     machine::stop(layout);
-    let network = tailnet::connect_while_booting();
+    let network = tailnet::connect_while_booting(layout);
     let machine = machine::boot(layout, &[])?;
     network.join().map_err(|_| "the network thread panicked")??;
     let users = ["hello", "keep", "world", "late", "fresh", "rebooted"];
@@ -863,7 +895,7 @@ pub fn reboot_during_deploy(layout: &Layout, machine: Machine) -> Result<Duratio
         "box: fault: reboot during a deploy: converged {:.1}s after the reboot",
         converged.as_secs_f64()
     );
-    Ok(converged)
+    Ok((machine, converged))
 }
 
 /// Faults the host must ride out, each with how long recovery took.

@@ -4,8 +4,8 @@
 //! so `cargo xtask box up` can leave them with the box; `stop` ends them.
 //!
 //! Addresses: the lab listens on [`LAB_IP`], added to the host's `lo` (so it exists before the
-//! box's veth does, and no dummy-interface module is needed); the box is [`BOX_IP`] on its
-//! `host0`.
+//! box's veth does, and no dummy-interface module is needed); each box has its `Layout::ip` on
+//! its `host0`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use super::{Layout, run};
 
 pub const LAB_IP: &str = "10.77.0.1";
-pub const BOX_IP: &str = "10.77.0.2";
-/// nspawn's host end of the box's veth: `ve-` and the machine's name.
-const VETH: &str = "ve-tailpod-box";
 /// The container in the box's repo that joins the tailnet, and the tag tailmint mints for it.
 pub const TAILNET_CONTAINER: &str = "shop";
 /// The pod in the box's repo that joins the tailnet as one node.
 pub const TAILNET_POD: &str = "cafe";
+/// The fleet's tailnet containers: one on every host, one that moves between hosts.
+pub const FLEET_CONTAINERS: [&str; 2] = ["beacon", "mover"];
 
 /// What the box's configuration and the test need to know about the running lab.
 #[derive(Debug, Clone)]
@@ -63,7 +62,8 @@ pub fn start(layout: &Layout) -> Result<Lab, String> {
 
     let info = layout.work.join("lab-serve.out");
     let listen = format!("{LAB_IP}:0");
-    let tag = format!("tag:{TAILNET_CONTAINER},tag:{TAILNET_POD}");
+    let tags = [TAILNET_CONTAINER, TAILNET_POD].into_iter().chain(FLEET_CONTAINERS);
+    let tag = tags.map(|name| format!("tag:{name}")).collect::<Vec<_>>().join(",");
     spawn(
         layout,
         &binary,
@@ -195,17 +195,20 @@ fn wait_for_line(path: &Path, marker: &str, limit: Duration) -> Result<String, S
 /// Joins the box to the lab's network as soon as nspawn makes its veth, while it boots, as a
 /// VM's network would be there at boot: the host's end goes up and routes to the box (the box's
 /// `box-network.service` gives `host0` its address). Join the thread once the box is up.
-pub fn connect_while_booting() -> std::thread::JoinHandle<Result<(), String>> {
-    std::thread::spawn(|| {
+pub fn connect_while_booting(layout: &Layout) -> std::thread::JoinHandle<Result<(), String>> {
+    // nspawn's host end of the box's veth: `ve-` and the machine's name.
+    let veth = format!("ve-{}", layout.name);
+    let route = format!("{}/32", layout.ip);
+    std::thread::spawn(move || {
         let started = Instant::now();
-        while run("ip", &["link", "show", VETH]).is_err() {
+        while run("ip", &["link", "show", &veth]).is_err() {
             if started.elapsed() > Duration::from_secs(60) {
-                return Err(format!("{VETH} did not appear within 60s"));
+                return Err(format!("{veth} did not appear within 60s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        run("ip", &["link", "set", VETH, "up"])?;
-        run("ip", &["route", "replace", &format!("{BOX_IP}/32"), "dev", VETH]).map(drop)
+        run("ip", &["link", "set", &veth, "up"])?;
+        run("ip", &["route", "replace", &route, "dev", &veth]).map(drop)
     })
 }
 

@@ -164,7 +164,7 @@ fn run_dist(
 
 /// `cargo xtask box up|test|down|shell`.
 fn run_box(action: &str) -> Result<(), String> {
-    use xtask::testbox::{Layout, fleet, machine, scenario, unavailable};
+    use xtask::testbox::{Layout, fleet, machine, operations, scenario, unavailable};
     let layout = Layout::default();
     if let Some(why) = unavailable() {
         return Err(format!("box: cannot run here: {why}"));
@@ -195,6 +195,7 @@ fn run_box(action: &str) -> Result<(), String> {
             let result = scenario::test(&layout, &running, &lab, boot).and_then(|timings| {
                 let (running, _) = scenario::reboot_during_deploy(&layout, running)?;
                 let moved = fleet::test(&layout, &running, &lab)?;
+                operations::test(&layout, &running)?;
                 Ok((timings, moved))
             });
             scenario::down(&layout);

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use tailpod_core::envfile::{EnvFile, QUADSYNC_CONFIG, shown_key};
 
+use crate::autoupdate::Schedule;
 use crate::fleet::{self, PathPattern};
+use crate::notify::{self, Target};
 
 pub const DEFAULT_PATH: &str = "/etc/quadsync/config.env";
 
@@ -38,6 +40,12 @@ pub struct Config {
     pub max_containers: usize,
     /// The repo directories this host deploys (`QUADSYNC_PATHS`; see [`crate::fleet`]).
     pub paths: Vec<PathPattern>,
+    /// When opted-in containers' images are updated (`QUADSYNC_AUTO_UPDATE`).
+    pub auto_update: Schedule,
+    /// Where problems and recoveries are sent (`QUADSYNC_NOTIFY_URL`; see [`crate::notify`]).
+    pub notify: Vec<Target>,
+    /// The node_exporter textfile written after each sync (`QUADSYNC_METRICS_FILE`).
+    pub metrics_file: Option<PathBuf>,
     /// Keys in the file quadsync does not know: probably typos.
     pub unknown_keys: Vec<String>,
 }
@@ -118,8 +126,20 @@ impl Config {
         };
         let paths = fleet::parse(&or("QUADSYNC_PATHS", fleet::DEFAULT_PATHS))
             .map_err(|e| located("QUADSYNC_PATHS", &e))?;
+        let auto_update = Schedule::parse(&or("QUADSYNC_AUTO_UPDATE", ""))
+            .map_err(|e| located("QUADSYNC_AUTO_UPDATE", &e))?;
+        // Never echoed: a webhook URL often carries its token.
+        let notify = notify::targets(&or("QUADSYNC_NOTIFY_URL", ""))
+            .map_err(|e| located("QUADSYNC_NOTIFY_URL", &e))?;
+        let metrics_file = match env.get("QUADSYNC_METRICS_FILE").filter(|v| !v.is_empty()) {
+            Some(_) => Some(absolute("QUADSYNC_METRICS_FILE", "")?),
+            None => None,
+        };
         Ok(Config {
             paths,
+            auto_update,
+            notify,
+            metrics_file,
             git_url,
             branch: or("QUADSYNC_GIT_BRANCH", "main"),
             transform_dir: absolute("QUADSYNC_TRANSFORM_DIR", "/etc/quadsync/transforms")?,

@@ -50,6 +50,9 @@ pub enum UnitDir {
     /// The user's podman secret store (`podman secret create`); the text is the value's keyed
     /// digest (see [`crate::secrets`]).
     Secret,
+    /// Drop-ins for podman's own auto-update timer and service (see [`crate::autoupdate`]).
+    AutoUpdateTimer,
+    AutoUpdateService,
 }
 
 impl UnitDir {
@@ -58,7 +61,15 @@ impl UnitDir {
             UnitDir::Quadlet => ".config/containers/systemd",
             UnitDir::Systemd => ".config/systemd/user",
             UnitDir::Secret => ".local/share/containers/storage/secrets",
+            UnitDir::AutoUpdateTimer => ".config/systemd/user/podman-auto-update.timer.d",
+            UnitDir::AutoUpdateService => ".config/systemd/user/podman-auto-update.service.d",
         }
+    }
+
+    /// Whether a change here needs the container restarted: its Quadlet units and secrets do,
+    /// sidecars and the auto-update drop-ins do not.
+    pub fn restarts_container(self) -> bool {
+        matches!(self, UnitDir::Quadlet | UnitDir::Secret)
     }
 }
 
@@ -95,6 +106,13 @@ pub struct Deployment {
 pub const NODE_NAME_VARIABLE: &str = "TS_HOSTNAME";
 
 impl Deployment {
+    /// Timers to enable: its sidecars', and podman's auto-update timer when it opted in.
+    pub fn timers(&self) -> impl Iterator<Item = &str> {
+        let sidecars = self.files.keys().filter(|n| n.ends_with(".timer")).map(String::as_str);
+        let auto_update = self.files.values().any(|f| f.dir == UnitDir::AutoUpdateTimer);
+        sidecars.chain(auto_update.then_some(crate::autoupdate::TIMER))
+    }
+
     /// The name of the tailnet node this deployment makes, if it joins the tailnet: its unit's
     /// `[Service] Environment=TS_HOSTNAME=` (`exporter-{{.Host}}`), else its user's name, as
     /// `tailmint --caller` names it.
@@ -106,11 +124,6 @@ impl Deployment {
         })?;
         let named = UnitFile::parse(&unit.1.text).environment("Service", NODE_NAME_VARIABLE);
         Some(named.unwrap_or_else(|| self.user.clone()))
-    }
-
-    /// Timers to enable.
-    pub fn timers(&self) -> impl Iterator<Item = &str> {
-        self.files.keys().filter(|n| n.ends_with(".timer")).map(String::as_str)
     }
 }
 

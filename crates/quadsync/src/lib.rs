@@ -13,15 +13,23 @@
 //! * [`state`]: what quadsync deployed and owns; [`plan`]: what to do, as data.
 //! * [`apply`]: doing it through [`system`], the narrow interface to the host; [`userfile`]: the
 //!   file work done as the container's user.
+//! * [`watch`], after each run: what happened to the containers ([`journal`]), the problems
+//!   and recoveries ([`health`]) sent to webhooks ([`notify`]), the [`metrics`]; image updates
+//!   are podman's own ([`autoupdate`]).
 //! * [`sync`]: the whole run, locked, with its safety rules. [`check`]: the repo as one host
 //!   or every host of a fleet would deploy it, without a host.
 
 pub mod apply;
+pub mod autoupdate;
 pub mod check;
 pub mod config;
 pub mod discover;
 pub mod fleet;
+pub mod health;
 mod http;
+pub mod journal;
+pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod references;
 pub mod render;
@@ -34,3 +42,4 @@ pub mod system;
 pub mod transforms;
 pub mod userfile;
 pub mod validate;
+pub mod watch;

@@ -100,12 +100,22 @@ enum Command {
     ///
     /// Example: quadsync redeploy web
     Redeploy { name: String },
-    /// Show the deployed commit, the last sync and each container's state.
+    /// Run podman's image auto-update now, for every container that opted in (AutoUpdate= in its
+    /// [Container]) or only NAME, and print each outcome: updated, unchanged, rolled back (the
+    /// new image did not start or become healthy) or failed.
     ///
-    /// Example: quadsync status --json
+    /// Example: quadsync update web
+    Update { name: Option<String> },
+    /// Show the deployed commit, the last sync and each container's state, with its open
+    /// problems, its last image update, and for a failing one the last lines of its journal.
+    ///
+    /// Example: quadsync status --format prometheus
     Status {
-        #[arg(long)]
+        /// Same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
     },
     /// File work in a user's home, run by quadsync itself as that user.
     #[command(hide = true)]
@@ -119,6 +129,14 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StatusFormat {
+    Text,
+    Json,
+    /// Prometheus' text format, as QUADSYNC_METRICS_FILE holds it, with each unit's state.
+    Prometheus,
 }
 
 #[derive(Debug, clap::Args)]
@@ -253,7 +271,11 @@ fn other(command: Command, config: &Path) -> Result<(), String> {
             augment(&transforms, repo.as_deref(), &paths, &host, &file)
         }
         Command::Redeploy { name } => load(config).and_then(|c| redeploy(&c, &name)),
-        Command::Status { json } => load(config).and_then(|c| status(&c, json)),
+        Command::Update { name } => load(config).and_then(|c| update(&c, name.as_deref())),
+        Command::Status { json, format } => {
+            let format = if json { StatusFormat::Json } else { format };
+            load(config).and_then(|c| status(&c, format))
+        }
         Command::UserFile { action, home, dir, name } => user_file(&action, &home, &dir, &name),
     }
 }
@@ -463,22 +485,133 @@ fn redeploy(config: &Config, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn status(config: &Config, json: bool) -> Result<(), String> {
+fn update(config: &Config, name: Option<&str>) -> Result<(), String> {
+    let host = Host::default();
+    // A sync under way ends within minutes: waited for, not failed on.
+    let _lock = sync::lock_waiting(&config.state_dir, std::time::Duration::from_secs(600))?;
+    let path = Paths::new(&config.state_dir).state;
+    let mut state = State::load(&path)?;
+    let opted: Vec<String> = state
+        .users
+        .iter()
+        .filter(|(_, managed)| quadsync::watch::auto_updated(managed))
+        .map(|(user, _)| user.clone())
+        .collect();
+    let users = match name {
+        Some(name) if opted.iter().any(|u| u == name) => vec![name.to_owned()],
+        Some(name) if state.users.contains_key(name) => {
+            return Err(format!(
+                "{name} has not opted in to image updates (AutoUpdate=registry or local in its \
+                 [Container]), or QUADSYNC_AUTO_UPDATE is off"
+            ));
+        }
+        Some(name) => return Err(format!("no tracked deployment for {name:?}")),
+        None => opted,
+    };
+    if users.is_empty() {
+        println!("No container has opted in to image updates.");
+        return Ok(());
+    }
+    let errors = quadsync::watch::update_now(&host, &users);
+    // journald may still be writing the last lines the runs printed.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let seen = quadsync::watch::after_run(config, &host, &mut state, None, now);
+    state.save(&path)?;
+    for update in &seen {
+        println!(
+            "{}: {} {}: {}",
+            update.user,
+            update.container,
+            update.image,
+            update.outcome.as_str()
+        );
+    }
+    for user in users.iter().filter(|u| !seen.iter().any(|s| &s.user == *u)) {
+        println!(
+            "{user}: no outcome reported (see journalctl --user -M {user}@ -u podman-auto-update.service)"
+        );
+    }
+    match errors.len() {
+        0 => Ok(()),
+        _ => Err(errors.join("; ")),
+    }
+}
+
+/// The last lines a failing container's units logged.
+fn journal_tail(host: &Host, user: &str, unit: &str) -> Vec<String> {
+    let Ok(Some(info)) = quadsync::system::System::user(host, user) else { return Vec::new() };
+    let uid = format!("_UID={}", info.uid);
+    let args: Vec<String> = ["--no-pager", "--quiet", "-o", "cat", "--lines=5", &uid]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([
+            format!("_SYSTEMD_USER_UNIT={unit}"),
+            "+".into(),
+            uid.clone(),
+            format!("USER_UNIT={unit}"),
+        ])
+        .collect();
+    quadsync::system::System::journal(host, &args)
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn status(config: &Config, format: StatusFormat) -> Result<(), String> {
     let state = State::load(&Paths::new(&config.state_dir).state)?;
     let host = Host::default();
-    let active = |user: &str, unit: &str| host.unit_state(user, unit);
-    if json {
-        let users: serde_json::Map<String, serde_json::Value> = state
-            .users
-            .iter()
-            .map(|(name, m)| {
-                let value = json!({"service": m.service, "state": active(name, &m.service), "result": m.result, "files": m.files.keys().collect::<Vec<_>>()});
-                (name.clone(), value)
-            })
-            .collect();
-        let value = json!({"commit": state.commit, "last_sync": state.last_sync, "users": users});
-        println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
-        return Ok(());
+    let states: std::collections::BTreeMap<String, String> = state
+        .users
+        .iter()
+        .map(|(name, m)| (name.clone(), host.unit_state(name, &m.service)))
+        .collect();
+    let health = &state.health;
+    let failing = |name: &str, unit_state: &str| {
+        matches!(unit_state, "failed" | "activating")
+            || health.is_open(quadsync::health::Kind::ContainerFailing, name)
+    };
+    match format {
+        StatusFormat::Prometheus => {
+            print!("{}", quadsync::metrics::render(&state, Some(&states)));
+            return Ok(());
+        }
+        StatusFormat::Json => {
+            let users: serde_json::Map<String, serde_json::Value> = state
+                .users
+                .iter()
+                .map(|(name, m)| {
+                    let unit_state = &states[name];
+                    let journal = match failing(name, unit_state) {
+                        true => journal_tail(&host, name, &m.service),
+                        false => Vec::new(),
+                    };
+                    let value = json!({
+                        "service": m.service,
+                        "state": unit_state,
+                        "result": m.result,
+                        "files": m.files.keys().collect::<Vec<_>>(),
+                        "problems": health.problems_of(name).collect::<Vec<_>>(),
+                        "record": health.containers.get(name),
+                        "journal": journal,
+                    });
+                    (name.clone(), value)
+                })
+                .collect();
+            let sync_problem = health.problems_of("sync").next();
+            let value = json!({
+                "commit": state.commit,
+                "last_sync": state.last_sync,
+                "sync_problem": sync_problem,
+                "notifications_pending": health.outbox.len(),
+                "users": users,
+            });
+            println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+            return Ok(());
+        }
+        StatusFormat::Text => {}
     }
     println!("deployed commit: {}", state.commit.as_deref().unwrap_or("(none yet)"));
     match &state.last_sync {
@@ -491,12 +624,27 @@ fn status(config: &Config, json: bool) -> Result<(), String> {
         None => println!("last sync: never"),
     }
     for (name, managed) in &state.users {
-        println!(
-            "{name}: {} {} — {}",
-            managed.service,
-            active(name, &managed.service),
-            managed.result
-        );
+        let unit_state = &states[name];
+        println!("{name}: {} {unit_state} — {}", managed.service, managed.result);
+        if let Some(update) = health.containers.get(name).and_then(|r| r.last_update.as_ref()) {
+            println!(
+                "  last image update: {} {} at {} (unix time)",
+                update.image,
+                update.outcome.as_str(),
+                update.at
+            );
+        }
+        for problem in health.problems_of(name) {
+            println!("  problem since {} (unix time): {}", problem.since, problem.detail);
+        }
+        if failing(name, unit_state) {
+            for line in journal_tail(&host, name, &managed.service) {
+                println!("  | {line}");
+            }
+        }
+    }
+    if !health.outbox.is_empty() {
+        println!("notifications waiting to be delivered: {}", health.outbox.len());
     }
     Ok(())
 }

@@ -155,14 +155,18 @@ pub fn plan(
                     if name.ends_with(".timer") {
                         steps.push(Step::DisableTimer { name: (*name).clone() });
                     }
+                    if *dir == UnitDir::AutoUpdateTimer {
+                        let name = crate::autoupdate::TIMER.to_owned();
+                        steps.push(Step::DisableTimer { name });
+                    }
                     steps.push(Step::RemoveFile { dir: *dir, name: (*name).clone() });
                 }
                 steps.push(Step::DaemonReload);
                 steps.extend(deployment.timers().map(|t| Step::EnableTimer { name: t.to_owned() }));
                 // A sidecar's change does not need the container restarted.
                 let container_changed =
-                    changed.iter().any(|n| deployment.files[*n].dir != UnitDir::Systemd)
-                        || stale.iter().any(|(_, dir)| *dir != UnitDir::Systemd);
+                    changed.iter().any(|n| deployment.files[*n].dir.restarts_container())
+                        || stale.iter().any(|(_, dir)| dir.restarts_container());
                 if container_changed {
                     steps.push(Step::Restart { unit: deployment.service.clone() });
                 }

@@ -8,7 +8,8 @@
 //! 2. the name is validated, the spec parsed and checked (see [`check_spec`]);
 //! 3. the transforms are merged in ([`tailpod_core::merge`]);
 //! 4. a pod member gets `Pod=POD.pod` (a container beside a pod that is not its member stands
-//!    alone);
+//!    alone), and an auto-updated container with a health check `Notify=healthy`
+//!    ([`crate::autoupdate::health_gate`]);
 //! 5. `{{.Name}}` becomes the file's name, `{{.Host}}` the host's (see [`SpecFile::fill`]);
 //! 6. the result is checked again, since transforms can break what the spec got right.
 
@@ -177,6 +178,7 @@ pub fn render_with_secrets(
         .chain(spec.kind, spec.dir.as_deref(), pod.is_some())
         .map_err(|e| spec.error(None, e.to_string()))?;
     let mut merged = apply_transforms(&unit, chain.iter().map(|t| &t.unit));
+    crate::autoupdate::health_gate(&mut merged);
     if let Some(pod) = pod {
         set_pod(&mut merged, pod);
     }

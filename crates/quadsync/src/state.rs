@@ -39,6 +39,8 @@ pub enum UnitDirName {
     Systemd,
     /// A podman secret; its `sha256` is the value's keyed digest.
     Secret,
+    AutoUpdateTimer,
+    AutoUpdateService,
 }
 
 impl From<UnitDir> for UnitDirName {
@@ -47,6 +49,8 @@ impl From<UnitDir> for UnitDirName {
             UnitDir::Quadlet => UnitDirName::Quadlet,
             UnitDir::Systemd => UnitDirName::Systemd,
             UnitDir::Secret => UnitDirName::Secret,
+            UnitDir::AutoUpdateTimer => UnitDirName::AutoUpdateTimer,
+            UnitDir::AutoUpdateService => UnitDirName::AutoUpdateService,
         }
     }
 }
@@ -57,6 +61,8 @@ impl From<UnitDirName> for UnitDir {
             UnitDirName::Quadlet => UnitDir::Quadlet,
             UnitDirName::Systemd => UnitDir::Systemd,
             UnitDirName::Secret => UnitDir::Secret,
+            UnitDirName::AutoUpdateTimer => UnitDir::AutoUpdateTimer,
+            UnitDirName::AutoUpdateService => UnitDir::AutoUpdateService,
         }
     }
 }
@@ -79,6 +85,9 @@ pub struct State {
     /// What podman's generator accepted, per deployment (see [`crate::validate`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub validated: crate::validate::ValidatedRecord,
+    /// Problems, update outcomes and undelivered notifications (see [`crate::health`]).
+    #[serde(default, skip_serializing_if = "crate::health::Health::is_empty")]
+    pub health: crate::health::Health,
 }
 
 pub fn sha256(text: &str) -> String {
@@ -104,7 +113,7 @@ pub fn deployed_files(deployment: &Deployment) -> BTreeMap<String, DeployedFile>
         .map(|(name, file)| {
             let sha256 = match file.dir {
                 UnitDir::Secret => file.text.clone(),
-                UnitDir::Quadlet | UnitDir::Systemd => sha256(&file.text),
+                _ => sha256(&file.text),
             };
             (name.clone(), DeployedFile { dir: file.dir.into(), sha256 })
         })
@@ -122,22 +131,28 @@ impl State {
         }
     }
 
-    /// Writes the state atomically, mode 0600: a new file of a random name beside it (never an
-    /// existing one, never through a link), fsync, rename over.
+    /// Writes the state atomically, mode 0600 (see [`write_atomic`]).
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let failed = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut temporary = tempfile::Builder::new()
-            .prefix(".state-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .tempfile_in(dir)
-            .map_err(|e| failed(&e))?;
-        temporary.write_all(text.as_bytes()).map_err(|e| failed(&e))?;
-        temporary.as_file().sync_all().map_err(|e| failed(&e))?;
-        temporary.persist(path).map_err(|e| failed(&e.error))?;
-        Ok(())
+        write_atomic(path, text.as_bytes(), 0o600)
     }
+}
+
+/// Writes `path` atomically with `mode`: a new file of a random name beside it (never an
+/// existing one, never through a link), fsync, rename over. Readers see the old file or the new
+/// one, never half of one.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+    let failed = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".quadsync-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(|e| failed(&e))?;
+    temporary.write_all(data).map_err(|e| failed(&e))?;
+    temporary.as_file().sync_all().map_err(|e| failed(&e))?;
+    temporary.persist(path).map_err(|e| failed(&e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -63,8 +63,24 @@ pub fn lock(state_dir: &Path) -> Result<Lock, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map(Lock)
-        .map_err(|_| "another sync is already running".to_owned())
+        .map_err(|_| ALREADY_RUNNING.to_owned())
 }
+
+/// [`lock`], waiting up to `limit` for a sync under way to end (for commands a person runs).
+pub fn lock_waiting(state_dir: &Path, limit: Duration) -> Result<Lock, String> {
+    let started = std::time::Instant::now();
+    loop {
+        match lock(state_dir) {
+            Err(e) if started.elapsed() < limit && e == ALREADY_RUNNING => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// What [`lock`] says when a sync holds the lock.
+const ALREADY_RUNNING: &str = "another sync is already running";
 
 /// The desired state of a commit, validated: every problem, or the deployments. More than
 /// `max_containers` is refused before anything is validated. `validated` is what the generator
@@ -148,6 +164,7 @@ pub fn prepare(
     .map_err(Unprepared::Invalid)?;
     let keyring = config.age_key.as_deref().map_or_else(Keyring::none, Keyring::load);
     crate::secrets::unlock(&mut desired, &keyring);
+    crate::autoupdate::add_drop_ins(&mut desired, &config.auto_update);
     Ok((fetched.commit, desired))
 }
 
@@ -204,6 +221,7 @@ pub fn sync(
                 log::error!("{error}");
             }
             let message = format!("nothing changed: {}", errors.join("; "));
+            crate::watch::after_run(config, system, &mut state, Some((false, &message)), now());
             record(&mut state, false, message)?;
             let outcome = Outcome { errors, warnings: Vec::new() };
             let fetch_failed = matches!(unprepared, Unprepared::Fetch(_));
@@ -241,6 +259,7 @@ pub fn sync(
     } else {
         format!("{}: {}", short(&commit), outcome.errors.join("; "))
     };
+    crate::watch::after_run(config, system, &mut state, Some((ok, &message)), now());
     record(&mut state, ok, message)?;
     Ok(Report { plan: Some(plan), outcome, fetch_failed: false })
 }

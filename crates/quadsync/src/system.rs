@@ -54,6 +54,11 @@ pub trait System: QuadletGenerator {
         let shown = self.user_systemctl(name, &["show", "-p", "Job", "-p", "ActiveState", unit])?;
         Ok(UnitJob::parse(&shown))
     }
+    /// `journalctl ARGS` (read only). A host without a journal answers nothing.
+    fn journal(&self, args: &[String]) -> Result<String, String> {
+        let _ = args;
+        Ok(String::new())
+    }
     /// Creates or replaces a podman secret in the user's own store, as the user; the value goes
     /// through stdin, never argv.
     fn put_secret(&self, user: &UserInfo, name: &str, value: &[u8]) -> Result<(), String>;
@@ -367,6 +372,12 @@ impl System for Host {
         run("systemctl", &argv, None, SYSTEMCTL)
     }
 
+    fn journal(&self, args: &[String]) -> Result<String, String> {
+        let mut command = Command::new("journalctl");
+        command.args(args);
+        run_command(command, None, QUICK).map_err(|e| e.to_string())
+    }
+
     fn put_secret(&self, user: &UserInfo, name: &str, value: &[u8]) -> Result<(), String> {
         self.podman_as(user, &["secret", "create", "--replace", name, "-"], Some(value)).map(drop)
     }
@@ -485,6 +496,9 @@ impl QuadletGenerator for Host {
         outcome
     }
 }
+
+#[cfg(test)]
+pub(crate) mod fake;
 
 #[cfg(test)]
 mod tests {

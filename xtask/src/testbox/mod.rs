@@ -3,11 +3,13 @@
 //!
 //! * [`rootfs`]: the Debian trixie root filesystem (cached), the box's tweaks, Ignition.
 //! * [`machine`]: boot, exec inside, stop.
-//! * [`scenario`]: the end-to-end test; [`fleet`]: then a second host, one repo for both.
+//! * [`scenario`]: the end-to-end test; [`fleet`]: then a second host, one repo for both;
+//!   [`operations`]: image updates with rollback, notifications and metrics.
 //! * [`tailnet`]: the lab tailnet on the host, and the box's link to it.
 
 pub mod fleet;
 pub mod machine;
+pub mod operations;
 pub mod rootfs;
 pub mod scenario;
 pub mod serve;

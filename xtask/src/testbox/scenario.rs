@@ -425,7 +425,7 @@ fn user_unit_property(
 }
 
 /// `podman ARGS` as `user`, in its rootless store.
-fn podman_as(machine: &Machine, user: &str, args: &[&str]) -> Result<String, String> {
+pub(super) fn podman_as(machine: &Machine, user: &str, args: &[&str]) -> Result<String, String> {
     let uid = machine.exec(&["id", "-u", user])?;
     let runtime_dir = format!("XDG_RUNTIME_DIR=/run/user/{}", uid.trim());
     let mut argv = vec!["runuser", "-u", user, "--", "env", &runtime_dir, "podman"];

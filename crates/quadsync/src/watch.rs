@@ -120,12 +120,17 @@ fn observe(
         }
     }
     let mut failing: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    // Units asked to stop since they last started: their "failure" is the stop's exit status.
+    let mut stopping: BTreeSet<(u32, String)> = BTreeSet::new();
     let mut updates = Vec::new();
     for item in seen {
         let Some(user) = users.get(&item.uid) else { continue };
         let Some(managed) = state.users.get(user) else { continue };
         let ours = |unit: &str| units_of(managed).contains(unit);
         match item.what {
+            What::Stopping { unit } => drop(stopping.insert((item.uid, unit))),
+            What::Started { unit } => drop(stopping.remove(&(item.uid, unit))),
+            What::Failed { unit } if stopping.contains(&(item.uid, unit.clone())) => {}
             What::Failed { unit } if ours(&unit) => {
                 state.health.record(user).failures += 1;
                 failing.entry(user.clone()).or_insert((unit, 0));
@@ -317,12 +322,18 @@ mod tests {
             r#""MESSAGE_ID":"5eb03494b6584870a536b337290809b3","USER_UNIT":"db.service""#;
         let elsewhere =
             r#""MESSAGE_ID":"d9b373ed55a64feb8242e02dbe79a49c","USER_UNIT":"podman.service""#;
+        let stopping =
+            r#""MESSAGE_ID":"de5b426a63be47a7b6ac3eaac82e2f6f","USER_UNIT":"web.service""#;
+        let stopped_failed =
+            r#""MESSAGE_ID":"d9b373ed55a64feb8242e02dbe79a49c","USER_UNIT":"web.service""#;
         let rolled_back = r#""_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"quadsync-auto-update web localhost/web:latest rolled back""#;
         *system.journal.borrow_mut() = [
             line(1002, failed),
             line(1002, restarted),
             line(1002, restarted),
             line(1001, elsewhere),
+            line(1001, stopping),
+            line(1001, stopped_failed),
             line(1001, rolled_back),
             line(4242, failed),
         ]
@@ -332,7 +343,11 @@ mod tests {
         assert_eq!(seen[0].outcome, UpdateOutcome::RolledBack);
         let health = &state.health;
         assert!(health.is_open(Kind::ContainerFailing, "db"));
-        assert!(!health.is_open(Kind::ContainerFailing, "web"), "podman.service is not web's unit");
+        assert!(
+            !health.is_open(Kind::ContainerFailing, "web"),
+            "podman.service is not web's unit, and web.service failed only as it was stopped"
+        );
+        assert!(!health.containers.get("web").is_some_and(|r| r.failures > 0));
         assert!(health.is_open(Kind::UpdateRolledBack, "web"));
         assert_eq!((health.containers["db"].failures, health.containers["db"].restarts), (1, 2));
         assert_eq!(health.containers["web"].rollbacks, 1);

@@ -13,7 +13,7 @@ use crate::autoupdate::{REPORT_MARK, SERVICE};
 
 /// systemd's message ids (`sd-messages.h`).
 const UNIT_STARTED: &str = "39f53479d3a045ac8e11786248231fbf";
-const UNIT_STOPPING: &str = "de5b426a63be47a7b6ac3eaac82e2f6f";
+const UNIT_STOPPED: &str = "9d1aaa27d60140bd96365438aad20286";
 const UNIT_FAILURE_RESULT: &str = "d9b373ed55a64feb8242e02dbe79a49c";
 const UNIT_RESTART_SCHEDULED: &str = "5eb03494b6584870a536b337290809b3";
 
@@ -37,7 +37,7 @@ pub fn arguments(after_cursor: Option<&str>) -> Vec<String> {
         // The first run looks back no further than one sync.
         None => "--since=-2min".into(),
     });
-    for id in [UNIT_STARTED, UNIT_STOPPING, UNIT_FAILURE_RESULT, UNIT_RESTART_SCHEDULED] {
+    for id in [UNIT_STARTED, UNIT_STOPPED, UNIT_FAILURE_RESULT, UNIT_RESTART_SCHEDULED] {
         args.push(format!("MESSAGE_ID={id}"));
     }
     args.push("+".into());
@@ -55,13 +55,14 @@ pub struct Seen {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum What {
-    /// `unit` (a user unit) started, was asked to stop, failed, or is restarted after failing.
-    /// A container stopped on request often "fails" too (podman's exit status 143): only a
-    /// failure without a stop before it counts.
+    /// `unit` (a user unit) started, stopped on request, failed, or is restarted after failing.
+    /// A container stopped on request often "fails" too (podman's exit status 143, or killed
+    /// while starting at a shutdown): systemd then logs "Stopped" right after the failure, which
+    /// a crash never has.
     Started {
         unit: String,
     },
-    Stopping {
+    Stopped {
         unit: String,
     },
     Failed {
@@ -149,7 +150,7 @@ pub fn parse(output: &str) -> (Vec<Seen>, Option<String>) {
         };
         let what = match (entry.message_id.as_deref(), entry.user_unit) {
             (Some(UNIT_STARTED), Some(unit)) => What::Started { unit },
-            (Some(UNIT_STOPPING), Some(unit)) => What::Stopping { unit },
+            (Some(UNIT_STOPPED), Some(unit)) => What::Stopped { unit },
             (Some(UNIT_FAILURE_RESULT), Some(unit)) => What::Failed { unit },
             (Some(UNIT_RESTART_SCHEDULED), Some(unit)) => What::RestartScheduled { unit },
             _ if entry.systemd_user_unit.as_deref() == Some(SERVICE) => {
@@ -184,7 +185,7 @@ mod tests {
             r#"{"__CURSOR":"c1","_UID":"1001","MESSAGE_ID":"39f53479d3a045ac8e11786248231fbf","USER_UNIT":"web.service","MESSAGE":"Started web.service."}"#,
             r#"{"__CURSOR":"c2","_UID":"1001","MESSAGE_ID":"d9b373ed55a64feb8242e02dbe79a49c","USER_UNIT":"web.service","MESSAGE":"web.service: Failed with result 'exit-code'."}"#,
             r#"{"__CURSOR":"c3","_UID":"1002","MESSAGE_ID":"5eb03494b6584870a536b337290809b3","USER_UNIT":"db.service"}"#,
-            r#"{"__CURSOR":"c3b","_UID":"1002","MESSAGE_ID":"de5b426a63be47a7b6ac3eaac82e2f6f","USER_UNIT":"db.service"}"#,
+            r#"{"__CURSOR":"c3b","_UID":"1002","MESSAGE_ID":"9d1aaa27d60140bd96365438aad20286","USER_UNIT":"db.service"}"#,
             r#"{"__CURSOR":"c4","_UID":"1001","_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"quadsync-auto-update systemd-web localhost/web:latest rolled back"}"#,
             r#"{"__CURSOR":"c5","_UID":"1001","_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"Trying to pull docker.io/library/nginx..."}"#,
             r#"{"__CURSOR":"c6","_UID":"1003","_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"quadsync-auto-update app docker.io/x:1 true"}"#,
@@ -202,7 +203,7 @@ mod tests {
                 Seen { uid: 1001, what: What::Started { unit: unit("web.service") } },
                 Seen { uid: 1001, what: What::Failed { unit: unit("web.service") } },
                 Seen { uid: 1002, what: What::RestartScheduled { unit: unit("db.service") } },
-                Seen { uid: 1002, what: What::Stopping { unit: unit("db.service") } },
+                Seen { uid: 1002, what: What::Stopped { unit: unit("db.service") } },
                 Seen {
                     uid: 1001,
                     what: What::Update {

@@ -120,21 +120,16 @@ fn observe(
         }
     }
     let mut failing: BTreeMap<String, (String, u64)> = BTreeMap::new();
-    // Units asked to stop since they last started: their "failure" is the stop's exit status.
-    let mut stopping: BTreeSet<(u32, String)> = BTreeSet::new();
+    // Failures not known yet to be a crash: one that "Stopped" follows was a requested stop.
+    let mut failed: Vec<(u32, String)> = Vec::new();
     let mut updates = Vec::new();
     for item in seen {
         let Some(user) = users.get(&item.uid) else { continue };
         let Some(managed) = state.users.get(user) else { continue };
         let ours = |unit: &str| units_of(managed).contains(unit);
         match item.what {
-            What::Stopping { unit } => drop(stopping.insert((item.uid, unit))),
-            What::Started { unit } => drop(stopping.remove(&(item.uid, unit))),
-            What::Failed { unit } if stopping.contains(&(item.uid, unit.clone())) => {}
-            What::Failed { unit } if ours(&unit) => {
-                state.health.record(user).failures += 1;
-                failing.entry(user.clone()).or_insert((unit, 0));
-            }
+            What::Failed { unit } if ours(&unit) => failed.push((item.uid, unit)),
+            What::Stopped { unit } => failed.retain(|f| *f != (item.uid, unit.clone())),
             What::RestartScheduled { unit } if ours(&unit) => {
                 state.health.record(user).restarts += 1;
                 failing.entry(user.clone()).or_insert((unit, 0)).1 += 1;
@@ -145,6 +140,11 @@ fn observe(
             }
             _ => {}
         }
+    }
+    for (uid, unit) in failed {
+        let Some(user) = users.get(&uid) else { continue };
+        state.health.record(user).failures += 1;
+        failing.entry(user.clone()).or_insert((unit, 0));
     }
     for (user, (unit, restarts)) in &failing {
         let detail = match restarts {
@@ -322,18 +322,18 @@ mod tests {
             r#""MESSAGE_ID":"5eb03494b6584870a536b337290809b3","USER_UNIT":"db.service""#;
         let elsewhere =
             r#""MESSAGE_ID":"d9b373ed55a64feb8242e02dbe79a49c","USER_UNIT":"podman.service""#;
-        let stopping =
-            r#""MESSAGE_ID":"de5b426a63be47a7b6ac3eaac82e2f6f","USER_UNIT":"web.service""#;
-        let stopped_failed =
+        let stop_failed =
             r#""MESSAGE_ID":"d9b373ed55a64feb8242e02dbe79a49c","USER_UNIT":"web.service""#;
+        let stopped =
+            r#""MESSAGE_ID":"9d1aaa27d60140bd96365438aad20286","USER_UNIT":"web.service""#;
         let rolled_back = r#""_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"quadsync-auto-update web localhost/web:latest rolled back""#;
         *system.journal.borrow_mut() = [
             line(1002, failed),
             line(1002, restarted),
             line(1002, restarted),
             line(1001, elsewhere),
-            line(1001, stopping),
-            line(1001, stopped_failed),
+            line(1001, stop_failed),
+            line(1001, stopped),
             line(1001, rolled_back),
             line(4242, failed),
         ]

@@ -117,3 +117,35 @@ fn quadsync_starts_processes_in_one_place() {
     let system = std::fs::read_to_string(root().join("crates/quadsync/src/system.rs")).unwrap();
     assert_eq!(system.matches("#[allow(clippy::disallowed_methods)]").count(), 1);
 }
+
+/// tailpod-core is pure: its clippy.toml refuses files, processes, sockets and the environment,
+/// and only its tests, which read their data files, are let off.
+#[test]
+fn tailpod_core_does_no_io() {
+    let rules = std::fs::read_to_string(root().join("crates/tailpod-core/clippy.toml")).unwrap();
+    for path in
+        ["std::fs::read_to_string", "std::fs::File", "std::process::Command", "std::env::var"]
+    {
+        assert!(
+            rules.contains(&format!("\"{path}\"")),
+            "tailpod-core's clippy.toml no longer refuses {path}"
+        );
+    }
+    let src = root().join("crates/tailpod-core/src");
+    let mut stack = vec![src];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    !text.contains("clippy::disallowed_"),
+                    "{} lets itself off",
+                    path.display()
+                );
+            }
+        }
+    }
+}

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use quadsync::config::Config;
 use quadsync::discover::UnitDir;
+use quadsync::plan::MassRemoval;
 use quadsync::state::State;
 use quadsync::sync::{Paths, sync};
 use quadsync::system::{Host, QuadletGenerator, System, UnitJob, UserInfo};
@@ -170,7 +171,8 @@ fn scenario(kind: &str, dir: &Path, url: &str, generator: &Path, runs: usize) {
             change_one(&dir.join("repo"), &format!("run {run} of pid {}", std::process::id()));
         }
         let started = Instant::now();
-        let report = sync(&config, &host, false, &AtomicBool::new(false)).expect("sync");
+        let report =
+            sync(&config, &host, MassRemoval::Refuse, &AtomicBool::new(false)).expect("sync");
         times.push(started.elapsed());
         assert!(report.outcome.errors.is_empty(), "{:?}", report.outcome.errors);
         let changes = report.plan.expect("plan").changes().count();
@@ -267,7 +269,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(dir.path().join("state"));
             let first_config = config(dir.path(), url);
             let first = BenchHost::new(&first_config, &generator);
-            let report = sync(&first_config, &first, false, &AtomicBool::new(false));
+            let report = sync(&first_config, &first, MassRemoval::Refuse, &AtomicBool::new(false));
             let report = report.expect("first sync");
             assert!(report.outcome.errors.is_empty(), "{:?}", report.outcome.errors);
             for kind in ["noop", "one-changed"] {

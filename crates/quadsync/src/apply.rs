@@ -352,7 +352,7 @@ fn remove(system: &dyn System, name: &str, steps: &[Step]) -> Result<(), String>
 mod tests {
     use super::*;
     use crate::discover::{Deployment, UnitDir, UserFile};
-    use crate::plan::{HostFacts, plan};
+    use crate::plan::{HostFacts, MassRemoval, RemovalPolicy, plan};
     use crate::system::fake::Recorder;
     use std::collections::BTreeMap;
 
@@ -373,11 +373,12 @@ mod tests {
         deployments.into_iter().map(|d| (d.user.clone(), d)).collect()
     }
 
-    fn run(system: &Recorder, desired: &Desired, state: &mut State, allow: bool) -> Outcome {
+    fn run(system: &Recorder, desired: &Desired, state: &mut State, mass: MassRemoval) -> Outcome {
         let names: std::collections::BTreeSet<String> =
             system.users.borrow().keys().cloned().collect();
         let facts = HostFacts { existing_users: names.clone(), lingering: names };
-        let plan = plan("c", desired, state, &facts, 0.5, allow);
+        let policy = RemovalPolicy { mass_removal: mass, ..RemovalPolicy::DEFAULT };
+        let plan = plan("c", desired, state, &facts, policy);
         apply(&plan, desired, state, system, "cusers", &mut |_| {}, &|| false)
     }
 
@@ -386,7 +387,7 @@ mod tests {
         let system = Recorder::default();
         let mut state = State::default();
         let desired = desired(vec![deployment("a", "1"), deployment("b", "1")]);
-        let outcome = run(&system, &desired, &mut state, false);
+        let outcome = run(&system, &desired, &mut state, MassRemoval::Refuse);
         assert_eq!(outcome, Outcome::default());
         assert_eq!(
             system.calls.take(),
@@ -408,12 +409,12 @@ mod tests {
         );
         assert_eq!(state.users["a"].result, "started a.service");
 
-        run(&system, &desired, &mut state, false);
+        run(&system, &desired, &mut state, MassRemoval::Refuse);
         assert!(system.calls.take().is_empty(), "an unchanged repo does nothing");
 
         let mut edited = desired.clone();
         edited.insert("a".into(), deployment("a", "2"));
-        run(&system, &edited, &mut state, false);
+        run(&system, &edited, &mut state, MassRemoval::Refuse);
         assert_eq!(
             system.calls.take(),
             [
@@ -425,7 +426,7 @@ mod tests {
         );
 
         edited.remove("b");
-        run(&system, &edited, &mut state, false);
+        run(&system, &edited, &mut state, MassRemoval::Refuse);
         assert_eq!(
             system.calls.take(),
             ["systemctl b@ stop b.service", "linger b false", "userdel b"]
@@ -457,7 +458,7 @@ mod tests {
         let repo = |token: &str| repo_with(token, &keyring);
         let system = Recorder::default();
         let mut state = State::default();
-        assert_eq!(run(&system, &repo("one"), &mut state, false), Outcome::default());
+        assert_eq!(run(&system, &repo("one"), &mut state, MassRemoval::Refuse), Outcome::default());
         let calls = system.calls.take();
         assert!(
             calls.contains(&"podman secret create app app-token <<< one".to_owned()),
@@ -467,9 +468,9 @@ mod tests {
         assert!(!recorded.contains("one\""), "no value in the record: {recorded}");
 
         // Encrypted again, same value: nothing. Another value: created again and restarted.
-        run(&system, &repo("one"), &mut state, false);
+        run(&system, &repo("one"), &mut state, MassRemoval::Refuse);
         assert!(system.calls.take().is_empty());
-        run(&system, &repo("two"), &mut state, false);
+        run(&system, &repo("two"), &mut state, MassRemoval::Refuse);
         let calls = system.calls.take();
         assert!(
             calls.contains(&"podman secret create app app-token <<< two".to_owned()),
@@ -482,7 +483,7 @@ mod tests {
 
         // Without the key the container is held: an error, and nothing on the host changes.
         let sealed = repo_with("three", &Keyring::none());
-        let outcome = run(&system, &sealed, &mut state, false);
+        let outcome = run(&system, &sealed, &mut state, MassRemoval::Refuse);
         assert!(system.calls.take().is_empty());
         assert_eq!(outcome.errors.len(), 1, "{outcome:?}");
         assert!(outcome.errors[0].contains("running version is left as it is"), "{outcome:?}");
@@ -498,7 +499,7 @@ mod tests {
         };
         let mut state = State::default();
         let desired = desired(vec![deployment("a", "1"), deployment("b", "1")]);
-        let outcome = run(&system, &desired, &mut state, false);
+        let outcome = run(&system, &desired, &mut state, MassRemoval::Refuse);
         let calls = system.calls.take();
         let at = |call: &str| calls.iter().position(|c| c == call).unwrap();
         // b's restart is queued while a's is still starting: one container's start does not
@@ -514,7 +515,7 @@ mod tests {
         );
         assert!(state.users["b"].result.starts_with("deployed, but b.service failed to start"));
         // The deploy itself worked: nothing to redo.
-        run(&system, &desired, &mut state, false);
+        run(&system, &desired, &mut state, MassRemoval::Refuse);
         assert!(system.calls.take().is_empty());
     }
 
@@ -524,7 +525,7 @@ mod tests {
             Recorder { fail: vec!["systemctl a@ daemon-reload".into()], ..Recorder::default() };
         let mut state = State::default();
         let desired = desired(vec![deployment("a", "1"), deployment("b", "1")]);
-        let outcome = run(&system, &desired, &mut state, false);
+        let outcome = run(&system, &desired, &mut state, MassRemoval::Refuse);
         assert_eq!(outcome.errors.len(), 1, "{outcome:?}");
         assert!(outcome.errors[0].starts_with("a: systemctl a@ daemon-reload failed"));
         assert!(state.users["a"].result.starts_with("error:"));
@@ -532,7 +533,7 @@ mod tests {
 
         // Fixed: the next run redoes a (write, reload, restart), and leaves b alone.
         let system = Recorder { users: system.users.clone(), ..Recorder::default() };
-        run(&system, &desired, &mut state, false);
+        run(&system, &desired, &mut state, MassRemoval::Refuse);
         let calls = system.calls.take();
         assert!(
             calls.contains(&"systemctl a@ daemon-reload".to_owned())
@@ -546,12 +547,12 @@ mod tests {
         let system = Recorder { fail: vec!["systemctl a@ restart".into()], ..Recorder::default() };
         let mut state = State::default();
         let desired = desired(vec![deployment("a", "1")]);
-        let outcome = run(&system, &desired, &mut state, false);
+        let outcome = run(&system, &desired, &mut state, MassRemoval::Refuse);
         assert!(outcome.errors.is_empty() && outcome.warnings.len() == 1, "{outcome:?}");
         assert!(state.users["a"].result.contains("failed to start"));
         // The deploy worked, so the next sync does not retry it (no restart loop from quadsync).
         system.calls.take();
-        run(&system, &desired, &mut state, false);
+        run(&system, &desired, &mut state, MassRemoval::Refuse);
         assert!(system.calls.take().is_empty());
     }
 
@@ -561,7 +562,7 @@ mod tests {
         let mut state = State::default();
         let desired = desired(vec![deployment("a", "1")]);
         let facts = HostFacts::default();
-        let plan = plan("c", &desired, &state, &facts, 0.5, false);
+        let plan = plan("c", &desired, &state, &facts, RemovalPolicy::DEFAULT);
         // Each save as a kill right after it would leave it: the state on disk, and whether
         // useradd had run.
         let mut saves: Vec<(State, bool)> = Vec::new();
@@ -578,7 +579,7 @@ mod tests {
         // over and finishes the deploy instead of refusing it forever.
         let mut state = first.clone();
         system.calls.take();
-        let outcome = run(&system, &desired, &mut state, false);
+        let outcome = run(&system, &desired, &mut state, MassRemoval::Refuse);
         assert_eq!(outcome, Outcome::default());
         assert_eq!(state.users["a"].result, "started a.service");
         assert!(
@@ -593,7 +594,8 @@ mod tests {
     fn a_failed_useradd_leaves_no_claim() {
         let system = Recorder { fail: vec!["useradd a".into()], ..Recorder::default() };
         let mut state = State::default();
-        let outcome = run(&system, &desired(vec![deployment("a", "1")]), &mut state, false);
+        let outcome =
+            run(&system, &desired(vec![deployment("a", "1")]), &mut state, MassRemoval::Refuse);
         assert_eq!(outcome.errors, ["a: useradd a -G cusers failed"]);
         assert!(!state.users.contains_key("a"), "{state:?}");
     }
@@ -604,7 +606,7 @@ mod tests {
         let mut state = State::default();
         let desired = desired(vec![deployment("a", "1"), deployment("b", "1")]);
         let facts = HostFacts::default();
-        let plan = plan("c", &desired, &state, &facts, 0.5, false);
+        let plan = plan("c", &desired, &state, &facts, RemovalPolicy::DEFAULT);
         // SIGTERM arrives while a's user is being created.
         let stop = || system.calls.borrow().iter().any(|c| c.starts_with("useradd a"));
         let outcome = apply(&plan, &desired, &mut state, &system, "cusers", &mut |_| {}, &stop);
@@ -612,7 +614,7 @@ mod tests {
         assert_eq!(system.calls.take(), ["groupadd cusers", "useradd a -G cusers"]);
         assert!(state.users["a"].files.is_empty(), "a is marked for a full deploy");
         assert!(!state.users.contains_key("b"));
-        run(&system, &desired, &mut state, false);
+        run(&system, &desired, &mut state, MassRemoval::Refuse);
         assert_eq!(state.users["a"].result, "started a.service");
         assert_eq!(state.users["b"].result, "started b.service");
     }

@@ -15,6 +15,7 @@ use tailpod_core::quadlet::PodmanVersion;
 use quadsync::check::{Check, Hosts};
 use quadsync::config::{self, Config};
 use quadsync::fleet::{self, HostIdentity};
+use quadsync::plan::{MassRemoval, RemovalPolicy};
 use quadsync::render::{SpecFile, render};
 use quadsync::secrets::{self, Keyring};
 use quadsync::source::{MAX_FILE_BYTES, read_regular_file, text as source_text};
@@ -237,7 +238,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sync { allow_mass_removal } => {
-            load(&cli.config).map_err(Failure::from).and_then(|c| run_sync(&c, allow_mass_removal))
+            let mass = mass_removal(allow_mass_removal);
+            load(&cli.config).map_err(Failure::from).and_then(|c| run_sync(&c, mass))
         }
         command => other(command, &cli.config).map_err(Failure::from),
     };
@@ -257,7 +259,7 @@ fn other(command: Command, config: &Path) -> Result<(), String> {
     match command {
         Command::Sync { .. } => unreachable!("main runs sync"),
         Command::Plan { json, allow_mass_removal } => {
-            load(config).and_then(|c| run_plan(&c, json, allow_mass_removal))
+            load(config).and_then(|c| run_plan(&c, json, mass_removal(allow_mass_removal)))
         }
         Command::Secret(command) => secret(command),
         Command::Check(command) => check(command),
@@ -294,7 +296,12 @@ fn load(path: &Path) -> Result<Config, String> {
 /// waits for the next timer.
 const EXIT_FETCH_FAILED: u8 = 75;
 
-fn run_sync(config: &Config, allow_mass_removal: bool) -> Result<(), Failure> {
+/// `--allow-mass-removal` as the policy says it.
+fn mass_removal(allowed: bool) -> MassRemoval {
+    if allowed { MassRemoval::Allow } else { MassRemoval::Refuse }
+}
+
+fn run_sync(config: &Config, mass_removal: MassRemoval) -> Result<(), Failure> {
     // SIGTERM (systemctl stop, a reboot) and SIGINT ask the sync to stop after the step under
     // way, with the state saved, instead of dying in the middle of a user.
     let stop = Arc::new(AtomicBool::new(false));
@@ -302,7 +309,7 @@ fn run_sync(config: &Config, allow_mass_removal: bool) -> Result<(), Failure> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("installing the signal handler: {e}"))?;
     }
-    let report = sync::sync(config, &Host::default(), allow_mass_removal, &stop)?;
+    let report = sync::sync(config, &Host::default(), mass_removal, &stop)?;
     match report.outcome.errors.len() {
         0 => Ok(()),
         _ if report.fetch_failed => Err(Failure {
@@ -326,7 +333,7 @@ impl From<String> for Failure {
     }
 }
 
-fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(), String> {
+fn run_plan(config: &Config, json: bool, mass_removal: MassRemoval) -> Result<(), String> {
     let host = Host::default();
     let _lock = sync::lock(&config.state_dir)?;
     let state = State::load(&Paths::new(&config.state_dir).state)?;
@@ -337,8 +344,13 @@ fn run_plan(config: &Config, json: bool, allow_mass_removal: bool) -> Result<(),
         format!("nothing to plan: {} error(s)", unprepared.errors().len())
     })?;
     let facts = sync::host_facts(&host, &desired, &state)?;
-    let plan =
-        plan::plan(&commit, &desired, &state, &facts, config.max_removal, allow_mass_removal);
+    let plan = plan::plan(
+        &commit,
+        &desired,
+        &state,
+        &facts,
+        RemovalPolicy { max_share: config.max_removal, mass_removal },
+    );
     if json {
         println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?);
     } else {

@@ -70,16 +70,37 @@ impl Plan {
     }
 }
 
-/// Computes the plan. Removals are refused (not planned) when they would remove more than
-/// `max_removal` of the managed users, unless `allow_mass_removal`.
+/// Whether a person confirmed removing more than the policy's share (`--allow-mass-removal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MassRemoval {
+    Refuse,
+    Allow,
+}
+
+/// How much one sync may remove: at most `max_share` (0.0 to 1.0, `QUADSYNC_MAX_REMOVAL`) of the
+/// managed containers, unless a mass removal was confirmed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RemovalPolicy {
+    pub max_share: f64,
+    pub mass_removal: MassRemoval,
+}
+
+impl RemovalPolicy {
+    /// The Go quadsync's default: half, nothing confirmed.
+    pub const DEFAULT: RemovalPolicy =
+        RemovalPolicy { max_share: 0.5, mass_removal: MassRemoval::Refuse };
+}
+
+/// Computes the plan. Removals are refused (not planned) when they would remove more of the
+/// managed users than `removal` allows.
 pub fn plan(
     commit: &str,
     desired: &Desired,
     state: &State,
     host: &HostFacts,
-    max_removal: f64,
-    allow_mass_removal: bool,
+    removal: RemovalPolicy,
 ) -> Plan {
+    let max_removal = removal.max_share;
     let mut users: BTreeMap<&str, UserPlan> = BTreeMap::new();
     let exists = |name: &str| host.existing_users.contains(name);
     let lingers = |name: &str| host.lingering.contains(name);
@@ -182,7 +203,8 @@ pub fn plan(
     let leaving: Vec<&String> = state.users.keys().filter(|u| !desired.contains_key(*u)).collect();
     let share =
         if state.users.is_empty() { 0.0 } else { leaving.len() as f64 / state.users.len() as f64 };
-    let blocked = !allow_mass_removal && !leaving.is_empty() && share > max_removal;
+    let blocked =
+        removal.mass_removal == MassRemoval::Refuse && !leaving.is_empty() && share > max_removal;
     for name in leaving {
         let managed = &state.users[name];
         let plan = if blocked {
@@ -312,7 +334,7 @@ mod tests {
     #[test]
     fn a_new_container_gets_the_full_sequence() {
         let d = desired(vec![deployment("web", &[("web.container", "a"), ("web-x.timer", "t")])]);
-        let plan = plan("c1", &d, &State::default(), &HostFacts::default(), 0.5, false);
+        let plan = plan("c1", &d, &State::default(), &HostFacts::default(), RemovalPolicy::DEFAULT);
         assert_eq!(plan.users[0].action, Action::Create);
         let steps: Vec<String> = plan.users[0].steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(
@@ -336,7 +358,7 @@ mod tests {
         let before = deployment("a", &[("a.container", "1"), ("a-token", "d1"), ("a-old", "d2")]);
         deployed(&mut state, &before);
         let after = desired(vec![deployment("a", &[("a.container", "1"), ("a-token", "d3")])]);
-        let rotated = plan("c2", &after, &state, &host(&["a"]), 0.5, false);
+        let rotated = plan("c2", &after, &state, &host(&["a"]), RemovalPolicy::DEFAULT);
         let steps: Vec<String> = rotated.users[0].steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             steps,
@@ -350,7 +372,7 @@ mod tests {
         );
         // The same digest again: nothing to do.
         let unchanged = desired(vec![before.clone()]);
-        let plan = plan("c3", &unchanged, &state, &host(&["a"]), 0.5, false);
+        let plan = plan("c3", &unchanged, &state, &host(&["a"]), RemovalPolicy::DEFAULT);
         assert_eq!(plan.users[0].action, Action::Unchanged);
     }
 
@@ -363,7 +385,7 @@ mod tests {
             held: Some("a.container:5: secret a-token: cannot decrypt".into()),
             ..deployment("a", &[("a.container", "2")])
         };
-        let plan = plan("c2", &desired(vec![held]), &state, &host(&["a"]), 0.5, false);
+        let plan = plan("c2", &desired(vec![held]), &state, &host(&["a"]), RemovalPolicy::DEFAULT);
         assert_eq!(plan.users.len(), 1);
         assert_eq!(plan.users[0].action, Action::Refused);
         assert!(plan.users[0].steps.is_empty());
@@ -385,7 +407,7 @@ mod tests {
             deployment("a", &[("a.container", "2")]),
             deployment("b", &[("b.container", "1"), ("b-x.timer", "t2")]),
         ]);
-        let plan = plan("c2", &after, &state, &host(&["a", "b"]), 0.5, false);
+        let plan = plan("c2", &after, &state, &host(&["a", "b"]), RemovalPolicy::DEFAULT);
         let a = &plan.users[0];
         assert_eq!(a.action, Action::Update);
         assert!(a.steps.contains(&Step::Restart { unit: "a.service".into() }));
@@ -400,7 +422,7 @@ mod tests {
         );
 
         let same = desired(before.clone());
-        let nothing = super::plan("c1", &same, &state, &host(&["a", "b"]), 0.5, false);
+        let nothing = super::plan("c1", &same, &state, &host(&["a", "b"]), RemovalPolicy::DEFAULT);
         assert!(nothing.changes().next().is_none());
         assert!(nothing.to_string().contains("nothing to do"));
     }
@@ -417,7 +439,7 @@ mod tests {
         );
         let now = desired(vec![deployment("p", &[("p.container", "1")])]);
         let facts = HostFacts { existing_users: ["p".into()].into(), lingering: BTreeSet::new() };
-        let steps = plan("c", &now, &state, &facts, 0.5, false).users.remove(0).steps;
+        let steps = plan("c", &now, &state, &facts, RemovalPolicy::DEFAULT).users.remove(0).steps;
         assert_eq!(steps[0], Step::EnableLinger);
         assert!(steps.contains(&Step::DisableTimer { name: "p-old.timer".into() }));
         assert!(steps.contains(&Step::RemoveFile {
@@ -430,7 +452,7 @@ mod tests {
     #[test]
     fn users_quadsync_did_not_create_are_never_touched() {
         let d = desired(vec![deployment("core", &[("core.container", "x")])]);
-        let plan = plan("c", &d, &State::default(), &host(&["core"]), 0.5, false);
+        let plan = plan("c", &d, &State::default(), &host(&["core"]), RemovalPolicy::DEFAULT);
         assert_eq!(plan.users[0].action, Action::Refused);
         assert!(plan.users[0].steps.is_empty());
     }
@@ -442,11 +464,17 @@ mod tests {
             deployed(&mut state, &deployment(name, &[(&format!("{name}.container"), "1")]));
         }
         let empty = Desired::new();
-        let refused = plan("c", &empty, &state, &host(&["a", "b", "c"]), 0.5, false);
+        let refused = plan("c", &empty, &state, &host(&["a", "b", "c"]), RemovalPolicy::DEFAULT);
         assert!(refused.users.iter().all(|u| u.action == Action::Refused && u.steps.is_empty()));
         assert!(refused.to_string().contains("--allow-mass-removal"));
 
-        let allowed = plan("c", &empty, &state, &host(&["a", "b", "c"]), 0.5, true);
+        let allowed = plan(
+            "c",
+            &empty,
+            &state,
+            &host(&["a", "b", "c"]),
+            RemovalPolicy { mass_removal: MassRemoval::Allow, ..RemovalPolicy::DEFAULT },
+        );
         assert!(allowed.users.iter().all(|u| u.action == Action::Remove));
         assert_eq!(
             allowed.users[0].steps,
@@ -458,7 +486,7 @@ mod tests {
             deployment("a", &[("a.container", "1")]),
             deployment("b", &[("b.container", "1")]),
         ]);
-        let one_leaves = plan("c", &two, &state, &host(&["a", "b", "c"]), 0.5, false);
+        let one_leaves = plan("c", &two, &state, &host(&["a", "b", "c"]), RemovalPolicy::DEFAULT);
         assert_eq!(one_leaves.users[2].action, Action::Remove);
     }
 }

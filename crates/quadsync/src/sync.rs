@@ -15,7 +15,7 @@ use tailpod_core::names::Hostname;
 use crate::apply::{Outcome, apply};
 use crate::config::Config;
 use crate::discover::{Desired, discover};
-use crate::plan::{HostFacts, Plan, plan};
+use crate::plan::{HostFacts, MassRemoval, Plan, RemovalPolicy, plan};
 use crate::secrets::Keyring;
 use crate::state::{LastSync, State};
 use crate::system::System;
@@ -47,40 +47,61 @@ impl Paths {
 #[derive(Debug)]
 pub struct Lock(#[allow(dead_code)] Flock<File>);
 
-pub fn lock(state_dir: &Path) -> Result<Lock, String> {
+/// Why the lock was not taken: another run holds it (wait, or fail at once), or the state
+/// directory itself is wrong (no use waiting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockError {
+    Held,
+    Io(String),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Held => f.write_str("another sync is already running"),
+            LockError::Io(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<LockError> for String {
+    fn from(e: LockError) -> String {
+        e.to_string()
+    }
+}
+
+pub fn lock(state_dir: &Path) -> Result<Lock, LockError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(state_dir)
-        .map_err(|e| format!("creating {}: {e}", state_dir.display()))?;
+        .map_err(|e| LockError::Io(format!("creating {}: {e}", state_dir.display())))?;
     let path = Paths::new(state_dir).lock;
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock)
-        .map(Lock)
-        .map_err(|_| ALREADY_RUNNING.to_owned())
+        .map_err(|e| LockError::Io(format!("{}: {e}", path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map(Lock).map_err(|(_, errno)| match errno {
+        nix::errno::Errno::EWOULDBLOCK => LockError::Held,
+        other => LockError::Io(format!("locking {}: {other}", path.display())),
+    })
 }
 
 /// [`lock`], waiting up to `limit` for a sync under way to end (for commands a person runs).
-pub fn lock_waiting(state_dir: &Path, limit: Duration) -> Result<Lock, String> {
+pub fn lock_waiting(state_dir: &Path, limit: Duration) -> Result<Lock, LockError> {
     let started = std::time::Instant::now();
     loop {
         match lock(state_dir) {
-            Err(e) if started.elapsed() < limit && e == ALREADY_RUNNING => {
+            Err(LockError::Held) if started.elapsed() < limit => {
                 std::thread::sleep(Duration::from_millis(250));
             }
             result => return result,
         }
     }
 }
-
-/// What [`lock`] says when a sync holds the lock.
-const ALREADY_RUNNING: &str = "another sync is already running";
 
 /// The desired state of a commit, validated: every problem, or the deployments. More than
 /// `max_containers` is refused before anything is validated. `validated` is what the generator
@@ -203,7 +224,7 @@ fn now() -> u64 {
 pub fn sync(
     config: &Config,
     system: &dyn System,
-    allow_mass_removal: bool,
+    mass_removal: MassRemoval,
     stop: &AtomicBool,
 ) -> Result<Report, String> {
     let _lock = lock(&config.state_dir)?;
@@ -229,7 +250,8 @@ pub fn sync(
         }
     };
     let facts = host_facts(system, &desired, &state)?;
-    let plan = plan(&commit, &desired, &state, &facts, config.max_removal, allow_mass_removal);
+    let policy = RemovalPolicy { max_share: config.max_removal, mass_removal };
+    let plan = plan(&commit, &desired, &state, &facts, policy);
     let changes = plan.changes().count();
     if changes == 0 {
         log::info!("{}: {} container(s), nothing to do", short(&commit), desired.len());

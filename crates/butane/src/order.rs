@@ -63,7 +63,7 @@ fn order_value(value: Value, is_node: bool) -> Value {
 }
 
 /// The config with every object's keys in Butane's order.
-pub fn go_order(config: Value) -> Value {
+pub(crate) fn go_order(config: Value) -> Value {
     order_value(config, false)
 }
 

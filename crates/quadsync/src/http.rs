@@ -31,7 +31,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP client gix fetches through.
 #[derive(Debug)]
-pub struct UreqHttp {
+pub(crate) struct UreqHttp {
     agent: ureq::Agent,
     /// The base URL after a redirect, for gix to use for the next request.
     redirected: Rc<RefCell<Option<String>>>,
@@ -146,13 +146,13 @@ impl Exchange {
 }
 
 /// The response headers, one `name:value` line each, read once the request has been sent.
-pub struct Headers(Rc<RefCell<Exchange>>, Cursor<Vec<u8>>);
+pub(crate) struct Headers(Rc<RefCell<Exchange>>, Cursor<Vec<u8>>);
 
 /// The response body.
-pub struct Body(Rc<RefCell<Exchange>>, Option<Box<dyn Read>>);
+pub(crate) struct Body(Rc<RefCell<Exchange>>, Option<Box<dyn Read>>);
 
 /// A POST body, kept until the response is read.
-pub struct PostBody(Rc<RefCell<Vec<u8>>>);
+pub(crate) struct PostBody(Rc<RefCell<Vec<u8>>>);
 
 impl Read for Headers {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {

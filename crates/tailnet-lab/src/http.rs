@@ -35,7 +35,7 @@ impl Request {
     }
 }
 
-pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
+pub(crate) fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -62,7 +62,7 @@ pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     Ok(Request { method, target, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
-pub fn write_response(mut stream: &TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+pub(crate) fn write_response(mut stream: &TcpStream, status: u16, body: &str) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",

@@ -20,13 +20,13 @@ const VERSION_LEN: usize = 2;
 const HEADER_LEN: usize = 3;
 
 /// A checked initiation: who is calling, and how to answer.
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub machine_key: MachinePublicKey,
     handshake: ReceivedHandshake,
 }
 
 /// Checks the `X-Tailscale-Handshake` header of an upgrade request against the server's key.
-pub fn accept(header: &str, server_key: &MachineKeyPair) -> Result<Accepted, String> {
+pub(crate) fn accept(header: &str, server_key: &MachineKeyPair) -> Result<Accepted, String> {
     let raw =
         STANDARD.decode(header.trim()).map_err(|e| format!("handshake is not base64: {e}"))?;
     if raw.len() != VERSION_LEN + HEADER_LEN + ts_noise::ik::SentHandshake::INIT_SIZE {
@@ -47,7 +47,7 @@ pub fn accept(header: &str, server_key: &MachineKeyPair) -> Result<Accepted, Str
 
 impl Accepted {
     /// Sends the handshake response on the upgraded connection and returns the encrypted stream.
-    pub async fn finish<T>(self, mut io: T) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin>
+    pub(crate) async fn finish<T>(self, mut io: T) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {

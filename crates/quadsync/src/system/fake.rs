@@ -11,7 +11,7 @@ use crate::system::{System, UnitJob, UserInfo};
 
 /// A host that records every call and can be told to fail some.
 #[derive(Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     pub calls: RefCell<Vec<String>>,
     pub users: RefCell<BTreeMap<String, u32>>,
     pub fail: Vec<String>,

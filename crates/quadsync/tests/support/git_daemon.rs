@@ -6,14 +6,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 #[derive(Debug)]
-pub struct GitDaemon {
+pub(crate) struct GitDaemon {
     child: Child,
     pub port: u16,
 }
 
 impl GitDaemon {
     /// Serves every repository under `root` at `git://127.0.0.1:PORT/NAME`.
-    pub fn start(root: &Path) -> GitDaemon {
+    pub(crate) fn start(root: &Path) -> GitDaemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // git-daemon itself, not `git daemon`, which would leave it running when killed.
         let exec_path = Command::new("git").arg("--exec-path").output().unwrap();

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 #[derive(Debug)]
-pub struct GitServer {
+pub(crate) struct GitServer {
     pub url: String,
 }
 
@@ -17,13 +17,13 @@ type Handler = dyn Fn(TcpStream, &Path, Option<&str>) + Send + Sync;
 
 impl GitServer {
     /// Serves every repository under `root` at `http://127.0.0.1:PORT/NAME`.
-    pub fn start(root: &Path) -> GitServer {
+    pub(crate) fn start(root: &Path) -> GitServer {
         GitServer::start_with(root, None)
     }
 
     /// The same, answering only requests with HTTP basic auth `credentials` (`user:password`)
     /// and redirecting `/moved/PATH` to `/PATH`, as a host that renamed a repo does.
-    pub fn start_with(root: &Path, credentials: Option<&str>) -> GitServer {
+    pub(crate) fn start_with(root: &Path, credentials: Option<&str>) -> GitServer {
         let expected = credentials.map(|c| format!("Basic {}", base64(c.as_bytes())));
         let handler: Arc<Handler> = Arc::new(|mut stream, root, expected| {
             serve(&mut stream, root, expected);
@@ -32,7 +32,7 @@ impl GitServer {
     }
 
     /// Over TLS with `chain` (leaf first) and its `key`, at `https://localhost:PORT/NAME`.
-    pub fn start_tls(
+    pub(crate) fn start_tls(
         root: &Path,
         chain: Vec<rustls::pki_types::CertificateDer<'static>>,
         key: rustls::pki_types::PrivateKeyDer<'static>,

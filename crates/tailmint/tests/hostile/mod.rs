@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 /// What the server saw of one request.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     pub target: String,
     /// Header lines as sent (`Name: value`).
@@ -20,12 +20,12 @@ type Answer = dyn Fn(&Seen) -> (u16, String) + Send + Sync;
 
 /// The server, answering each request with `answer`; it lives as long as the test process.
 #[derive(Debug)]
-pub struct Hostile {
+pub(crate) struct Hostile {
     url: String,
 }
 
 impl Hostile {
-    pub fn start(answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static) -> Hostile {
+    pub(crate) fn start(answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let answer: Arc<Answer> = Arc::new(answer);
@@ -38,7 +38,7 @@ impl Hostile {
         Hostile { url }
     }
 
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 }

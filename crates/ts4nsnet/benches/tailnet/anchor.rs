@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use super::support::{Bulk, Netns, STALL, between_namespaces};
 
 /// Bytes the anchor moves in each direction.
-pub const ANCHOR_BYTES: u64 = 256 << 20;
+pub(crate) const ANCHOR_BYTES: u64 = 256 << 20;
 
 /// What [`wireguard_go`] says when it cannot run.
-pub const NOT_INSTALLED: &str =
+pub(crate) const NOT_INSTALLED: &str =
     "wireguard-go not installed (apt-get install wireguard-go wireguard-tools)";
 
 /// Tunnel addresses of the two sides.
@@ -31,7 +31,7 @@ const WG_MTU: &str = "1280";
 
 /// wireguard-go TUN to TUN between two fresh namespaces (see the module docs): `bytes` each
 /// way from the first side's namespace to a server in the second's.
-pub fn wireguard_go(bytes: u64) -> Result<Bulk, String> {
+pub(crate) fn wireguard_go(bytes: u64) -> Result<Bulk, String> {
     let installed = |program: &str| {
         Command::new(program)
             .arg("--version")
@@ -253,7 +253,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 
 /// Upload and download, MB/s; `None` where a figure is missing.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Rates {
+pub(crate) struct Rates {
     pub up_mb_s: Option<f64>,
     pub down_mb_s: Option<f64>,
 }
@@ -266,7 +266,7 @@ impl From<&Bulk> for Rates {
 
 /// Everything [`summary_line`] prints; `None` (or a non-finite value) prints as `nan`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub tun2tun: Rates,
     pub tun2tun_rtt_us: Option<f64>,
     pub bare: Rates,
@@ -277,7 +277,7 @@ pub struct Summary {
 
 /// `ts4nsnet-bench: tun2tun up=… down=… rtt_us=… | bare up=… down=… | wggo up=… down=… |
 /// rss_mib=<idle> <peak>`: MB/s and MiB with one decimal, µs whole.
-pub fn summary_line(s: &Summary) -> String {
+pub(crate) fn summary_line(s: &Summary) -> String {
     let figure = |value: Option<f64>, decimals: usize| match value {
         Some(v) if v.is_finite() => format!("{v:.decimals$}"),
         _ => "nan".to_owned(),
@@ -319,7 +319,7 @@ fn check_summary_line() {
 
 /// The anchor case of `main`: [`wireguard_go`] with [`ANCHOR_BYTES`] each way, printed on one
 /// line; its figures for the summary line.
-pub fn case() -> Result<Bulk, String> {
+pub(crate) fn case() -> Result<Bulk, String> {
     check_summary_line();
     let started = Instant::now();
     let result = wireguard_go(ANCHOR_BYTES);

@@ -19,20 +19,20 @@ use tailnet_lab::node::LabPeer;
 use tailnet_lab::{AuthKey, Tailnet};
 
 /// The peer's echo port (TCP and UDP; it also answers ping).
-pub const ECHO_PORT: u16 = 7;
+pub(crate) const ECHO_PORT: u16 = 7;
 /// One-byte TCP round trips timed by [`between_namespaces`] and the benchmark.
-pub const ROUND_TRIPS: usize = 300;
+pub(crate) const ROUND_TRIPS: usize = 300;
 /// A transfer that makes no progress for this long is reported as stalled.
-pub const STALL: Duration = Duration::from_secs(10);
+pub(crate) const STALL: Duration = Duration::from_secs(10);
 /// Reads and writes of the bulk transfers.
 const BUFFER: usize = 256 * 1024;
 
 /// The peer's bulk-transfer port (`LabPeer::serve_bulk`).
-pub const BULK_PORT: u16 = 9;
+pub(crate) const BULK_PORT: u16 = 9;
 
 /// A lab tailnet on loopback, a reusable ephemeral key for more nodes, and a peer named `peer`
 /// serving echo and bulk transfers.
-pub struct Lab {
+pub(crate) struct Lab {
     pub rt: tokio::runtime::Runtime,
     pub net: Tailnet,
     pub key: String,
@@ -41,7 +41,7 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn start() -> Lab {
+    pub(crate) fn start() -> Lab {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let net = rt.block_on(Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
         let grants = AuthKey { reusable: true, ephemeral: true, tags: vec![] };
@@ -54,7 +54,7 @@ impl Lab {
     }
 }
 
-pub fn can_run() -> bool {
+pub(crate) fn can_run() -> bool {
     let root = nix::unistd::geteuid().is_root();
     let ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
     if !root || !ip {
@@ -63,24 +63,24 @@ pub fn can_run() -> bool {
     root && ip
 }
 
-pub struct Netns(pub String);
+pub(crate) struct Netns(pub String);
 
 impl Netns {
-    pub fn add(name: &str) -> Netns {
+    pub(crate) fn add(name: &str) -> Netns {
         let netns = Netns(name.to_owned());
         netns.delete();
         assert!(Command::new("ip").args(["netns", "add", name]).status().unwrap().success());
         netns
     }
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.0))
     }
-    pub fn ip(&self, args: &[&str]) -> String {
+    pub(crate) fn ip(&self, args: &[&str]) -> String {
         let out = Command::new("ip").args(["-n", &self.0]).args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     /// Runs `f` on a thread inside the namespace.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = std::fs::File::open(self.path()).unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -92,7 +92,7 @@ impl Netns {
         })
     }
     /// Quietly: the test may have deleted it already.
-    pub fn delete(&self) {
+    pub(crate) fn delete(&self) {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.0])
             .stderr(std::process::Stdio::null())
@@ -107,14 +107,14 @@ impl Drop for Netns {
 }
 
 /// Where [`Internet`]'s servers listen.
-pub const SERVER_V4: &str = "198.51.100.2";
-pub const SERVER_V6: &str = "2001:db8:51::2";
+pub(crate) const SERVER_V4: &str = "198.51.100.2";
+pub(crate) const SERVER_V6: &str = "2001:db8:51::2";
 /// The host's side of the veth pair: what the internet sees a container's connections come from.
-pub const HOST_V4: &str = "198.51.100.1";
+pub(crate) const HOST_V4: &str = "198.51.100.1";
 
 /// "The internet": a namespace joined to the host by a veth pair, at [`SERVER_V4`] and
 /// [`SERVER_V6`]; the host is [`HOST_V4`] on its side. Servers are the caller's.
-pub struct Internet {
+pub(crate) struct Internet {
     host_if: String,
     pub netns: Netns,
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
@@ -124,7 +124,7 @@ pub struct Internet {
 static ONE_INTERNET: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Internet {
-    pub fn start() -> Internet {
+    pub(crate) fn start() -> Internet {
         let turn = ONE_INTERNET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let id = std::process::id() % 100_000;
         let netns = Netns::add(&format!("ts4nsnet-inet-{id}"));
@@ -159,7 +159,7 @@ impl Drop for Internet {
 
 /// Sends up to three echo requests, as `ping -c 3` would: ICMP is unreliable, one lost datagram
 /// is not a failure, but three in a row are.
-pub fn ping(to: Ipv4Addr) -> bool {
+pub(crate) fn ping(to: Ipv4Addr) -> bool {
     let fd =
         socket::socket(AddressFamily::Inet, SockType::Raw, SockFlag::empty(), SockProtocol::Icmp)
             .unwrap();
@@ -187,7 +187,7 @@ pub fn ping(to: Ipv4Addr) -> bool {
 }
 
 /// [`ping`] for IPv6 (the kernel fills in the ICMPv6 checksum on raw sockets).
-pub fn ping6(to: Ipv6Addr) -> bool {
+pub(crate) fn ping6(to: Ipv6Addr) -> bool {
     let fd = socket::socket(
         AddressFamily::Inet6,
         SockType::Raw,
@@ -216,7 +216,7 @@ pub fn ping6(to: Ipv6Addr) -> bool {
 
 /// Sends `sent` to the lab peer's TCP echo at `peer` and checks it all comes back; the
 /// panic says what failed.
-pub fn peer_echoes(peer: IpAddr, sent: &[u8]) {
+pub(crate) fn peer_echoes(peer: IpAddr, sent: &[u8]) {
     let to = SocketAddr::new(peer, ECHO_PORT);
     let mut tcp = TcpStream::connect_timeout(&to, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("TCP to the peer at {to}: {e}"));
@@ -228,7 +228,7 @@ pub fn peer_echoes(peer: IpAddr, sent: &[u8]) {
 }
 
 /// ts4nsnet as podman runs it: `-c -r R -e E --netns-type=path PATH tap0`.
-pub struct Ts4nsnet {
+pub(crate) struct Ts4nsnet {
     pub child: Child,
     ready: OwnedFd,
     pub exit: Option<OwnedFd>,
@@ -249,12 +249,12 @@ impl Drop for Ts4nsnet {
     }
 }
 
-pub fn start(netns: &Netns, control_url: &str, key: &str, hostname: &str) -> Ts4nsnet {
+pub(crate) fn start(netns: &Netns, control_url: &str, key: &str, hostname: &str) -> Ts4nsnet {
     start_with(netns, control_url, hostname, &[], &[("TS_AUTHKEY", key)])
 }
 
 /// [`start`] with more arguments before the namespace's, and `env` instead of the auth key.
-pub fn start_with(
+pub(crate) fn start_with(
     netns: &Netns,
     control_url: &str,
     hostname: &str,
@@ -288,7 +288,7 @@ pub fn start_with(
 }
 
 impl Ts4nsnet {
-    pub fn wait_ready(&mut self) -> Result<(), String> {
+    pub(crate) fn wait_ready(&mut self) -> Result<(), String> {
         let mut ready = std::fs::File::from(self.ready.try_clone().unwrap());
         let mut byte = [0u8; 1];
         match ready.read(&mut byte) {
@@ -297,12 +297,12 @@ impl Ts4nsnet {
         }
     }
     /// What it has logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits for the process to end; its exit status and stderr.
-    pub fn finish(&mut self, within: Duration) -> (Option<i32>, String) {
+    pub(crate) fn finish(&mut self, within: Duration) -> (Option<i32>, String) {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -319,7 +319,7 @@ impl Ts4nsnet {
 /// Kernel TCP figures between two namespaces: MB/s (1 MB = 1e6 bytes) each way, and the median
 /// one-byte round trip.
 #[derive(Debug, Clone, Copy)]
-pub struct Bulk {
+pub(crate) struct Bulk {
     /// Client to server.
     pub upload_mb_s: f64,
     /// Server to client.
@@ -330,7 +330,7 @@ pub struct Bulk {
 /// Measures, from `client_ns`, upload and download of `bytes` each way to a TCP server started
 /// in `server_ns` on `server_addr`, then the median of [`ROUND_TRIPS`] one-byte round trips. A
 /// transfer that makes no progress for [`STALL`] is an error saying how far it got.
-pub fn between_namespaces(
+pub(crate) fn between_namespaces(
     client_ns: &Netns,
     server_ns: &Netns,
     server_addr: IpAddr,

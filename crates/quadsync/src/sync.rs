@@ -289,3 +289,31 @@ pub fn sync(
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_is_told_apart_from_a_broken_state_directory_and_can_be_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let held = lock(&state).unwrap();
+        assert_eq!(lock(&state).unwrap_err(), LockError::Held);
+        let waited = lock_waiting(&state, Duration::from_millis(300)).unwrap_err();
+        assert_eq!(waited, LockError::Held, "still held after the wait");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        assert!(lock_waiting(&state, Duration::from_secs(10)).is_ok(), "taken once released");
+        releaser.join().unwrap();
+
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        match lock(&file) {
+            Err(LockError::Io(message)) => assert!(message.starts_with("creating "), "{message}"),
+            other => panic!("a state directory that is a file: {other:?}"),
+        }
+    }
+}

@@ -62,7 +62,11 @@ pub(crate) fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     Ok(Request { method, target, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
-pub(crate) fn write_response(mut stream: &TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+pub(crate) fn write_response(
+    mut stream: &TcpStream,
+    status: u16,
+    body: &str,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",

@@ -47,7 +47,10 @@ pub(crate) fn accept(header: &str, server_key: &MachineKeyPair) -> Result<Accept
 
 impl Accepted {
     /// Sends the handshake response on the upgraded connection and returns the encrypted stream.
-    pub(crate) async fn finish<T>(self, mut io: T) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin>
+    pub(crate) async fn finish<T>(
+        self,
+        mut io: T,
+    ) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {

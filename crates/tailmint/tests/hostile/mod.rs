@@ -25,7 +25,9 @@ pub(crate) struct Hostile {
 }
 
 impl Hostile {
-    pub(crate) fn start(answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static) -> Hostile {
+    pub(crate) fn start(
+        answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
+    ) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let answer: Arc<Answer> = Arc::new(answer);

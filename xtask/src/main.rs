@@ -287,5 +287,43 @@ fn test() -> Result<(), String> {
         &[("RUSTDOCFLAGS", "-D warnings")],
         &["doc", "--workspace", "--no-deps", "--locked"],
     )?;
-    cargo(&["test", "--workspace", "--locked"])
+    cargo(&["test", "--workspace", "--locked"])?;
+    check_fuzz_targets()
+}
+
+/// The fuzz targets (each `crates/*/fuzz` is a workspace of its own, for cargo-fuzz) still
+/// compile against the crates they fuzz. libFuzzer is C++: without a C++ compiler this is
+/// skipped with a note, and fails where every test must run (`TAILPOD_REQUIRE_ALL_TESTS`).
+fn check_fuzz_targets() -> Result<(), String> {
+    let has_cxx = Command::new("c++").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has_cxx {
+        let why = "the fuzz targets were not compiled: no C++ compiler (c++) for libFuzzer";
+        if std::env::var_os("TAILPOD_REQUIRE_ALL_TESTS").is_some() {
+            return Err(why.into());
+        }
+        eprintln!("note: {why}");
+        return Ok(());
+    }
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
+        .map_err(|e| format!("crates/: {e}"))?
+        .filter_map(|e| Some(e.ok()?.path().join("fuzz/Cargo.toml")))
+        .filter(|manifest| manifest.is_file())
+        .collect();
+    manifests.sort();
+    // One target directory for all three: they share most of their dependencies.
+    let target = root().join("target/fuzz-check");
+    for manifest in manifests {
+        let manifest = manifest.to_string_lossy().into_owned();
+        let target = target.to_string_lossy().into_owned();
+        cargo(&[
+            "check",
+            "--locked",
+            "--bins",
+            "--manifest-path",
+            &manifest,
+            "--target-dir",
+            &target,
+        ])?;
+    }
+    Ok(())
 }

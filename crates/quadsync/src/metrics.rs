@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::health::Kind;
+use crate::health::{ContainerRecord, Kind};
 use crate::state::State;
 
 /// The text for `state`; `live` is each container's unit state where it was asked.
@@ -70,36 +70,30 @@ pub fn render(state: &State, live: Option<&BTreeMap<String, String>>) -> String 
                 .collect(),
         );
     }
-    family(
-        "quadsync_container_failures_total",
-        "counter",
-        "Times a unit of the container failed.",
-        per_container(&|user| record(user).failures),
-    );
-    family(
-        "quadsync_container_restarts_total",
-        "counter",
-        "Times systemd restarted a unit of the container after a failure.",
-        per_container(&|user| record(user).restarts),
-    );
-    family(
-        "quadsync_image_updates_total",
-        "counter",
-        "Images podman auto-update replaced.",
-        per_container(&|user| record(user).updates),
-    );
-    family(
-        "quadsync_image_rollbacks_total",
-        "counter",
-        "Image updates rolled back (the new image did not start or become healthy).",
-        per_container(&|user| record(user).rollbacks),
-    );
-    family(
-        "quadsync_image_update_failures_total",
-        "counter",
-        "Image updates that failed, rollback included.",
-        per_container(&|user| record(user).update_failures),
-    );
+    let counters: [Counter; 5] = [
+        ("quadsync_container_failures_total", "Times a unit of the container failed.", |r| {
+            r.failures
+        }),
+        (
+            "quadsync_container_restarts_total",
+            "Times systemd restarted a unit of the container after a failure.",
+            |r| r.restarts,
+        ),
+        ("quadsync_image_updates_total", "Images podman auto-update replaced.", |r| r.updates),
+        (
+            "quadsync_image_rollbacks_total",
+            "Image updates rolled back (the new image did not start or become healthy).",
+            |r| r.rollbacks,
+        ),
+        (
+            "quadsync_image_update_failures_total",
+            "Image updates that failed, rollback included.",
+            |r| r.update_failures,
+        ),
+    ];
+    for (name, help, count) in counters {
+        family(name, "counter", help, per_container(&|user| count(&record(user))));
+    }
     family(
         "quadsync_notifications_pending",
         "gauge",
@@ -108,6 +102,9 @@ pub fn render(state: &State, live: Option<&BTreeMap<String, String>>) -> String 
     );
     out
 }
+
+/// A per-container counter: its name, its help, and which count of the container's record.
+type Counter = (&'static str, &'static str, fn(&ContainerRecord) -> u64);
 
 /// A label value: only what cannot break the format (commits, states and names are plain).
 fn label(value: &str) -> String {

@@ -96,10 +96,24 @@ fn image(layout: &Layout, machine: &Machine, version: &str, healthy: bool) -> Re
         .map(drop)
 }
 
-/// `quadsync update boxapp`'s one line of outcome.
-fn update(machine: &Machine) -> Result<String, String> {
-    let out = machine.exec(&["quadsync", "update", APP])?;
-    Ok(out.trim().to_owned())
+/// Makes image `version` and runs `quadsync update boxapp`: its one line of outcome must end
+/// with `outcome`, and `serving` be what the container serves after.
+fn update_to(
+    layout: &Layout,
+    machine: &Machine,
+    (version, healthy): (&str, bool),
+    outcome: &str,
+    serving: &str,
+) -> Result<String, String> {
+    image(layout, machine, version, healthy)?;
+    let said = machine.exec(&["quadsync", "update", APP])?.trim().to_owned();
+    check(
+        said.ends_with(&format!(": {outcome}")),
+        &format!("quadsync update to {version}: {said:?}, not {outcome}"),
+    )?;
+    let served = serves(machine, PORT)?;
+    check(served.contains(&format!("{APP} {serving}")), &format!("after {version}: {served:?}"))?;
+    Ok(said)
 }
 
 /// Reads the metrics file the last sync or update wrote.
@@ -163,28 +177,10 @@ pub fn test(layout: &Layout, machine: &Machine) -> Result<(), String> {
         Ok(heard(&bodies, "recovered", "container_failing"))
     })?;
 
-    image(layout, machine, "v2", true)?;
-    let outcome = update(machine)?;
-    check(
-        outcome.ends_with(": updated"),
-        &format!("quadsync update with a newer image: {outcome:?}"),
-    )?;
-    check(
-        serves(machine, PORT)?.contains(&format!("{APP} v2")),
-        "v2 does not serve after its update",
-    )?;
+    let outcome = update_to(layout, machine, ("v2", true), "updated", "v2")?;
     eprintln!("box: operations: {outcome}");
-
-    image(layout, machine, "v3", false)?;
-    let outcome = update(machine)?;
-    check(
-        outcome.ends_with(": rolled back"),
-        &format!("quadsync update with a broken image: {outcome:?}"),
-    )?;
-    check(
-        serves(machine, PORT)?.contains(&format!("{APP} v2")),
-        "v2 does not serve after the rollback",
-    )?;
+    // v3 fails its health check: rolled back, v2 serves on.
+    let outcome = update_to(layout, machine, ("v3", false), "rolled back", "v2")?;
     check(
         heard(&bodies, "problem", "update_rolled_back"),
         "the webhook did not hear of the rollback",
@@ -195,13 +191,7 @@ pub fn test(layout: &Layout, machine: &Machine) -> Result<(), String> {
         &format!("status does not show the rollback:\n{status}"),
     )?;
     eprintln!("box: operations: {outcome}; the webhook heard it");
-
-    image(layout, machine, "v4", true)?;
-    let outcome = update(machine)?;
-    check(
-        outcome.ends_with(": updated"),
-        &format!("quadsync update after a rollback: {outcome:?}"),
-    )?;
+    let outcome = update_to(layout, machine, ("v4", true), "updated", "v4")?;
     check(
         heard(&bodies, "recovered", "update_rolled_back"),
         "the webhook did not hear the recovery",

@@ -17,8 +17,10 @@ const UNIT_STOPPED: &str = "9d1aaa27d60140bd96365438aad20286";
 const UNIT_FAILURE_RESULT: &str = "d9b373ed55a64feb8242e02dbe79a49c";
 const UNIT_RESTART_SCHEDULED: &str = "5eb03494b6584870a536b337290809b3";
 
-/// The most entries one run reads: the latest, should a host have logged more.
-pub const MAX_ENTRIES: usize = 5000;
+/// The most entries one run reads: the latest, should a host have logged more. With journald's
+/// own cap on a line (`LineMax`, 48 KiB) this bounds what a run holds, whatever a container's
+/// user logs; two minutes of a busy host's unit messages are far fewer.
+pub const MAX_ENTRIES: usize = 2000;
 
 /// The arguments of the one `journalctl` a run makes.
 pub fn arguments(after_cursor: Option<&str>) -> Vec<String> {
@@ -167,11 +169,23 @@ pub fn parse(output: &str) -> (Vec<Seen>, Option<String>) {
 }
 
 /// `quadsync-auto-update CONTAINER IMAGE OUTCOME`, as the service drop-in has podman print it.
+/// The user's own service prints it, so a user could print anything: only names and image
+/// references of plain characters and sane length are taken (they go into notifications).
 fn update_line(message: &str) -> Option<What> {
     let rest = message.strip_prefix(REPORT_MARK)?.strip_prefix(' ')?;
     let (container, rest) = rest.split_once(' ')?;
     let (image, outcome) = rest.split_once(' ')?;
     let outcome = UpdateOutcome::from_podman(outcome.trim())?;
+    let plain = |text: &str, extra: &[char], most: usize| {
+        !text.is_empty()
+            && text.len() <= most
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(&c))
+    };
+    if !plain(container, &[], 128) || !plain(image, &[':', '/', '@'], 255) {
+        return None;
+    }
     Some(What::Update { container: container.to_owned(), image: image.to_owned(), outcome })
 }
 
@@ -190,6 +204,8 @@ mod tests {
             r#"{"__CURSOR":"c5","_UID":"1001","_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"Trying to pull docker.io/library/nginx..."}"#,
             r#"{"__CURSOR":"c6","_UID":"1003","_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"quadsync-auto-update app docker.io/x:1 true"}"#,
             r#"{"__CURSOR":"c7","_UID":"1003","_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":[113,117]}"#,
+            r#"{"__CURSOR":"c7b","_UID":"1003","_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"quadsync-auto-update app Click<a>http://evil true"}"#,
+            r#"{"__CURSOR":"c7c","_UID":"1003","_SYSTEMD_USER_UNIT":"podman-auto-update.service","MESSAGE":"quadsync-auto-update app\u001b[31m x:1 true"}"#,
             "not json",
             r#"{"__CURSOR":"c8","MESSAGE_ID":"39f53479d3a045ac8e11786248231fbf","USER_UNIT":"x.service"}"#,
         ]

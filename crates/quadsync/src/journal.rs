@@ -1,11 +1,12 @@
 //! What happened to the containers between two runs, from the journal: one `journalctl` for
 //! every user, after the cursor the last run stopped at.
 //!
-//! Only fields journald sets itself are trusted to say who: `_UID` (the user whose manager or
-//! service logged it) and systemd's `MESSAGE_ID`s for a unit that started, failed, or is being
-//! restarted. The auto-update report lines come from the user's own `podman-auto-update.service`
-//! (`_SYSTEMD_USER_UNIT`); a container user could forge them, but only about its own
-//! containers, since each line is taken as the logging user's.
+//! Only fields journald sets itself (`_UID`, `_SYSTEMD_USER_UNIT`) are trusted to say who: the
+//! user whose manager or service logged it. The rest a process can set when it logs: systemd's
+//! `MESSAGE_ID`s for a unit that started, stopped, failed or is being restarted, and the
+//! auto-update report lines of the user's own `podman-auto-update.service`. So a container user
+//! could forge them, but only about its own containers, since each is taken as the logging
+//! user's (and a report's names only in plain characters).
 
 use serde::Deserialize;
 

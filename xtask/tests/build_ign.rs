@@ -110,6 +110,35 @@ fn a_host_of_a_fleet_gets_its_own_overlay_after_the_shared_ones() {
 }
 
 #[test]
+fn quadsyncs_fleet_update_and_webhook_settings_are_checked_as_quadsync_reads_them() {
+    let dir = butane_copy();
+    let overlay = |lines: &str| {
+        let body: String = lines.lines().map(|l| format!("          {l}\n")).collect();
+        format!(
+            "variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/quadsync/config.env\n      mode: 0600\n      contents:\n        inline: |\n{body}"
+        )
+    };
+    let host = dir.path().join("hosts/db9.bu");
+    std::fs::write(&host, overlay("QUADSYNC_PATHS=common,hosts/%H\nQUADSYNC_AUTO_UPDATE=weekly\n"))
+        .unwrap();
+    build(&Build { host: Some("db9".into()), ..job(dir.path(), None) }).unwrap();
+    std::fs::write(
+        &host,
+        overlay("QUADSYNC_PATHS=.,common\nQUADSYNC_NOTIFY_URL=https://ok.example/x ftp://h/y\n"),
+    )
+    .unwrap();
+    let err = build(&Build { host: Some("db9".into()), ..job(dir.path(), None) }).unwrap_err();
+    // The merged config.env, by its line: base, then this overlay's lines, then secrets.bu's.
+    for expected in [
+        "/etc/quadsync/config.env (its line 6): QUADSYNC_PATHS: common is a transform directory of ., which reads it already",
+        "/etc/quadsync/config.env (its line 7): QUADSYNC_NOTIFY_URL: URL 2 is not http:// or https://",
+    ] {
+        assert!(err.contains(expected), "{expected:?} in {err}");
+    }
+    assert!(!err.contains("ftp://h/y"), "a webhook URL is never shown: {err}");
+}
+
+#[test]
 fn release_bu_must_agree_with_sha256sums() {
     let dir = butane_copy();
     let sums = dir.path().join("SHA256SUMS");

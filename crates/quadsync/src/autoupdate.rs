@@ -24,38 +24,7 @@ pub const SERVICE_DROP_IN: &str = "quadsync-report.conf";
 /// Starts each line of the report (`MARK CONTAINER IMAGE OUTCOME`).
 pub const REPORT_MARK: &str = "quadsync-auto-update";
 
-/// When updates run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Schedule {
-    Off,
-    /// An `OnCalendar=` expression (`daily`, `weekly`, `Mon *-*-* 03:00`).
-    Calendar(String),
-}
-
-impl Schedule {
-    /// `QUADSYNC_AUTO_UPDATE`; the default is `daily`. The expression is systemd's to judge;
-    /// here it only has to be one plain line.
-    pub fn parse(text: &str) -> Result<Schedule, String> {
-        let text = text.trim();
-        match text {
-            "" | "daily" => Ok(Schedule::Calendar("daily".into())),
-            "off" => Ok(Schedule::Off),
-            other if other.len() > 120 => Err("longer than 120 characters".into()),
-            other if other.chars().all(|c| c.is_ascii_graphic() || c == ' ') => {
-                Ok(Schedule::Calendar(other.to_owned()))
-            }
-            _ => Err("must be daily, weekly, off or an OnCalendar= expression".into()),
-        }
-    }
-
-    /// The randomized delay: an hour for the daily and slower schedules, 5 minutes otherwise.
-    fn delay(calendar: &str) -> &'static str {
-        match calendar {
-            "daily" | "weekly" | "monthly" => "1h",
-            _ => "5min",
-        }
-    }
-}
+pub use tailpod_core::settings::Schedule;
 
 /// Whether a unit opted in (`AutoUpdate=` in its `[Container]`).
 pub fn opted_in(unit: &UnitFile) -> bool {
@@ -111,18 +80,6 @@ pub fn add_drop_ins(desired: &mut Desired, schedule: &Schedule) {
 mod tests {
     use super::*;
     use crate::discover::Deployment;
-
-    #[test]
-    fn schedules_are_daily_by_default_and_plain_lines_only() {
-        assert_eq!(Schedule::parse("").unwrap(), Schedule::Calendar("daily".into()));
-        assert_eq!(Schedule::parse("off").unwrap(), Schedule::Off);
-        assert_eq!(
-            Schedule::parse("Mon *-*-* 03:00").unwrap(),
-            Schedule::Calendar("Mon *-*-* 03:00".into())
-        );
-        assert!(Schedule::parse("daily\nExecStart=/bin/evil").is_err());
-        assert!(Schedule::parse(&"x".repeat(121)).is_err());
-    }
 
     #[test]
     fn a_health_check_gates_the_start_of_an_opted_in_container() {

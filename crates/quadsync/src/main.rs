@@ -266,7 +266,7 @@ fn other(command: Command, config: &Path) -> Result<(), String> {
         Command::Augment { transforms, repo, paths, host, file } => {
             let host = match host {
                 Some(name) => HostIdentity::named(&name, None),
-                None => HostIdentity::local()?,
+                None => fleet::this_host()?,
             };
             let paths = fleet::parse(&paths).map_err(|e| format!("--paths: {e}"))?;
             let paths = fleet::expand_all(&paths, &host).map_err(|e| format!("--paths: {e}"))?;
@@ -394,7 +394,7 @@ fn check(command: CheckCommand) -> Result<(), String> {
         (true, _) => Hosts::All { arch },
         (false, Some(name)) => Hosts::One(HostIdentity::named(&name, arch.as_deref())),
         (false, None) => {
-            let mut local = HostIdentity::local()?;
+            let mut local = fleet::this_host()?;
             if let Some(arch) = arch {
                 local.arch = arch;
             }

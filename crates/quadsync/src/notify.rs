@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use tailpod_core::settings::Webhook;
+
 use crate::health::{Event, Phase};
 
 /// How long one delivery may take.
@@ -20,56 +22,18 @@ const GIVE_UP_AFTER: u64 = 86_400;
 /// The most events that wait; the oldest go first.
 const MAX_PENDING: usize = 200;
 
-/// One place events go.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Target {
-    url: String,
-    ntfy: bool,
-}
+/// One place events go (see [`tailpod_core::settings::Webhook`]).
+pub type Target = Webhook;
 
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Target({})", self.shown())
-    }
-}
-
-impl Target {
-    /// Scheme and host only.
-    pub fn shown(&self) -> String {
-        let (scheme, rest) = self.url.split_once("://").unwrap_or(("", &self.url));
-        let authority = rest.split('/').next().unwrap_or_default();
-        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-        format!("{scheme}://{host}")
-    }
-
-    /// Names the target in the outbox without its URL: a digest of it.
-    fn id(&self) -> String {
-        use sha2::Digest;
-        crate::state::hex(&sha2::Sha256::digest(self.url.as_bytes())[..8])
-    }
+/// A digest of a target's URL: names it in the outbox without the URL.
+fn id(target: &Target) -> String {
+    use sha2::Digest;
+    crate::state::hex(&sha2::Sha256::digest(target.url.as_bytes())[..8])
 }
 
 /// `QUADSYNC_NOTIFY_URL`: URLs separated by commas or spaces. Errors never show the URL.
 pub fn targets(setting: &str) -> Result<Vec<Target>, String> {
-    let mut targets = Vec::new();
-    for (n, word) in setting.split([',', ' ', '\t']).filter(|w| !w.is_empty()).enumerate() {
-        let (ntfy_prefix, url) = match word.strip_prefix("ntfy+") {
-            Some(url) => (true, url),
-            None => (false, word),
-        };
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"))
-            .ok_or_else(|| format!("URL {} is not http:// or https://", n + 1))?;
-        let authority = rest.split('/').next().unwrap_or_default();
-        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-        if host.is_empty() || url.chars().any(|c| c.is_control()) {
-            return Err(format!("URL {} has no host", n + 1));
-        }
-        let ntfy = ntfy_prefix || host == "ntfy.sh";
-        targets.push(Target { url: url.to_owned(), ntfy });
-    }
-    Ok(targets)
+    tailpod_core::settings::webhooks(setting)
 }
 
 /// `text` with the credentials of any URL in it removed (`https://user:token@host` becomes
@@ -120,7 +84,7 @@ pub fn deliver(
     for event in events {
         for target in targets {
             outbox.push(Pending {
-                target: target.id(),
+                target: id(target),
                 event: event.clone(),
                 attempts: 0,
                 next: now,
@@ -143,7 +107,7 @@ pub fn deliver(
     }
     outbox.retain_mut(|pending| {
         // A target no longer configured takes its events with it.
-        let Some(target) = targets.iter().find(|t| t.id() == pending.target) else { return false };
+        let Some(target) = targets.iter().find(|t| id(t) == pending.target) else { return false };
         if pending.next > now {
             return true;
         }
@@ -223,28 +187,6 @@ mod tests {
             since: at,
             at,
         }
-    }
-
-    #[test]
-    fn urls_are_read_and_never_shown_whole() {
-        let parsed = targets(
-            "https://hooks.example/T/B/secret, ntfy+https://n.example/alerts http://ntfy.sh/t",
-        )
-        .unwrap();
-        let shown: Vec<(String, bool)> = parsed.iter().map(|t| (t.shown(), t.ntfy)).collect();
-        assert_eq!(
-            shown,
-            [
-                ("https://hooks.example".into(), false),
-                ("https://n.example".into(), true),
-                ("http://ntfy.sh".into(), true)
-            ]
-        );
-        assert!(!format!("{parsed:?}").contains("secret"));
-        assert_eq!(targets("").unwrap(), []);
-        let err = targets("https://ok.example, ftp://user:token@x/y").unwrap_err();
-        assert_eq!(err, "URL 2 is not http:// or https://");
-        assert_eq!(targets("https://u:p@h.example/x").unwrap()[0].shown(), "https://h.example");
     }
 
     #[test]

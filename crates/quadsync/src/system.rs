@@ -27,7 +27,7 @@ pub struct UserInfo {
 pub trait System: QuadletGenerator {
     /// Who this host is, for `QUADSYNC_PATHS` and `{{.Host}}`.
     fn identity(&self) -> Result<HostIdentity, String> {
-        HostIdentity::local()
+        crate::fleet::this_host()
     }
     fn user(&self, name: &str) -> Result<Option<UserInfo>, String>;
     fn lingering(&self, name: &str) -> bool;

@@ -48,7 +48,13 @@ pub struct Schema {
     pub required: &'static [&'static str],
     /// Another set of required keys, when a key has a value (`TS_API_FLAVOR=headscale`).
     pub alternative: Option<Alternative>,
+    /// Keys whose value follows rules, each checked by the function the tool reads it with
+    /// (its error never repeats the value unless the value is not a secret).
+    pub values: &'static [(&'static str, ValueCheck)],
 }
+
+/// Checks one setting's value: why it is wrong, if it is.
+pub type ValueCheck = fn(&str) -> Result<(), String>;
 
 /// When `key` is `value`, `required` replaces the schema's required keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +84,11 @@ pub const QUADSYNC_CONFIG: Schema = Schema {
     ],
     required: &["QUADSYNC_GIT_URL"],
     alternative: None,
+    values: &[
+        ("QUADSYNC_PATHS", |v| crate::fleet::parse(v).map(drop)),
+        ("QUADSYNC_AUTO_UPDATE", |v| crate::settings::Schedule::parse(v).map(drop)),
+        ("QUADSYNC_NOTIFY_URL", |v| crate::settings::webhooks(v).map(drop)),
+    ],
 };
 
 /// tailmint's `oauth.env`.
@@ -98,6 +109,7 @@ pub const TAILMINT_OAUTH: Schema = Schema {
         value: "headscale",
         required: &["TS_API_KEY", "TS_API_URL"],
     }),
+    values: &[],
 };
 
 /// `/etc/ts4nsnet.env`, the host-wide settings every tailnet container's ts4nsnet gets (a
@@ -116,6 +128,7 @@ pub const TS4NSNET_ENV: Schema = Schema {
     ],
     required: &[],
     alternative: None,
+    values: &[],
 };
 
 impl Schema {
@@ -153,6 +166,12 @@ impl Schema {
                 None => format!("{key} is not set"),
             };
             problems.push((folded.map_or(0, |v| v.line), why));
+        }
+        for (key, check) in self.values {
+            let Some(var) = env.var(key).filter(|v| !v.value.is_empty()) else { continue };
+            if let Err(why) = check(&var.value) {
+                problems.push((var.line, format!("{key}: {why}")));
+            }
         }
         problems
     }
@@ -379,6 +398,25 @@ impl EnvFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quadsync_settings_with_rules_are_checked_by_them() {
+        let env = EnvFile::parse(
+            "c.env",
+            "QUADSYNC_GIT_URL=u:x\nQUADSYNC_PATHS=hosts/%h\nQUADSYNC_AUTO_UPDATE=daily\nQUADSYNC_NOTIFY_URL=gopher://x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            QUADSYNC_CONFIG.problems(&env),
+            [
+                (
+                    2,
+                    "QUADSYNC_PATHS: hosts/%h: unknown specifier %h (known: %H %l %m %a %%)".into()
+                ),
+                (4, "QUADSYNC_NOTIFY_URL: URL 1 is not http:// or https://".into()),
+            ]
+        );
+    }
 
     #[test]
     fn schemas_name_typos_folded_lines_and_missing_keys() {

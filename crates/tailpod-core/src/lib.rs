@@ -2,7 +2,9 @@
 //!
 //! * [`unit`](mod@unit): a lossless model of systemd unit files and Quadlet files.
 //! * [`merge`]: the transform merge engine quadsync applies to container specs.
-//! * [`envfile`]: `KEY=value` configuration files (`config.env`, `oauth.env`).
+//! * [`envfile`]: `KEY=value` configuration files (`config.env`, `oauth.env`); [`settings`] and
+//!   [`fleet`]: the config.env values that need rules (the update schedule, webhooks, the repo
+//!   paths a host deploys), shared by quadsync and build-ign's checks.
 //! * [`names`]: validated names, so that nothing unchecked reaches a path, an argv or `useradd`.
 //! * [`quadlet`]: the sections and keys Podman's Quadlet and systemd accept, to check a file
 //!   before a host sees it.
@@ -15,9 +17,11 @@
 #[doc(hidden)]
 pub mod checks;
 pub mod envfile;
+pub mod fleet;
 pub mod merge;
 pub mod names;
 pub mod quadlet;
 pub mod redact;
+pub mod settings;
 pub mod spelling;
 pub mod unit;

@@ -4,7 +4,7 @@
 //!
 //! `QUADSYNC_PATHS` is a comma-separated list of repo directories, each read with the repo
 //! layout's rules (its files, and one level of transform directories below it; see
-//! [`crate::source`]). systemd's specifiers expand per host: `%H` the hostname, `%l` the
+//! quadsync's `source` module). systemd's specifiers expand per host: `%H` the hostname, `%l` the
 //! hostname up to its first dot, `%m` the machine id, `%a` the architecture (systemd's names:
 //! `x86-64`, `arm64`), `%%` a `%`. A path starting with `?` may be missing from the branch;
 //! any other missing path is an error, so a renamed host or a typo never reads as "remove

@@ -527,10 +527,7 @@ fn update(config: &Config, name: Option<&str>) -> Result<(), String> {
     let errors = quadsync::watch::update_now(&host, &users);
     // journald may still be writing the last lines the runs printed.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let now = sync::now();
     let seen = quadsync::watch::after_run(config, &host, &mut state, None, now);
     state.save(&path)?;
     for update in &seen {

@@ -214,7 +214,8 @@ pub struct Report {
     pub fetch_failed: bool,
 }
 
-fn now() -> u64 {
+/// Seconds since the epoch, as the state records times.
+pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 

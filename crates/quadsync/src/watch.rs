@@ -113,10 +113,14 @@ fn observe(
     if cursor.is_some() {
         state.health.journal_cursor = cursor;
     }
-    let mut users: BTreeMap<u32, String> = BTreeMap::new();
-    for name in state.users.keys() {
-        if let Ok(Some(info)) = system.user(name) {
-            users.insert(info.uid, name.clone());
+    // Whose each uid is, with the units whose failures count: looked up once a run, and only
+    // when something was seen (each lookup reads the user database).
+    let mut users: BTreeMap<u32, (String, BTreeSet<String>)> = BTreeMap::new();
+    if !seen.is_empty() {
+        for (name, managed) in &state.users {
+            if let Ok(Some(info)) = system.user(name) {
+                users.insert(info.uid, (name.clone(), units_of(managed)));
+            }
         }
     }
     let mut failing: BTreeMap<String, (String, u64)> = BTreeMap::new();
@@ -124,13 +128,11 @@ fn observe(
     let mut failed: Vec<(u32, String)> = Vec::new();
     let mut updates = Vec::new();
     for item in seen {
-        let Some(user) = users.get(&item.uid) else { continue };
-        let Some(managed) = state.users.get(user) else { continue };
-        let ours = |unit: &str| units_of(managed).contains(unit);
+        let Some((user, units)) = users.get(&item.uid) else { continue };
         match item.what {
-            What::Failed { unit } if ours(&unit) => failed.push((item.uid, unit)),
+            What::Failed { unit } if units.contains(&unit) => failed.push((item.uid, unit)),
             What::Stopped { unit } => failed.retain(|f| *f != (item.uid, unit.clone())),
-            What::RestartScheduled { unit } if ours(&unit) => {
+            What::RestartScheduled { unit } if units.contains(&unit) => {
                 state.health.record(user).restarts += 1;
                 failing.entry(user.clone()).or_insert((unit, 0)).1 += 1;
             }
@@ -142,7 +144,7 @@ fn observe(
         }
     }
     for (uid, unit) in failed {
-        let Some(user) = users.get(&uid) else { continue };
+        let Some((user, _)) = users.get(&uid) else { continue };
         state.health.record(user).failures += 1;
         failing.entry(user.clone()).or_insert((unit, 0));
     }

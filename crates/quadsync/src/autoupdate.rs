@@ -60,8 +60,10 @@ pub fn add_drop_ins(desired: &mut Desired, schedule: &Schedule) {
     );
     for deployment in desired.values_mut() {
         let opted = deployment.files.iter().any(|(name, file)| {
+            // Parsed only where the key is named at all: this runs for every unit every sync.
             file.dir == UnitDir::Quadlet
                 && name.ends_with(".container")
+                && file.text.contains("AutoUpdate")
                 && opted_in(&UnitFile::parse(&file.text))
         });
         if opted {

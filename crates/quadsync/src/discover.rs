@@ -238,7 +238,11 @@ pub fn discover(
                 ));
                 continue;
             }
-            let node_name = UnitFile::parse(&text).environment("Service", NODE_NAME_VARIABLE);
+            // Parsed again only where it is named at all: this runs for every unit every sync.
+            let node_name = text
+                .contains(NODE_NAME_VARIABLE)
+                .then(|| UnitFile::parse(&text).environment("Service", NODE_NAME_VARIABLE))
+                .flatten();
             if let Some(Err(e)) = node_name.map(|name| name.parse::<Hostname>()) {
                 errors.push(format!(
                     "{}: [Service] Environment={NODE_NAME_VARIABLE}=: {e} (it names the node on the tailnet)",

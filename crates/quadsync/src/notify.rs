@@ -105,20 +105,25 @@ pub fn deliver(
         );
         outbox.drain(..dropped);
     }
+    let ids: Vec<String> = targets.iter().map(id).collect();
+    // A target that failed once this run is not tried again until a later one: a server that
+    // hangs costs one timeout a run, not one per waiting event.
+    let mut failed: Vec<&str> = Vec::new();
     outbox.retain_mut(|pending| {
         // A target no longer configured takes its events with it.
-        let Some(target) = targets.iter().find(|t| id(t) == pending.target) else { return false };
-        if pending.next > now {
+        let Some(at) = ids.iter().position(|i| *i == pending.target) else { return false };
+        if pending.next > now || failed.contains(&ids[at].as_str()) {
             return true;
         }
-        match send(target, &pending.event) {
+        match send(&targets[at], &pending.event) {
             Ok(()) => false,
             Err(e) => {
+                failed.push(&ids[at]);
                 pending.attempts += 1;
                 pending.next = now + backoff(pending.attempts);
                 log::warn!(
                     "notifying {}: {e}; trying again in {} s",
-                    target.shown(),
+                    targets[at].shown(),
                     pending.next - now
                 );
                 true
@@ -129,18 +134,22 @@ pub fn deliver(
 
 /// Delivers one event over HTTP.
 pub fn send(target: &Target, event: &Event) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                .build(),
-        )
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .user_agent(concat!("quadsync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+    // One client a process: its trust store is loaded once, not for every event.
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    let agent = AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .timeout_global(Some(TIMEOUT))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            )
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("quadsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into()
+    });
     let request = agent.post(&target.url);
     let response = if target.ntfy {
         let (title, priority, tags) = match event.event {
@@ -296,5 +305,24 @@ mod tests {
         deliver(&targets[1..], &mut outbox, Vec::new(), 9000, &a_down);
         assert!(outbox.is_empty());
         assert_eq!(backoff(20), 3600);
+    }
+
+    #[test]
+    fn a_failing_target_costs_one_try_a_run_however_many_events_wait() {
+        let targets = targets("https://a.example/1,https://b.example/2").unwrap();
+        let sent = RefCell::new(Vec::new());
+        let a_down = |t: &Target, _: &Event| {
+            sent.borrow_mut().push(t.shown());
+            if t.shown() == "https://a.example" { Err("timed out".into()) } else { Ok(()) }
+        };
+        let tries = |host: &str| sent.borrow().iter().filter(|t| *t == host).count();
+        let mut outbox = Vec::new();
+        deliver(&targets, &mut outbox, vec![event(100), event(101), event(102)], 100, &a_down);
+        assert_eq!((tries("https://a.example"), tries("https://b.example")), (1, 3));
+        assert_eq!(outbox.len(), 3, "a's three wait");
+        let attempts: Vec<u32> = outbox.iter().map(|p| p.attempts).collect();
+        assert_eq!(attempts, [1, 0, 0], "only the first was tried");
+        deliver(&targets, &mut outbox, Vec::new(), 101, &a_down);
+        assert_eq!(tries("https://a.example"), 2, "the next run tries one more, once");
     }
 }

@@ -399,7 +399,8 @@ mod tests {
             (
                 "webapps/web.container",
                 C,
-                "webapps/web.container: no transform for directory webapps",
+                "webapps/web.container: no transform for directory webapps \
+                 (no webapps.container among the transforms)",
             ),
         ];
         for (path, text, expected) in cases {

@@ -69,6 +69,8 @@ pub struct TransformSet {
     /// Accept directories without a transform (for `quadsync check` without the host's
     /// transforms, in a definitions repo's own CI).
     any_dir: bool,
+    /// The directory it was read from, to say where a missing transform was looked for.
+    loaded_from: Option<PathBuf>,
 }
 
 /// A transform file that cannot be used.
@@ -108,7 +110,8 @@ impl TransformSet {
             files.push((path, text));
         }
         files.sort();
-        TransformSet::from_files(files)
+        let set = TransformSet::from_files(files)?;
+        Ok(TransformSet { loaded_from: Some(dir.to_owned()), ..set })
     }
 
     /// Builds the set from `(path, text)` pairs; only the file name of each path matters.
@@ -184,7 +187,14 @@ impl TransformSet {
             match self.dirs.get(&(kind, dir.to_owned())) {
                 Some(transform) => chain.push(transform),
                 None if kind == Kind::Container && !pod_member && !self.any_dir => {
-                    return Err(TransformError(format!("no transform for directory {dir}")));
+                    let wanted = format!("{dir}.{}", kind.extension());
+                    let looked = match &self.loaded_from {
+                        Some(from) => format!(" ({} does not exist)", from.join(wanted).display()),
+                        None => format!(" (no {wanted} among the transforms)"),
+                    };
+                    return Err(TransformError(format!(
+                        "no transform for directory {dir}{looked}"
+                    )));
                 }
                 None => {}
             }
@@ -244,8 +254,26 @@ mod tests {
         assert_eq!(err.to_string(), "unexpected file in transform directory: random.txt");
         let set = set(&[]).unwrap();
         let err = set.chain(Kind::Container, Some("webapps"), false).unwrap_err();
-        assert_eq!(err.to_string(), "no transform for directory webapps");
+        assert_eq!(
+            err.to_string(),
+            "no transform for directory webapps (no webapps.container among the transforms)"
+        );
         assert!(set.chain(Kind::Container, Some("pods"), true).is_ok());
+    }
+
+    #[test]
+    fn a_missing_transform_names_the_file_looked_for() {
+        let dir = std::env::temp_dir().join(format!("quadsync-transforms-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("_base.container"), "[Service]\nRestart=always\n").unwrap();
+        let loaded = TransformSet::load(&dir);
+        let err = loaded.unwrap().chain(Kind::Container, Some("tailscale"), false).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let expected = format!(
+            "no transform for directory tailscale ({} does not exist)",
+            dir.join("tailscale.container").display()
+        );
+        assert_eq!(err.to_string(), expected);
     }
 
     #[test]

@@ -73,26 +73,69 @@ enum Method {
 
 enum State {
     Pending,
-    Answered { headers: Option<Vec<u8>>, body: Option<Box<dyn Read>> },
-    Failed(io::ErrorKind, String),
+    Answered {
+        headers: Option<Vec<u8>>,
+        body: Option<Box<dyn Read>>,
+    },
+    /// Kept to answer every later read the same way.
+    Failed(Failure),
 }
+
+#[derive(Clone)]
+enum Failure {
+    Status(HttpStatus),
+    Io(io::ErrorKind, String),
+}
+
+impl Failure {
+    fn to_io(&self) -> io::Error {
+        match self {
+            Failure::Status(status) => io::Error::other(status.clone()),
+            Failure::Io(kind, message) => io::Error::new(*kind, message.clone()),
+        }
+    }
+}
+
+/// An answer that is not a success, typed so that a failed fetch can tell refused credentials
+/// and a missing repo from a network fault (`repo::FetchFailure`); it travels inside gix's
+/// errors as an [`io::Error`]'s payload.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpStatus {
+    pub(crate) status: u16,
+    message: String,
+}
+
+impl std::fmt::Display for HttpStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HttpStatus {}
 
 impl Exchange {
     fn answer(&mut self) -> io::Result<()> {
         if matches!(self.state, State::Pending) {
             self.state = match self.send() {
                 Ok((headers, body)) => State::Answered { headers: Some(headers), body: Some(body) },
-                Err(e) => State::Failed(e.kind(), e.to_string()),
+                Err(failure) => State::Failed(failure),
             };
         }
         match &self.state {
-            State::Failed(kind, message) => Err(io::Error::new(*kind, message.clone())),
+            State::Failed(failure) => Err(failure.to_io()),
             _ => Ok(()),
         }
     }
 
-    fn send(&mut self) -> io::Result<(Vec<u8>, Box<dyn Read>)> {
-        let failed = |e: ureq::Error| io::Error::other(format!("{}: {e}", self.url));
+    fn send(&mut self) -> Result<(Vec<u8>, Box<dyn Read>), Failure> {
+        let failed = |e: ureq::Error| {
+            let kind = match &e {
+                ureq::Error::Io(io) => io.kind(),
+                ureq::Error::Timeout(_) => io::ErrorKind::TimedOut,
+                _ => io::ErrorKind::Other,
+            };
+            Failure::Io(kind, format!("{}: {e}", self.url))
+        };
         let response = match self.method {
             Method::Get => {
                 let mut request = self.agent.get(&self.url);
@@ -111,14 +154,15 @@ impl Exchange {
             }
         };
         let status = response.status();
-        if status == 401 {
-            return Err(io::Error::other(format!(
-                "{}: HTTP status 401: the server wants credentials (in QUADSYNC_GIT_URL, over https)",
-                self.url
-            )));
-        }
         if !status.is_success() {
-            return Err(io::Error::other(format!("{}: HTTP status {status}", self.url)));
+            let hint = match status.as_u16() {
+                401 => ": the server wants credentials (in QUADSYNC_GIT_URL, over https)",
+                403 => ": the server refused these credentials",
+                404 | 410 => ": no such repository (or not one these credentials may see)",
+                _ => "",
+            };
+            let message = format!("{}: HTTP status {status}{hint}", self.url);
+            return Err(Failure::Status(HttpStatus { status: status.as_u16(), message }));
         }
         if self.method == Method::Get {
             self.note_redirect(ureq::ResponseExt::get_uri(&response).to_string());

@@ -17,6 +17,7 @@ use quadsync::config::{self, Config};
 use quadsync::fleet::{self, HostIdentity};
 use quadsync::plan::{MassRemoval, RemovalPolicy};
 use quadsync::render::{SpecFile, render};
+use quadsync::repo::FetchFailure;
 use quadsync::secrets::{self, Keyring};
 use quadsync::source::{MAX_FILE_BYTES, read_regular_file, text as source_text};
 use quadsync::state::State;
@@ -34,8 +35,9 @@ use quadsync::{plan, userfile};
 /// systemd reloaded and only what changed restarted. A definition removed from the repo removes
 /// its user. Nothing changes when the fetch fails or any definition is invalid.
 ///
-/// Exit status: 0 success (a container that fails to start is a warning), 1 failure, 2 usage,
-/// 75 (sync) the fetch failed, worth retrying soon.
+/// Exit status: 0 success (a container that fails to start is a warning), 1 failure, 2 usage;
+/// when sync's fetch fails: 75 the server could not be reached (worth retrying soon), 77 it
+/// refused the credentials, 78 the repository or branch does not exist.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -291,10 +293,18 @@ fn load(path: &Path) -> Result<Config, String> {
     Ok(config)
 }
 
-/// The exit status of a sync whose fetch failed (EX_TEMPFAIL): quadsync-sync.service retries
-/// it within seconds, as the network may just not be up yet, while a broken commit (status 1)
-/// waits for the next timer.
-const EXIT_FETCH_FAILED: u8 = 75;
+/// The exit status of a sync whose fetch failed, by why (sysexits.h's names).
+/// quadsync-sync.service retries only `EX_TEMPFAIL` within seconds, as the network may just not
+/// be up yet; refused credentials and a missing repo, like a broken commit (status 1), wait for
+/// the next timer: retrying them in a tight loop would only hammer the server (and may lock the
+/// account).
+fn fetch_exit_status(failure: FetchFailure) -> u8 {
+    match failure {
+        FetchFailure::Network => 75,  // EX_TEMPFAIL
+        FetchFailure::Auth => 77,     // EX_NOPERM
+        FetchFailure::NotFound => 78, // EX_CONFIG
+    }
+}
 
 /// `--allow-mass-removal` as the policy says it.
 fn mass_removal(allowed: bool) -> MassRemoval {
@@ -310,13 +320,13 @@ fn run_sync(config: &Config, mass_removal: MassRemoval) -> Result<(), Failure> {
             .map_err(|e| format!("installing the signal handler: {e}"))?;
     }
     let report = sync::sync(config, &Host::default(), mass_removal, &stop)?;
-    match report.outcome.errors.len() {
-        0 => Ok(()),
-        _ if report.fetch_failed => Err(Failure {
-            code: EXIT_FETCH_FAILED,
-            message: "sync failed: the fetch failed; nothing changed".into(),
+    match (report.outcome.errors.len(), report.fetch_failed) {
+        (0, _) => Ok(()),
+        (_, Some(failure)) => Err(Failure {
+            code: fetch_exit_status(failure),
+            message: format!("sync failed: {}; nothing changed", failure.describe()),
         }),
-        n => Err(format!("sync failed: {n} error(s)").into()),
+        (n, None) => Err(format!("sync failed: {n} error(s)").into()),
     }
 }
 

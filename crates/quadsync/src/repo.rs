@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use gix::protocol::transport::client::Error as TransportError;
 use gix::protocol::transport::client::blocking_io::http::connect_http;
 use gix::remote::Direction;
 use gix::remote::fetch::Shallow;
@@ -24,6 +25,7 @@ use gix::url::Scheme;
 use tailpod_core::redact::{Secrets, percent_decode};
 
 use crate::fleet::RepoPath;
+use crate::http::HttpStatus;
 use crate::source::{GitTree, SourceFile, read_paths};
 
 /// A fetched commit and the files quadsync reads from it.
@@ -31,6 +33,111 @@ use crate::source::{GitTree, SourceFile, read_paths};
 pub struct Fetched {
     pub commit: String,
     pub files: Vec<SourceFile>,
+}
+
+/// Why a fetch failed, as far as what to do next depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchFailure {
+    /// The server could not be reached, did not answer in time or failed on its side: the
+    /// network may just not be up yet, so it is worth trying again soon. Anything not known to
+    /// be one of the others is taken as this.
+    Network,
+    /// The server refused quadsync's credentials (HTTP 401 or 403, ssh's "Permission denied"):
+    /// retrying in seconds will not help and may lock the account; a person must act.
+    Auth,
+    /// There is no such repository or branch (HTTP 404 or 410, a git server that exports none
+    /// by that path, a branch the remote lacks): the config names something that is not there.
+    NotFound,
+}
+
+impl FetchFailure {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FetchFailure::Network => "the server could not be reached",
+            FetchFailure::Auth => "the server refused the credentials",
+            FetchFailure::NotFound => "the repository or branch does not exist",
+        }
+    }
+}
+
+/// A fetch that did not yield definitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// Nothing was fetched; why, and the message (credentials redacted).
+    Failed { failure: FetchFailure, message: String },
+    /// The commit was fetched but its files break the layout rules or bounds (a link, too many
+    /// or too large files): only a new commit fixes that.
+    Unreadable(Vec<String>),
+}
+
+impl FetchError {
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            FetchError::Failed { message, .. } => vec![message.clone()],
+            FetchError::Unreadable(errors) => errors.clone(),
+        }
+    }
+}
+
+/// A branch the remote does not have.
+#[derive(Debug)]
+struct NoBranch(String);
+
+impl std::fmt::Display for NoBranch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the remote has no branch {}", self.0)
+    }
+}
+
+impl Error for NoBranch {}
+
+/// A `file://` URL whose path does not exist.
+#[derive(Debug)]
+struct NoRepository(String);
+
+impl std::fmt::Display for NoRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no repository at {}", self.0)
+    }
+}
+
+impl Error for NoRepository {}
+
+/// What an error (and every cause under it) says about why the fetch failed.
+///
+/// Typed signals only: our own HTTP status, a missing branch or path, gix refusing to send
+/// credentials, and the [`std::io::ErrorKind`] gix gives ssh's "Permission denied". A `git://`
+/// server's refusal is only text in the protocol, so its one fixed wording is recognised too.
+fn classify(error: &(dyn Error + 'static)) -> FetchFailure {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let io = error.downcast_ref::<std::io::Error>();
+        let status = error
+            .downcast_ref::<HttpStatus>()
+            .or_else(|| io.and_then(|e| e.get_ref()?.downcast_ref::<HttpStatus>()));
+        if let Some(status) = status {
+            return match status.status {
+                401 | 403 => FetchFailure::Auth,
+                404 | 410 => FetchFailure::NotFound,
+                _ => FetchFailure::Network,
+            };
+        }
+        if error.is::<NoBranch>()
+            || error.is::<NoRepository>()
+            || error.to_string().contains("repository not exported")
+        {
+            return FetchFailure::NotFound;
+        }
+        let refused = matches!(
+            error.downcast_ref::<TransportError>(),
+            Some(TransportError::AuthenticationRefused(_))
+        );
+        if refused || io.is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
+            return FetchFailure::Auth;
+        }
+        next = error.source();
+    }
+    FetchFailure::Network
 }
 
 /// More packs than this in the bare clone and it is fetched afresh (depth 1 keeps that small).
@@ -105,8 +212,8 @@ fn ssh_command(key: Option<&Path>) -> Result<String, String> {
 }
 
 /// Fetches `branch` of `url` into the bare repo at `dest` (made if missing) and reads the
-/// definitions from its tip. Gives up after `timeout`, whatever the server does. Errors are
-/// every problem found, with credentials redacted.
+/// definitions from its tip. Gives up after `timeout`, whatever the server does. Messages have
+/// their credentials redacted.
 pub fn fetch(
     url: &str,
     branch: &str,
@@ -114,7 +221,7 @@ pub fn fetch(
     ssh_key: Option<&Path>,
     paths: &[RepoPath],
     timeout: Duration,
-) -> Result<Fetched, Vec<String>> {
+) -> Result<Fetched, FetchError> {
     let redactor = Redactor::new(url);
     let shown = redactor.text(url);
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -134,13 +241,21 @@ pub fn fetch(
         Ok(result) => result,
         Err(_) => {
             interrupt.store(true, Ordering::SeqCst);
-            return Err(vec![format!(
+            let message = format!(
                 "fetching {branch} of {shown}: no complete answer within {}s",
                 timeout.as_secs()
-            )]);
+            );
+            return Err(FetchError::Failed { failure: FetchFailure::Network, message });
         }
     };
-    result.map_err(|errors| errors.iter().map(|e| redactor.text(e)).collect())
+    result.map_err(|error| match error {
+        FetchError::Failed { failure, message } => {
+            FetchError::Failed { failure, message: redactor.text(&message) }
+        }
+        FetchError::Unreadable(errors) => {
+            FetchError::Unreadable(errors.iter().map(|e| redactor.text(e)).collect())
+        }
+    })
 }
 
 struct FetchJob {
@@ -153,23 +268,30 @@ struct FetchJob {
 }
 
 impl FetchJob {
-    fn run(&self) -> Result<Fetched, Vec<String>> {
-        let describe =
-            |e: &dyn Error| format!("fetching {} of {}: {}", self.branch, self.url, causes(e));
+    fn run(&self) -> Result<Fetched, FetchError> {
+        let failed = |e: &(dyn Error + 'static)| FetchError::Failed {
+            failure: classify(e),
+            message: format!("fetching {} of {}: {}", self.branch, self.url, causes(e)),
+        };
+        // What fails in the local clone is not the server's doing, so not worth a quick retry.
+        let local = |e: &dyn Error| {
+            let message = format!("reading {} of {}: {}", self.branch, self.url, causes(e));
+            FetchError::Unreadable(vec![message])
+        };
         if pack_count(&self.dest) > MAX_PACKS {
             log::info!("{}: more than {MAX_PACKS} packs; fetching afresh", self.dest.display());
-            std::fs::remove_dir_all(&self.dest).map_err(|e| vec![describe(&e)])?;
+            std::fs::remove_dir_all(&self.dest).map_err(|e| local(&e))?;
         }
-        let repo = self.open().map_err(|e| vec![describe(&*e)])?;
+        let repo = self.open().map_err(|e| local(&*e))?;
         let tracking = format!("refs/remotes/origin/{}", self.branch);
-        self.transfer(&repo, &tracking).map_err(|e| vec![describe(&*e)])?;
+        self.transfer(&repo, &tracking).map_err(|e| failed(&*e))?;
         let commit = (|| -> Result<_, Box<dyn Error + Send + Sync>> {
             let id = repo.find_reference(tracking.as_str())?.into_fully_peeled_id()?;
             Ok(repo.find_commit(id)?)
         })()
-        .map_err(|e| vec![format!("reading {} of {}: {}", self.branch, self.url, causes(&*e))])?;
-        let root = commit.tree().map_err(|e| vec![describe(&e)])?;
-        let files = read_paths(&GitTree::new(root), &self.paths)?;
+        .map_err(|e| local(&*e))?;
+        let root = commit.tree().map_err(|e| local(&e))?;
+        let files = read_paths(&GitTree::new(root), &self.paths).map_err(FetchError::Unreadable)?;
         Ok(Fetched { commit: commit.id.to_string(), files })
     }
 
@@ -195,6 +317,11 @@ impl FetchJob {
         repo: &gix::Repository,
         tracking: &str,
     ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        // gix's error for a missing local path is only text; the path is ours to look at.
+        let url = gix::url::parse(self.url.as_bytes())?;
+        if url.scheme == Scheme::File && !Path::new(&url.path.to_string()).exists() {
+            return Err(NoRepository(url.path.to_string()).into());
+        }
         let refspec = format!("+refs/heads/{}:{tracking}", self.branch);
         let remote = repo
             .remote_at(self.url.as_str())?
@@ -222,7 +349,7 @@ impl FetchJob {
         let prepared = connection.prepare_fetch(gix::progress::Discard, Default::default())?;
         let advertised = prepared.ref_map().mappings.first().and_then(|m| m.remote.as_id());
         let Some(advertised) = advertised.map(ToOwned::to_owned) else {
-            return Err(format!("the remote has no branch {}", self.branch).into());
+            return Err(NoBranch(self.branch.clone()).into());
         };
         let local = repo.try_find_reference(tracking)?.and_then(|r| r.into_fully_peeled_id().ok());
         if local.is_some_and(|id| id == advertised) && repo.has_object(advertised) {

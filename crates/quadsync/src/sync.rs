@@ -16,6 +16,7 @@ use crate::apply::{Outcome, apply};
 use crate::config::Config;
 use crate::discover::{Desired, discover};
 use crate::plan::{HostFacts, MassRemoval, Plan, RemovalPolicy, plan};
+use crate::repo::{FetchError, FetchFailure};
 use crate::secrets::Keyring;
 use crate::state::{LastSync, State};
 use crate::system::System;
@@ -169,7 +170,10 @@ pub fn prepare(
         &repo_paths,
         FETCH_TIMEOUT,
     )
-    .map_err(Unprepared::Fetch)?;
+    .map_err(|e| match e {
+        FetchError::Failed { failure, message } => Unprepared::Fetch(failure, vec![message]),
+        FetchError::Unreadable(errors) => Unprepared::Invalid(errors),
+    })?;
     log::debug!("fetched {} ({} definition file(s))", fetched.commit, fetched.files.len());
     let transforms = TransformSet::load(&config.transform_dir)
         .map_err(|e| Unprepared::Invalid(vec![e.to_string()]))?;
@@ -189,18 +193,19 @@ pub fn prepare(
     Ok((fetched.commit, desired))
 }
 
-/// Why nothing could be planned. A failed fetch is worth retrying soon (the network may not be
-/// up yet at boot); anything else waits for a new commit or a fixed host.
+/// Why nothing could be planned. A fetch that failed on the network is worth retrying soon
+/// (it may not be up yet at boot); anything else waits for a new commit, fixed credentials or a
+/// fixed host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unprepared {
-    Fetch(Vec<String>),
+    Fetch(FetchFailure, Vec<String>),
     Invalid(Vec<String>),
 }
 
 impl Unprepared {
     pub fn errors(&self) -> &[String] {
         match self {
-            Unprepared::Fetch(errors) | Unprepared::Invalid(errors) => errors,
+            Unprepared::Fetch(_, errors) | Unprepared::Invalid(errors) => errors,
         }
     }
 }
@@ -210,8 +215,8 @@ impl Unprepared {
 pub struct Report {
     pub plan: Option<Plan>,
     pub outcome: Outcome,
-    /// The fetch failed: nothing was planned, and trying again soon may work.
-    pub fetch_failed: bool,
+    /// The fetch failed, and why: nothing was planned.
+    pub fetch_failed: Option<FetchFailure>,
 }
 
 /// Seconds since the epoch, as the state records times.
@@ -246,7 +251,10 @@ pub fn sync(
             crate::watch::after_run(config, system, &mut state, Some((false, &message)), now());
             record(&mut state, false, message)?;
             let outcome = Outcome { errors, warnings: Vec::new() };
-            let fetch_failed = matches!(unprepared, Unprepared::Fetch(_));
+            let fetch_failed = match unprepared {
+                Unprepared::Fetch(failure, _) => Some(failure),
+                Unprepared::Invalid(_) => None,
+            };
             return Ok(Report { plan: None, outcome, fetch_failed });
         }
     };
@@ -284,7 +292,7 @@ pub fn sync(
     };
     crate::watch::after_run(config, system, &mut state, Some((ok, &message)), now());
     record(&mut state, ok, message)?;
-    Ok(Report { plan: Some(plan), outcome, fetch_failed: false })
+    Ok(Report { plan: Some(plan), outcome, fetch_failed: None })
 }
 
 fn short(commit: &str) -> &str {

@@ -311,11 +311,16 @@ fn a_broken_commit_or_a_failed_fetch_changes_nothing_and_is_reported() {
     assert!(status.contains("last sync: FAILED") && status.contains("nothing changed"), "{status}");
     assert!(status.contains("deployed commit: (none yet)"), "{status}");
 
-    // A failed fetch is temporary (75, EX_TEMPFAIL): the service retries it within seconds,
-    // while a broken commit (1) waits for the next one.
-    site.configure("file:///nonexistent/repo");
+    // A fetch that fails on the network is temporary (75, EX_TEMPFAIL): the service retries it
+    // within seconds, while a broken commit (1) or a repo that is not there (78, EX_CONFIG)
+    // waits for the next timer.
+    site.configure(&format!("git://127.0.0.1:{}/defs.git", closed_port()));
     let out = site.quadsync(&["sync"]);
     assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the server could not be reached"));
+    site.configure("file:///nonexistent/repo");
+    let out = site.quadsync(&["sync"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
     let status = site.quadsync(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json["last_sync"]["ok"], false);
@@ -665,6 +670,63 @@ fn credentials_in_the_url_never_reach_logs_state_or_status() {
     assert!(text(&out.stderr).to_lowercase().contains("connect"), "{}", text(&out.stderr));
 }
 
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn fetch(url: &str, branch: &str, dest: &Path) -> Result<String, quadsync::repo::FetchError> {
+    let root = [quadsync::fleet::RepoPath { dir: String::new(), optional: false }];
+    let timeout = std::time::Duration::from_secs(20);
+    quadsync::repo::fetch(url, branch, &dest.join("repo.git"), None, &root, timeout)
+        .map(|fetched| fetched.commit)
+}
+
+#[test]
+fn a_failed_fetch_says_why_against_real_servers() {
+    use quadsync::repo::{FetchError, FetchFailure::*};
+    let site = Site::new();
+    let served = site.served();
+    let http = git_http::GitServer::start(&served);
+    let guarded = git_http::GitServer::start_with(&served, Some("deploy:s3cr3t"));
+    let daemon = git_daemon::GitDaemon::start(&served);
+    let git = format!("git://127.0.0.1:{}", daemon.port);
+    let authority = guarded.url.trim_start_matches("http://");
+    let cases = [
+        (format!("{}/defs.git", http.url), "main", None),
+        (format!("{}/defs.git", http.url), "nope", Some(NotFound)),
+        (format!("{}/missing.git", http.url), "main", Some(NotFound)),
+        (format!("{}/forbidden/defs.git", http.url), "main", Some(Auth)),
+        (format!("{}/failing/defs.git", http.url), "main", Some(Network)),
+        (format!("{}/defs.git", guarded.url), "main", Some(Auth)),
+        // gix will not send a password in clear text: the credentials cannot work as written.
+        (format!("http://deploy:s3cr3t@{authority}/defs.git"), "main", Some(Auth)),
+        (format!("http://127.0.0.1:{}/defs.git", closed_port()), "main", Some(Network)),
+        (format!("{git}/defs.git"), "main", None),
+        (format!("{git}/missing.git"), "main", Some(NotFound)),
+        (format!("git://127.0.0.1:{}/defs.git", closed_port()), "main", Some(Network)),
+        (format!("ssh://git@127.0.0.1:{}/defs.git", closed_port()), "main", Some(Network)),
+        (format!("file://{}", served.join("defs.git").display()), "nope", Some(NotFound)),
+        ("file:///nonexistent/repo".to_owned(), "main", Some(NotFound)),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (url, branch, expected)) in cases.iter().enumerate() {
+        let dest = site.tmp.path().join(format!("fetch-{i}"));
+        let got = fetch(url, branch, &dest);
+        let right = match (&got, expected) {
+            (Ok(_), None) => true,
+            (Err(FetchError::Failed { failure, message }), Some(expected)) => {
+                failure == expected && !message.contains("s3cr3t")
+            }
+            _ => false,
+        };
+        if !right {
+            wrong.push(format!("{url} {branch}: {got:?}, expected {expected:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 #[test]
 fn a_server_that_never_answers_cannot_hold_the_sync() {
     let dir = tempfile::tempdir().unwrap();
@@ -681,7 +743,7 @@ fn a_server_that_never_answers_cannot_hold_the_sync() {
         format!("ssh://git@127.0.0.1:{port}/defs.git"),
     ] {
         let started = std::time::Instant::now();
-        let errors = quadsync::repo::fetch(
+        let error = quadsync::repo::fetch(
             &url,
             "main",
             &dir.path().join("repo.git"),
@@ -691,7 +753,9 @@ fn a_server_that_never_answers_cannot_hold_the_sync() {
         )
         .unwrap_err();
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "{url}");
-        assert_eq!(errors, [format!("fetching main of {url}: no complete answer within 2s")]);
+        let message = format!("fetching main of {url}: no complete answer within 2s");
+        let failure = quadsync::repo::FetchFailure::Network;
+        assert_eq!(error, quadsync::repo::FetchError::Failed { failure, message });
     }
     drop(held);
 }

@@ -22,7 +22,8 @@ impl GitServer {
     }
 
     /// The same, answering only requests with HTTP basic auth `credentials` (`user:password`)
-    /// and redirecting `/moved/PATH` to `/PATH`, as a host that renamed a repo does.
+    /// and redirecting `/moved/PATH` to `/PATH`, as a host that renamed a repo does. Under
+    /// `/forbidden/` every answer is 403, under `/failing/` 502.
     pub(crate) fn start_with(root: &Path, credentials: Option<&str>) -> GitServer {
         let expected = credentials.map(|c| format!("Basic {}", base64(c.as_bytes())));
         let handler: Arc<Handler> = Arc::new(|mut stream, root, expected| {
@@ -134,6 +135,16 @@ fn serve(stream: &mut (impl Read + Write), root: &Path, expected_authorization: 
         );
         return;
     }
+    // As a host answers a repo these credentials may not read, and one having a bad day.
+    for (prefix, status) in [("/forbidden/", "403 Forbidden"), ("/failing/", "502 Bad Gateway")] {
+        if target.starts_with(prefix) {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return;
+        }
+    }
     if let Some(rest) = target.strip_prefix("/moved/") {
         let _ = write!(
             stream,
@@ -154,6 +165,7 @@ fn serve(stream: &mut (impl Read + Write), root: &Path, expected_authorization: 
         .env("GIT_PROTOCOL", header("git-protocol").unwrap_or_default())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(&body).unwrap();

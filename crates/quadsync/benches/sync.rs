@@ -27,6 +27,7 @@ use quadsync::state::State;
 use quadsync::sync::{Paths, sync};
 use quadsync::system::{Host, QuadletGenerator, System, UnitJob, UserInfo};
 use quadsync::validate::QuadletSet;
+use tailpod_core::names::UserName;
 
 #[path = "../tests/support/git_daemon.rs"]
 mod git_daemon;
@@ -45,7 +46,7 @@ impl BenchHost {
     fn new(config: &Config, generator: &Path) -> BenchHost {
         let state = State::load(&Paths::new(&config.state_dir).state).expect("state");
         BenchHost {
-            users: RefCell::new(state.users.keys().cloned().collect()),
+            users: RefCell::new(state.users.keys().map(UserName::to_string).collect()),
             generator: Host { generator: generator.to_owned(), ..Host::default() },
             generator_runs: Cell::new(0),
         }
@@ -63,26 +64,26 @@ impl QuadletGenerator for BenchHost {
 }
 
 impl System for BenchHost {
-    fn user(&self, name: &str) -> Result<Option<UserInfo>, String> {
-        let exists = self.users.borrow().contains(name);
+    fn user(&self, name: &UserName) -> Result<Option<UserInfo>, String> {
+        let exists = self.users.borrow().contains(name.as_str());
         Ok(exists.then(|| UserInfo {
-            name: name.into(),
+            name: name.clone(),
             uid: 1000,
             gid: 1000,
             home: PathBuf::from("/nonexistent"),
         }))
     }
-    fn lingering(&self, _: &str) -> bool {
+    fn lingering(&self, _: &UserName) -> bool {
         true
     }
     fn ensure_group(&self, _: &str) -> Result<(), String> {
         Ok(())
     }
-    fn create_user(&self, name: &str, _: &str) -> Result<(), String> {
-        self.users.borrow_mut().insert(name.to_owned());
+    fn create_user(&self, name: &UserName, _: &str) -> Result<(), String> {
+        self.users.borrow_mut().insert(name.to_string());
         Ok(())
     }
-    fn set_linger(&self, _: &str, _: bool) -> Result<(), String> {
+    fn set_linger(&self, _: &UserName, _: bool) -> Result<(), String> {
         Ok(())
     }
     fn start_user_manager(&self, _: &UserInfo) -> Result<(), String> {
@@ -94,10 +95,10 @@ impl System for BenchHost {
     fn remove_file(&self, _: &UserInfo, _: UnitDir, _: &str) -> Result<(), String> {
         Ok(())
     }
-    fn user_systemctl(&self, _: &str, _: &[&str]) -> Result<String, String> {
+    fn user_systemctl(&self, _: &UserName, _: &[&str]) -> Result<String, String> {
         Ok(String::new())
     }
-    fn unit_job(&self, _: &str, _: &str) -> Result<UnitJob, String> {
+    fn unit_job(&self, _: &UserName, _: &str) -> Result<UnitJob, String> {
         Ok(UnitJob { pending: false, state: "active".into() })
     }
     fn put_secret(&self, _: &UserInfo, _: &str, _: &[u8]) -> Result<(), String> {
@@ -106,7 +107,7 @@ impl System for BenchHost {
     fn remove_secret(&self, _: &UserInfo, _: &str) -> Result<(), String> {
         Ok(())
     }
-    fn remove_user(&self, _: &str) -> Result<(), String> {
+    fn remove_user(&self, _: &UserName) -> Result<(), String> {
         Ok(())
     }
 }

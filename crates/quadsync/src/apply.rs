@@ -12,6 +12,8 @@
 //! A stop request (SIGTERM from `systemctl stop` or a reboot) is honoured between steps: the
 //! step under way finishes, the state is saved, and the next sync goes on from there.
 
+use tailpod_core::names::UserName;
+
 use crate::discover::{Desired, UnitDir};
 use crate::plan::{Action, Plan, Step};
 use crate::state::{ManagedUser, State, deployed_files};
@@ -27,11 +29,11 @@ pub struct Outcome {
 }
 
 /// The user, which the steps before (or the host) must have made by now.
-fn created<'a>(info: &'a Option<UserInfo>, name: &str) -> Result<&'a UserInfo, String> {
+fn created<'a>(info: &'a Option<UserInfo>, name: &UserName) -> Result<&'a UserInfo, String> {
     info.as_ref().ok_or_else(|| format!("user {name} does not exist"))
 }
 
-fn user_info(system: &dyn System, name: &str) -> Result<UserInfo, String> {
+fn user_info(system: &dyn System, name: &UserName) -> Result<UserInfo, String> {
     created(&system.user(name)?, name).cloned()
 }
 
@@ -332,7 +334,7 @@ fn create_user(
     }
 }
 
-fn remove(system: &dyn System, name: &str, steps: &[Step]) -> Result<(), String> {
+fn remove(system: &dyn System, name: &UserName, steps: &[Step]) -> Result<(), String> {
     for step in steps {
         match step {
             // The user goes anyway: these only make it go cleanly.
@@ -358,14 +360,11 @@ mod tests {
 
     fn deployment(user: &str, text: &str) -> Deployment {
         Deployment {
-            user: user.into(),
-            service: format!("{user}.service"),
             files: BTreeMap::from([(
                 format!("{user}.container"),
                 UserFile { dir: UnitDir::Quadlet, text: text.into() },
             )]),
-            sources: Vec::new(),
-            ..Deployment::default()
+            ..Deployment::new(user.parse().unwrap(), format!("{user}.service"))
         }
     }
 
@@ -374,8 +373,8 @@ mod tests {
     }
 
     fn run(system: &Recorder, desired: &Desired, state: &mut State, mass: MassRemoval) -> Outcome {
-        let names: std::collections::BTreeSet<String> =
-            system.users.borrow().keys().cloned().collect();
+        let names: std::collections::BTreeSet<UserName> =
+            system.users.borrow().keys().map(|n| n.parse().unwrap()).collect();
         let facts = HostFacts { existing_users: names.clone(), lingering: names };
         let policy = RemovalPolicy { mass_removal: mass, ..RemovalPolicy::DEFAULT };
         let plan = plan("c", desired, state, &facts, policy);
@@ -413,7 +412,7 @@ mod tests {
         assert!(system.calls.take().is_empty(), "an unchanged repo does nothing");
 
         let mut edited = desired.clone();
-        edited.insert("a".into(), deployment("a", "2"));
+        edited.insert("a".parse().unwrap(), deployment("a", "2"));
         run(&system, &edited, &mut state, MassRemoval::Refuse);
         assert_eq!(
             system.calls.take(),

@@ -100,7 +100,7 @@ mod tests {
     #[test]
     fn only_opted_in_deployments_get_the_timer_and_its_report() {
         let deployment = |text: &str| {
-            let mut d = Deployment { user: "web".into(), ..Deployment::default() };
+            let mut d = Deployment::new("web".parse().unwrap(), "web.service".into());
             d.files.insert(
                 "web.container".into(),
                 UserFile { dir: UnitDir::Quadlet, text: text.into() },
@@ -108,8 +108,8 @@ mod tests {
             d
         };
         let mut desired: Desired = [
-            ("web".to_owned(), deployment("[Container]\nImage=x\nAutoUpdate=registry\n")),
-            ("db".to_owned(), deployment("[Container]\nImage=x\n")),
+            ("web".parse().unwrap(), deployment("[Container]\nImage=x\nAutoUpdate=registry\n")),
+            ("db".parse().unwrap(), deployment("[Container]\nImage=x\n")),
         ]
         .into();
         add_drop_ins(&mut desired, &Schedule::Calendar("weekly".into()));

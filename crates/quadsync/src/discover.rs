@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
-use tailpod_core::names::{ContainerName, Hostname, PodName};
+use tailpod_core::names::{ContainerName, Hostname, PodName, UserName};
 use tailpod_core::quadlet::{self, PodmanVersion, Severity};
 use tailpod_core::unit::{Entry, UnitFile};
 
@@ -81,9 +81,10 @@ pub struct UserFile {
 }
 
 /// Everything one container user should have.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deployment {
-    pub user: String,
+    #[serde(with = "crate::state::user_name")]
+    pub user: UserName,
     /// The unit to (re)start: `NAME.service`, or `POD-pod.service` for a pod.
     pub service: String,
     /// File name to contents.
@@ -106,6 +107,19 @@ pub struct Deployment {
 pub const NODE_NAME_VARIABLE: &str = "TS_HOSTNAME";
 
 impl Deployment {
+    /// A deployment of nothing yet, for `user`, which (re)starts `service`.
+    pub fn new(user: UserName, service: String) -> Deployment {
+        Deployment {
+            user,
+            service,
+            files: BTreeMap::new(),
+            sources: Vec::new(),
+            secrets: Vec::new(),
+            secret_values: BTreeMap::new(),
+            held: None,
+        }
+    }
+
     /// Timers to enable: its sidecars', and podman's auto-update timer when it opted in.
     pub fn timers(&self) -> impl Iterator<Item = &str> {
         let sidecars = self.files.keys().filter(|n| n.ends_with(".timer")).map(String::as_str);
@@ -123,12 +137,12 @@ impl Deployment {
                 && joins_tailnet(&file.text)
         })?;
         let named = UnitFile::parse(&unit.1.text).environment("Service", NODE_NAME_VARIABLE);
-        Some(named.unwrap_or_else(|| self.user.clone()))
+        Some(named.unwrap_or_else(|| self.user.to_string()))
     }
 }
 
 /// The desired state: deployments by user name.
-pub type Desired = BTreeMap<String, Deployment>;
+pub type Desired = BTreeMap<UserName, Deployment>;
 
 fn split(path: &str) -> (Option<&str>, &str) {
     match path.rsplit_once('/') {
@@ -154,9 +168,9 @@ pub fn discover(
 ) -> Result<Desired, Vec<String>> {
     let mut errors = Vec::new();
     let mut desired: Desired = BTreeMap::new();
-    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+    let mut claimed: BTreeMap<UserName, String> = BTreeMap::new();
     // (user, file name) -> the source that put it there: one file name, one source.
-    let mut placed: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut placed: BTreeMap<(UserName, String), String> = BTreeMap::new();
     let mut add = |deployment: &mut Deployment, name: String, file: UserFile, source: String| {
         let key = (deployment.user.clone(), name.clone());
         if let Some(previous) = placed.get(&key) {
@@ -175,7 +189,7 @@ pub fn discover(
         scopes.entry(split(&file.path).0).or_default().push(file);
     }
     // (user, file name) -> the repo file it came from, for the references' lines.
-    let mut origins: BTreeMap<(String, String), &SourceFile> = BTreeMap::new();
+    let mut origins: BTreeMap<(UserName, String), &SourceFile> = BTreeMap::new();
 
     for (dir, scope) in &scopes {
         let pods: Vec<PodName> = scope
@@ -183,7 +197,7 @@ pub fn discover(
             .filter(|f| extension(&f.path) == "pod")
             .filter_map(|f| stem(split(&f.path).1).parse().ok())
             .collect();
-        let mut owners: Vec<(String, String)> = Vec::new(); // container or pod stem -> user
+        let mut owners: Vec<(String, UserName)> = Vec::new(); // container or pod stem -> user
         for file in scope.iter().filter(|f| matches!(extension(&f.path), "container" | "pod")) {
             let name = split(&file.path).1;
             let spec = match SpecFile::locate(Path::new(file.local()), Path::new(&file.path), host)
@@ -211,6 +225,14 @@ pub fn discover(
                 (Kind::Container, Some(pod)) => (pod.to_string(), format!("{pod}-pod.service")),
                 (Kind::Container, None) => (spec.stem.clone(), format!("{}.service", spec.stem)),
             };
+            // The stem passed the container or pod rule in render; this is the proof in a type.
+            let user: UserName = match user.parse() {
+                Ok(user) => user,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", file.path));
+                    continue;
+                }
+            };
             // A pod or a standalone container claims its user name; members join their pod's.
             if pod.is_none() {
                 if let Some(previous) = claimed.get(&user) {
@@ -219,15 +241,9 @@ pub fn discover(
                 }
                 claimed.insert(user.clone(), file.path.clone());
             }
-            let deployment = desired.entry(user.clone()).or_insert_with(|| Deployment {
-                user: user.clone(),
-                service: service.clone(),
-                files: BTreeMap::new(),
-                sources: Vec::new(),
-                secrets: Vec::new(),
-                secret_values: BTreeMap::new(),
-                held: None,
-            });
+            let deployment = desired
+                .entry(user.clone())
+                .or_insert_with(|| Deployment::new(user.clone(), service.clone()));
             if let Some(pod) = pod.filter(|_| joins_tailnet(&text)) {
                 let dir = spec.dir.as_deref().unwrap_or_default();
                 errors.push(format!(
@@ -366,7 +382,7 @@ pub fn discover(
 
 /// The user owning `name` (a file's stem) among `owners` (container and pod stems with their
 /// users): the longest `STEM-` prefix, or with `exact`, the stem itself.
-fn owner<'o>(name: &str, owners: &'o [(String, String)], exact: bool) -> Option<&'o String> {
+fn owner<'o>(name: &str, owners: &'o [(String, UserName)], exact: bool) -> Option<&'o UserName> {
     owners
         .iter()
         .filter(|(stem, _)| {
@@ -382,7 +398,7 @@ fn owner<'o>(name: &str, owners: &'o [(String, String)], exact: bool) -> Option<
 /// `web.container` would both be `web.service`).
 fn resolve_references(
     deployment: &mut Deployment,
-    origins: &BTreeMap<(String, String), &SourceFile>,
+    origins: &BTreeMap<(UserName, String), &SourceFile>,
     files: &[SourceFile],
 ) -> Vec<String> {
     let mut errors = Vec::new();
@@ -607,7 +623,7 @@ mod tests {
         ];
         let host: Hostname = "web1".parse().unwrap();
         let desired = discover(&files, &t, Some(&host)).unwrap();
-        let names: Vec<&str> = desired.keys().map(String::as_str).collect();
+        let names: Vec<&str> = desired.keys().map(UserName::as_str).collect();
         assert_eq!(names, ["app", "exporter", "web"]);
         // The transform of a path's own directory applies, and {{.Host}} is this host.
         let exporter = &desired["exporter"];

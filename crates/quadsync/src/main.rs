@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use tailpod_core::envfile::shown_key;
-use tailpod_core::names::{ContainerName, PodName};
+use tailpod_core::names::{PodName, UserName};
 use tailpod_core::quadlet::PodmanVersion;
 
 use quadsync::check::{Check, Hosts};
@@ -102,13 +102,13 @@ enum Command {
     /// Rewrite and restart a container at the next sync.
     ///
     /// Example: quadsync redeploy web
-    Redeploy { name: String },
+    Redeploy { name: UserName },
     /// Run podman's image auto-update now, for every container that opted in (AutoUpdate= in its
     /// [Container]) or only NAME, and print each outcome: updated, unchanged, rolled back (the
     /// new image did not start or become healthy) or failed.
     ///
     /// Example: quadsync update web
-    Update { name: Option<String> },
+    Update { name: Option<UserName> },
     /// Show the deployed commit, the last sync and each container's state, with its open
     /// problems, its last image update, and for a failing one the last lines of its journal.
     ///
@@ -275,7 +275,7 @@ fn other(command: Command, config: &Path) -> Result<(), String> {
             augment(&transforms, repo.as_deref(), &paths, &host, &file)
         }
         Command::Redeploy { name } => load(config).and_then(|c| redeploy(&c, &name)),
-        Command::Update { name } => load(config).and_then(|c| update(&c, name.as_deref())),
+        Command::Update { name } => load(config).and_then(|c| update(&c, name.as_ref())),
         Command::Status { json, format } => {
             let format = if json { StatusFormat::Json } else { format };
             load(config).and_then(|c| status(&c, format))
@@ -490,12 +490,7 @@ fn secret(command: SecretCommand) -> Result<(), String> {
     }
 }
 
-fn redeploy(config: &Config, name: &str) -> Result<(), String> {
-    let valid = name
-        .parse::<ContainerName>()
-        .map(drop)
-        .or_else(|e| name.parse::<PodName>().map(drop).map_err(|_| e));
-    valid.map_err(|e| format!("invalid name: {e}"))?;
+fn redeploy(config: &Config, name: &UserName) -> Result<(), String> {
     let _lock = sync::lock(&config.state_dir)?;
     let path = Paths::new(&config.state_dir).state;
     let mut state = State::load(&path)?;
@@ -507,20 +502,20 @@ fn redeploy(config: &Config, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn update(config: &Config, name: Option<&str>) -> Result<(), String> {
+fn update(config: &Config, name: Option<&UserName>) -> Result<(), String> {
     let host = Host::default();
     // A sync under way ends within minutes: waited for, not failed on.
     let _lock = sync::lock_waiting(&config.state_dir, std::time::Duration::from_secs(600))?;
     let path = Paths::new(&config.state_dir).state;
     let mut state = State::load(&path)?;
-    let opted: Vec<String> = state
+    let opted: Vec<UserName> = state
         .users
         .iter()
         .filter(|(_, managed)| quadsync::watch::auto_updated(managed))
         .map(|(user, _)| user.clone())
         .collect();
     let users = match name {
-        Some(name) if opted.iter().any(|u| u == name) => vec![name.to_owned()],
+        Some(name) if opted.contains(name) => vec![name.clone()],
         Some(name) if state.users.contains_key(name) => {
             return Err(format!(
                 "{name} has not opted in to image updates (AutoUpdate=registry or local in its \
@@ -561,7 +556,7 @@ fn update(config: &Config, name: Option<&str>) -> Result<(), String> {
 }
 
 /// The last lines a failing container's units logged.
-fn journal_tail(host: &Host, user: &str, unit: &str) -> Vec<String> {
+fn journal_tail(host: &Host, user: &UserName, unit: &str) -> Vec<String> {
     let Ok(Some(info)) = quadsync::system::System::user(host, user) else { return Vec::new() };
     let uid = format!("_UID={}", info.uid);
     let args: Vec<String> = ["--no-pager", "--quiet", "-o", "cat", "--lines=5", &uid]
@@ -582,7 +577,7 @@ fn journal_tail(host: &Host, user: &str, unit: &str) -> Vec<String> {
 fn status(config: &Config, format: StatusFormat) -> Result<(), String> {
     let state = State::load(&Paths::new(&config.state_dir).state)?;
     let host = Host::default();
-    let states: std::collections::BTreeMap<String, String> = state
+    let states: std::collections::BTreeMap<UserName, String> = state
         .users
         .iter()
         .map(|(name, m)| (name.clone(), host.unit_state(name, &m.service)))
@@ -603,7 +598,7 @@ fn status(config: &Config, format: StatusFormat) -> Result<(), String> {
                 .iter()
                 .map(|(name, m)| {
                     let unit_state = &states[name];
-                    let journal = match failing(name, unit_state) {
+                    let journal = match failing(name.as_str(), unit_state) {
                         true => journal_tail(&host, name, &m.service),
                         false => Vec::new(),
                     };
@@ -612,11 +607,11 @@ fn status(config: &Config, format: StatusFormat) -> Result<(), String> {
                         "state": unit_state,
                         "result": m.result,
                         "files": m.files.keys().collect::<Vec<_>>(),
-                        "problems": health.problems_of(name).collect::<Vec<_>>(),
-                        "record": health.containers.get(name),
+                        "problems": health.problems_of(name.as_str()).collect::<Vec<_>>(),
+                        "record": health.containers.get(name.as_str()),
                         "journal": journal,
                     });
-                    (name.clone(), value)
+                    (name.to_string(), value)
                 })
                 .collect();
             let sync_problem = health.problems_of("sync").next();
@@ -645,7 +640,9 @@ fn status(config: &Config, format: StatusFormat) -> Result<(), String> {
     for (name, managed) in &state.users {
         let unit_state = &states[name];
         println!("{name}: {} {unit_state} — {}", managed.service, managed.result);
-        if let Some(update) = health.containers.get(name).and_then(|r| r.last_update.as_ref()) {
+        if let Some(update) =
+            health.containers.get(name.as_str()).and_then(|r| r.last_update.as_ref())
+        {
             println!(
                 "  last image update: {} {} at {} (unix time)",
                 update.image,
@@ -653,10 +650,10 @@ fn status(config: &Config, format: StatusFormat) -> Result<(), String> {
                 update.at
             );
         }
-        for problem in health.problems_of(name) {
+        for problem in health.problems_of(name.as_str()) {
             println!("  problem since {} (unix time): {}", problem.since, problem.detail);
         }
-        if failing(name, unit_state) {
+        if failing(name.as_str(), unit_state) {
             for line in journal_tail(&host, name, &managed.service) {
                 println!("  | {line}");
             }

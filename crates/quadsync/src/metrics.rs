@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use tailpod_core::names::UserName;
+
 use crate::health::{ContainerRecord, Kind};
 use crate::state::State;
 
 /// The text for `state`; `live` is each container's unit state where it was asked.
-pub fn render(state: &State, live: Option<&BTreeMap<String, String>>) -> String {
+pub fn render(state: &State, live: Option<&BTreeMap<UserName, String>>) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -45,7 +47,11 @@ pub fn render(state: &State, live: Option<&BTreeMap<String, String>>) -> String 
         vec![(String::new(), state.users.len() as u64)],
     );
     let per_container = |value: &dyn Fn(&str) -> u64| -> Vec<(String, u64)> {
-        state.users.keys().map(|user| (format!("{{container=\"{user}\"}}"), value(user))).collect()
+        state
+            .users
+            .keys()
+            .map(|user| (format!("{{container=\"{user}\"}}"), value(user.as_str())))
+            .collect()
     };
     let health = &state.health;
     let record = |user: &str| health.containers.get(user).cloned().unwrap_or_default();
@@ -129,11 +135,12 @@ mod tests {
                 files: BTreeMap::new(),
                 result: String::new(),
             };
-            state.users.insert(user.into(), managed);
+            state.users.insert(user.parse().unwrap(), managed);
         }
         state.health.record("web").rollbacks = 2;
         state.health.raise("h", Kind::ContainerFailing, "db", "failed", 5);
-        let live: BTreeMap<String, String> = [("web".to_owned(), "active".to_owned())].into();
+        let live: BTreeMap<UserName, String> =
+            [("web".parse().unwrap(), "active".to_owned())].into();
         let text = render(&state, Some(&live));
         for line in [
             "quadsync_last_sync_timestamp_seconds 1700",

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
+use tailpod_core::names::UserName;
 
 use crate::discover::{Desired, UnitDir};
 use crate::state::{State, deployed_files};
@@ -14,9 +15,9 @@ use crate::state::{State, deployed_files};
 pub struct HostFacts {
     /// Users that exist (by name), among those the plan is about. Sets: a host has up to
     /// thousands, and each is asked about once per user.
-    pub existing_users: BTreeSet<String>,
+    pub existing_users: BTreeSet<UserName>,
     /// Users with linger enabled.
-    pub lingering: BTreeSet<String>,
+    pub lingering: BTreeSet<UserName>,
 }
 
 /// One step for one user, in the order it runs.
@@ -51,7 +52,8 @@ pub enum Action {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserPlan {
-    pub user: String,
+    #[serde(serialize_with = "crate::state::user_name::serialize")]
+    pub user: UserName,
     pub action: Action,
     pub steps: Vec<Step>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,9 +103,9 @@ pub fn plan(
     removal: RemovalPolicy,
 ) -> Plan {
     let max_removal = removal.max_share;
-    let mut users: BTreeMap<&str, UserPlan> = BTreeMap::new();
-    let exists = |name: &str| host.existing_users.contains(name);
-    let lingers = |name: &str| host.lingering.contains(name);
+    let mut users: BTreeMap<&UserName, UserPlan> = BTreeMap::new();
+    let exists = |name: &UserName| host.existing_users.contains(name);
+    let lingers = |name: &UserName| host.lingering.contains(name);
 
     for (name, deployment) in desired {
         let wanted = deployed_files(deployment);
@@ -200,7 +202,8 @@ pub fn plan(
         users.insert(name, plan);
     }
 
-    let leaving: Vec<&String> = state.users.keys().filter(|u| !desired.contains_key(*u)).collect();
+    let leaving: Vec<&UserName> =
+        state.users.keys().filter(|u| !desired.contains_key(*u)).collect();
     let share =
         if state.users.is_empty() { 0.0 } else { leaving.len() as f64 / state.users.len() as f64 };
     let blocked =
@@ -297,8 +300,6 @@ mod tests {
 
     fn deployment(user: &str, files: &[(&str, &str)]) -> Deployment {
         Deployment {
-            user: user.into(),
-            service: format!("{user}.service"),
             files: files
                 .iter()
                 .map(|(n, t)| {
@@ -310,7 +311,7 @@ mod tests {
                     (n.to_string(), UserFile { dir, text: t.to_string() })
                 })
                 .collect(),
-            ..Deployment::default()
+            ..Deployment::new(user.parse().unwrap(), format!("{user}.service"))
         }
     }
 
@@ -327,7 +328,7 @@ mod tests {
     }
 
     fn host(users: &[&str]) -> HostFacts {
-        let users: BTreeSet<String> = users.iter().map(|u| u.to_string()).collect();
+        let users: BTreeSet<UserName> = users.iter().map(|u| u.parse().unwrap()).collect();
         HostFacts { existing_users: users.clone(), lingering: users }
     }
 
@@ -438,7 +439,8 @@ mod tests {
             ),
         );
         let now = desired(vec![deployment("p", &[("p.container", "1")])]);
-        let facts = HostFacts { existing_users: ["p".into()].into(), lingering: BTreeSet::new() };
+        let facts =
+            HostFacts { existing_users: ["p".parse().unwrap()].into(), lingering: BTreeSet::new() };
         let steps = plan("c", &now, &state, &facts, RemovalPolicy::DEFAULT).users.remove(0).steps;
         assert_eq!(steps[0], Step::EnableLinger);
         assert!(steps.contains(&Step::DisableTimer { name: "p-old.timer".into() }));

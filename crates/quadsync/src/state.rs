@@ -11,7 +11,47 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use tailpod_core::names::UserName;
+
 use crate::discover::{Deployment, UnitDir};
+
+/// [`UserName`] in JSON: a string, checked again when read back, so a state file edited by hand
+/// (or by anyone) can never hand `userdel` or a path a name that was not validated.
+pub mod user_name {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
+    use tailpod_core::names::UserName;
+
+    pub fn serialize<S: Serializer>(name: &UserName, serializer: S) -> Result<S::Ok, S::Error> {
+        name.as_str().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<UserName, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(D::Error::custom)
+    }
+
+    /// A map keyed by user.
+    pub mod keys {
+        use super::*;
+
+        pub fn serialize<S: Serializer, V: Serialize>(
+            map: &BTreeMap<UserName, V>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(map.iter().map(|(name, value)| (name.as_str(), value)))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+            deserializer: D,
+        ) -> Result<BTreeMap<UserName, V>, D::Error> {
+            BTreeMap::<String, V>::deserialize(deserializer)?
+                .into_iter()
+                .map(|(name, value)| Ok((name.parse().map_err(D::Error::custom)?, value)))
+                .collect()
+        }
+    }
+}
 
 /// One managed user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +121,10 @@ pub struct State {
     /// The commit whose definitions are deployed.
     pub commit: Option<String>,
     pub last_sync: Option<LastSync>,
-    pub users: BTreeMap<String, ManagedUser>,
+    #[serde(with = "user_name::keys")]
+    pub users: BTreeMap<UserName, ManagedUser>,
     /// What podman's generator accepted, per deployment (see [`crate::validate`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "user_name::keys")]
     pub validated: crate::validate::ValidatedRecord,
     /// Problems, update outcomes and undelivered notifications (see [`crate::health`]).
     #[serde(default, skip_serializing_if = "crate::health::Health::is_empty")]
@@ -199,12 +240,26 @@ mod tests {
             DeployedFile { dir: UnitDirName::Quadlet, sha256: sha256("x") },
         )]);
         state.users.insert(
-            "web".into(),
+            "web".parse().unwrap(),
             ManagedUser { service: "web.service".into(), files, result: "started".into() },
         );
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), state);
         std::fs::write(&path, "{broken").unwrap();
         assert!(State::load(&path).unwrap_err().contains("state.json"));
+    }
+
+    #[test]
+    fn a_user_name_in_the_state_is_validated_again_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let managed = r#"{"service": "x.service", "files": {}, "result": ""}"#;
+        for user in ["../../etc", "-r", "Root"] {
+            std::fs::write(&path, format!(r#"{{"users": {{"{user}": {managed}}}}}"#)).unwrap();
+            let err = State::load(&path).unwrap_err();
+            assert!(err.contains(&format!("user \"{user}\"")), "{err}");
+        }
+        std::fs::write(&path, r#"{"users": {}, "validated": {"a/b": "x"}}"#).unwrap();
+        assert!(State::load(&path).unwrap_err().contains(r#"user "a/b""#));
     }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tailpod_core::names::UserName;
+
 use crate::discover::UnitDir;
 use crate::fleet::HostIdentity;
 use crate::validate::QuadletSet;
@@ -17,7 +19,7 @@ use crate::validate::QuadletSet;
 /// What quadsync needs to know of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
-    pub name: String,
+    pub name: UserName,
     pub uid: u32,
     pub gid: u32,
     pub home: PathBuf,
@@ -29,12 +31,12 @@ pub trait System: QuadletGenerator {
     fn identity(&self) -> Result<HostIdentity, String> {
         crate::fleet::this_host()
     }
-    fn user(&self, name: &str) -> Result<Option<UserInfo>, String>;
-    fn lingering(&self, name: &str) -> bool;
+    fn user(&self, name: &UserName) -> Result<Option<UserInfo>, String>;
+    fn lingering(&self, name: &UserName) -> bool;
     fn ensure_group(&self, group: &str) -> Result<(), String>;
     /// A non-system user (so subuid/subgid ranges are allocated), with a home, in `group`.
-    fn create_user(&self, name: &str, group: &str) -> Result<(), String>;
-    fn set_linger(&self, name: &str, on: bool) -> Result<(), String>;
+    fn create_user(&self, name: &UserName, group: &str) -> Result<(), String>;
+    fn set_linger(&self, name: &UserName, on: bool) -> Result<(), String>;
     /// Starts the user's systemd and waits for its bus.
     fn start_user_manager(&self, user: &UserInfo) -> Result<(), String>;
     /// Writes a file into the user's home, as the user.
@@ -48,9 +50,9 @@ pub trait System: QuadletGenerator {
     /// Removes a file from the user's home, as the user.
     fn remove_file(&self, user: &UserInfo, dir: UnitDir, name: &str) -> Result<(), String>;
     /// `systemctl --user -M NAME@ ARGS`.
-    fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String>;
+    fn user_systemctl(&self, name: &UserName, args: &[&str]) -> Result<String, String>;
     /// Whether a job is pending for the user's `unit`, and its state (`active`, `failed`, ...).
-    fn unit_job(&self, name: &str, unit: &str) -> Result<UnitJob, String> {
+    fn unit_job(&self, name: &UserName, unit: &str) -> Result<UnitJob, String> {
         let shown = self.user_systemctl(name, &["show", "-p", "Job", "-p", "ActiveState", unit])?;
         Ok(UnitJob::parse(&shown))
     }
@@ -65,7 +67,7 @@ pub trait System: QuadletGenerator {
     /// Removes a podman secret from the user's store; one already gone is no error.
     fn remove_secret(&self, user: &UserInfo, name: &str) -> Result<(), String>;
     /// Ends the user's processes and removes the user with its home.
-    fn remove_user(&self, name: &str) -> Result<(), String>;
+    fn remove_user(&self, name: &UserName) -> Result<(), String>;
 }
 
 /// A unit's job and state, from `systemctl show -p Job -p ActiveState`.
@@ -233,7 +235,7 @@ impl Default for Host {
 
 impl Host {
     /// `systemctl --user -M NAME@ is-active UNIT`, for `status`.
-    pub fn unit_state(&self, name: &str, unit: &str) -> String {
+    pub fn unit_state(&self, name: &UserName, unit: &str) -> String {
         let mut command = Command::new("systemctl");
         command.args(["--user", "-M", &format!("{name}@"), "is-active", unit]);
         unit_state(run_command(command, None, QUICK))
@@ -287,19 +289,19 @@ impl Host {
 }
 
 impl System for Host {
-    fn user(&self, name: &str) -> Result<Option<UserInfo>, String> {
-        let user = nix::unistd::User::from_name(name)
+    fn user(&self, name: &UserName) -> Result<Option<UserInfo>, String> {
+        let user = nix::unistd::User::from_name(name.as_str())
             .map_err(|e| format!("looking up user {name}: {e}"))?;
         Ok(user.map(|u| UserInfo {
-            name: u.name,
+            name: name.clone(),
             uid: u.uid.as_raw(),
             gid: u.gid.as_raw(),
             home: u.dir,
         }))
     }
 
-    fn lingering(&self, name: &str) -> bool {
-        Path::new("/var/lib/systemd/linger").join(name).exists()
+    fn lingering(&self, name: &UserName) -> bool {
+        Path::new("/var/lib/systemd/linger").join(name.as_str()).exists()
     }
 
     fn ensure_group(&self, group: &str) -> Result<(), String> {
@@ -309,7 +311,7 @@ impl System for Host {
         }
     }
 
-    fn create_user(&self, name: &str, group: &str) -> Result<(), String> {
+    fn create_user(&self, name: &UserName, group: &str) -> Result<(), String> {
         let comment = format!("quadsync container {name}");
         let args = [
             "--create-home",
@@ -319,14 +321,14 @@ impl System for Host {
             group,
             "--comment",
             &comment,
-            name,
+            name.as_str(),
         ];
         run("useradd", &args, None, USERS).map(drop)
     }
 
-    fn set_linger(&self, name: &str, on: bool) -> Result<(), String> {
+    fn set_linger(&self, name: &UserName, on: bool) -> Result<(), String> {
         let verb = if on { "enable-linger" } else { "disable-linger" };
-        run("loginctl", &[verb, name], None, USERS).map(drop)
+        run("loginctl", &[verb, name.as_str()], None, USERS).map(drop)
     }
 
     fn start_user_manager(&self, user: &UserInfo) -> Result<(), String> {
@@ -365,7 +367,7 @@ impl System for Host {
         self.as_user(user, &["remove", "--dir", dir.relative(), "--name", name], None).map(drop)
     }
 
-    fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String> {
+    fn user_systemctl(&self, name: &UserName, args: &[&str]) -> Result<String, String> {
         let machine = format!("{name}@");
         let mut argv = vec!["--user", "-M", machine.as_str()];
         argv.extend(args);
@@ -389,11 +391,11 @@ impl System for Host {
         }
     }
 
-    fn remove_user(&self, name: &str) -> Result<(), String> {
-        let _ = run("loginctl", &["terminate-user", name], None, SYSTEMCTL);
+    fn remove_user(&self, name: &UserName) -> Result<(), String> {
+        let _ = run("loginctl", &["terminate-user", name.as_str()], None, SYSTEMCTL);
         let mut attempt = 0;
         loop {
-            match run("userdel", &["--remove", name], None, USERS) {
+            match run("userdel", &["--remove", name.as_str()], None, USERS) {
                 Ok(_) => return Ok(()),
                 // Processes that are still going away: give them a moment (up to 4 tries).
                 Err(e)
@@ -505,7 +507,7 @@ mod tests {
     use super::*;
 
     fn one(name: &str, text: &str) -> Vec<QuadletSet> {
-        vec![QuadletSet { user: "u".into(), files: vec![(name.into(), text.into())] }]
+        vec![QuadletSet { user: "u".parse().unwrap(), files: vec![(name.into(), text.into())] }]
     }
 
     /// A host whose generator is `script`, in a fresh scratch directory that the generator's
@@ -595,8 +597,14 @@ mod tests {
             "#!/bin/sh\necho run >&2\nIFS=:\nfor d in $QUADLET_UNIT_DIRS; do ls \"$d\" | sed \"s|^|$d/|\" >&2; done\nexit 1\n",
         );
         let sets = vec![
-            QuadletSet { user: "a".into(), files: vec![("same.volume".into(), String::new())] },
-            QuadletSet { user: "b".into(), files: vec![("same.volume".into(), String::new())] },
+            QuadletSet {
+                user: "a".parse().unwrap(),
+                files: vec![("same.volume".into(), String::new())],
+            },
+            QuadletSet {
+                user: "b".parse().unwrap(),
+                files: vec![("same.volume".into(), String::new())],
+            },
         ];
         let words = host.run_generator(&sets).unwrap_err();
         // One run; both files were there (one directory each), named as the repo names them.

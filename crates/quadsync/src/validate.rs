@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
+use tailpod_core::names::UserName;
 
 use crate::discover::{Desired, UnitDir};
 use crate::system::QuadletGenerator;
@@ -22,13 +23,13 @@ use crate::system::QuadletGenerator;
 /// One deployment's Quadlet files, as its user's generator would read them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuadletSet {
-    pub user: String,
+    pub user: UserName,
     /// File name and text.
     pub files: Vec<(String, String)>,
 }
 
 /// Per deployment, the fingerprint of what the generator last accepted (`State::validated`).
-pub type ValidatedRecord = BTreeMap<String, String>;
+pub type ValidatedRecord = BTreeMap<UserName, String>;
 
 /// The Quadlet file extensions podman 5 reads; a value naming one of these is a reference.
 const QUADLET_EXTENSIONS: &[&str] =
@@ -186,7 +187,7 @@ mod tests {
             Some(self.identity.borrow().clone())
         }
         fn run_generator(&self, sets: &[QuadletSet]) -> Result<(), String> {
-            self.runs.borrow_mut().push(sets.iter().map(|s| s.user.clone()).collect());
+            self.runs.borrow_mut().push(sets.iter().map(|s| s.user.to_string()).collect());
             let bad: Vec<&str> = sets
                 .iter()
                 .flat_map(|s| &s.files)
@@ -206,14 +207,13 @@ mod tests {
             .iter()
             .map(|(user, text)| {
                 let file = UserFile { dir: UnitDir::Quadlet, text: (*text).into() };
+                let name: UserName = user.parse().unwrap();
                 let deployment = Deployment {
-                    user: (*user).into(),
-                    service: format!("{user}.service"),
                     files: BTreeMap::from([(format!("{user}.container"), file)]),
                     sources: vec![format!("{user}.container")],
-                    ..Deployment::default()
+                    ..Deployment::new(name.clone(), format!("{user}.service"))
                 };
-                ((*user).to_owned(), deployment)
+                (name, deployment)
             })
             .collect()
     }
@@ -276,14 +276,14 @@ mod tests {
                 panic!("no generator to run")
             }
         }
-        let mut record = ValidatedRecord::from([("gone".into(), "x".into())]);
+        let mut record = ValidatedRecord::from([("gone".parse().unwrap(), "x".into())]);
         validate(&desired(&[("a", "[Container]\n")]), &Missing, &mut record).unwrap();
         assert_eq!(record.len(), 1, "kept for when the generator is back");
     }
 
     fn set(user: &str, files: &[(&str, &str)]) -> QuadletSet {
         QuadletSet {
-            user: user.into(),
+            user: user.parse().unwrap(),
             files: files.iter().map(|(n, t)| ((*n).into(), (*t).into())).collect(),
         }
     }

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tailpod_core::names::UserName;
+
 use crate::autoupdate;
 use crate::config::Config;
 use crate::discover::UnitDir;
@@ -20,7 +22,7 @@ use crate::system::System;
 /// One image update outcome seen, for `quadsync update` to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateSeen {
-    pub user: String,
+    pub user: UserName,
     pub container: String,
     pub image: String,
     pub outcome: UpdateOutcome,
@@ -115,7 +117,7 @@ fn observe(
     }
     // Whose each uid is, with the units whose failures count: looked up once a run, and only
     // when something was seen (each lookup reads the user database).
-    let mut users: BTreeMap<u32, (String, BTreeSet<String>)> = BTreeMap::new();
+    let mut users: BTreeMap<u32, (UserName, BTreeSet<String>)> = BTreeMap::new();
     if !seen.is_empty() {
         for (name, managed) in &state.users {
             if let Ok(Some(info)) = system.user(name) {
@@ -133,11 +135,11 @@ fn observe(
             What::Failed { unit } if units.contains(&unit) => failed.push((item.uid, unit)),
             What::Stopped { unit } => failed.retain(|f| *f != (item.uid, unit.clone())),
             What::RestartScheduled { unit } if units.contains(&unit) => {
-                state.health.record(user).restarts += 1;
-                failing.entry(user.clone()).or_insert((unit, 0)).1 += 1;
+                state.health.record(user.as_str()).restarts += 1;
+                failing.entry(user.to_string()).or_insert((unit, 0)).1 += 1;
             }
             What::Update { container, image, outcome } => {
-                record_update(state, host, user, &container, &image, outcome, now, events);
+                record_update(state, host, user.as_str(), &container, &image, outcome, now, events);
                 updates.push(UpdateSeen { user: user.clone(), container, image, outcome });
             }
             _ => {}
@@ -145,8 +147,8 @@ fn observe(
     }
     for (uid, unit) in failed {
         let Some((user, _)) = users.get(&uid) else { continue };
-        state.health.record(user).failures += 1;
-        failing.entry(user.clone()).or_insert((unit, 0));
+        state.health.record(user.as_str()).failures += 1;
+        failing.entry(user.to_string()).or_insert((unit, 0));
     }
     for (user, (unit, restarts)) in &failing {
         let detail = match restarts {
@@ -163,11 +165,12 @@ fn observe(
         .filter(|p| p.kind == Kind::ContainerFailing && !failing.contains_key(&p.subject))
         .map(|p| p.subject.clone())
         .collect();
-    for user in open {
+    for subject in open {
+        let Ok(user) = subject.parse::<UserName>() else { continue };
         let Some(managed) = state.users.get(&user) else { continue };
         match system.unit_job(&user, &managed.service) {
             Ok(job) if !job.pending && job.state == "active" => events.extend(
-                state.health.resolve(host, Kind::ContainerFailing, &user, "active again", now),
+                state.health.resolve(host, Kind::ContainerFailing, &subject, "active again", now),
             ),
             _ => {}
         }
@@ -177,7 +180,7 @@ fn observe(
         .containers
         .keys()
         .chain(state.health.problems.values().map(|p| &p.subject))
-        .filter(|name| *name != "sync" && !state.users.contains_key(*name))
+        .filter(|name| *name != "sync" && !state.users.contains_key(name.as_str()))
         .cloned()
         .collect();
     for name in gone {
@@ -239,7 +242,7 @@ fn record_update(
 
 /// Runs podman's auto-update now for `users` (each in its own systemd, as its timer would),
 /// waiting for each; a user whose run cannot start is reported and the others go on.
-pub fn update_now(system: &dyn System, users: &[String]) -> Vec<String> {
+pub fn update_now(system: &dyn System, users: &[UserName]) -> Vec<String> {
     let mut errors = Vec::new();
     for user in users {
         log::info!("{user}: running podman auto-update");
@@ -307,7 +310,7 @@ mod tests {
         system.users.borrow_mut().extend([("web".to_owned(), 1001), ("db".to_owned(), 1002)]);
         let mut state = State::default();
         state.users.insert(
-            "web".into(),
+            "web".parse().unwrap(),
             managed(
                 "web.service",
                 &[
@@ -316,9 +319,10 @@ mod tests {
                 ],
             ),
         );
-        state
-            .users
-            .insert("db".into(), managed("db.service", &[("db.container", UnitDirName::Quadlet)]));
+        state.users.insert(
+            "db".parse().unwrap(),
+            managed("db.service", &[("db.container", UnitDirName::Quadlet)]),
+        );
         let failed = r#""MESSAGE_ID":"d9b373ed55a64feb8242e02dbe79a49c","USER_UNIT":"db.service""#;
         let restarted =
             r#""MESSAGE_ID":"5eb03494b6584870a536b337290809b3","USER_UNIT":"db.service""#;
@@ -389,9 +393,10 @@ mod tests {
         let config = Config::parse("c.env", "QUADSYNC_GIT_URL=u:x\n").unwrap();
         let system = Recorder::default();
         let mut state = State::default();
-        state
-            .users
-            .insert("db".into(), managed("db.service", &[("db.container", UnitDirName::Quadlet)]));
+        state.users.insert(
+            "db".parse().unwrap(),
+            managed("db.service", &[("db.container", UnitDirName::Quadlet)]),
+        );
         after_run(&config, &system, &mut state, Some((false, "broken")), 1);
         assert!(system.calls.borrow().is_empty());
         assert!(state.health.is_empty());

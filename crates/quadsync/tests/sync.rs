@@ -358,8 +358,10 @@ fn check_redeploy_and_usage() {
     let out = site.quadsync(&["redeploy", "web"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no tracked deployment for \"web\""));
+    // A name that could never be a container's is a usage error, caught by the parser.
     let out = site.quadsync(&["redeploy", "Web"]);
-    assert!(text(&out.stderr).contains("invalid name"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(r#"user "Web" is not valid"#), "{}", text(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_quadsync"))
         .args(["sync", "--config", "/nonexistent/config.env"])
         .output()

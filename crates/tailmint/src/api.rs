@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::json;
+use tailpod_core::names::{Hostname, Tag};
 use ureq::Agent;
 use ureq::http::Response;
 
@@ -141,12 +142,19 @@ pub fn check_headscale_key(key: &str) -> Result<(), String> {
 /// What the key should allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRequest {
-    pub tags: Vec<String>,
+    pub tags: Vec<Tag>,
     pub reusable: bool,
     pub ephemeral: bool,
     pub preauthorized: bool,
     pub expiry: Duration,
     pub description: String,
+}
+
+impl KeyRequest {
+    /// The tags as the APIs take them.
+    pub fn tag_names(&self) -> Vec<&str> {
+        self.tags.iter().map(Tag::as_str).collect()
+    }
 }
 
 /// A device as the devices list shows it (only the fields tailmint reads).
@@ -405,7 +413,7 @@ impl Client {
                 "reusable": request.reusable,
                 "ephemeral": request.ephemeral,
                 "preauthorized": request.preauthorized,
-                "tags": request.tags,
+                "tags": request.tag_names(),
             }}},
             "expirySeconds": request.expiry.as_secs(),
             "description": request.description,
@@ -513,7 +521,7 @@ impl Client {
             "reusable": request.reusable,
             "ephemeral": request.ephemeral,
             "expiration": expiration.to_string(),
-            "aclTags": request.tags,
+            "aclTags": request.tag_names(),
         });
         if let Some(user) = user {
             body["user"] = json!(user);
@@ -572,14 +580,14 @@ impl Client {
 /// tags, and known to be offline. A device whose state is unknown is kept.
 pub fn stale_devices<'a>(
     devices: &'a [Device],
-    hostname: &str,
-    tags: &[String],
+    hostname: &Hostname,
+    tags: &[Tag],
 ) -> Vec<&'a Device> {
-    let mut wanted: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let mut wanted: Vec<&str> = tags.iter().map(Tag::as_str).collect();
     wanted.sort_unstable();
     devices
         .iter()
-        .filter(|d| d.hostname == hostname && d.connected_to_control == Some(false))
+        .filter(|d| d.hostname == hostname.as_str() && d.connected_to_control == Some(false))
         .filter(|d| {
             let mut have: Vec<&str> = d.tags.iter().map(String::as_str).collect();
             have.sort_unstable();
@@ -624,9 +632,10 @@ mod tests {
             device("5", "web", &["tag:a"], Some(false)),
             device("6", "db", &["tag:a", "tag:b"], Some(false)),
         ];
-        let tags = ["tag:a".to_owned(), "tag:b".to_owned()];
+        let tags: [Tag; 2] = ["tag:a".parse().unwrap(), "tag:b".parse().unwrap()];
+        let web: Hostname = "web".parse().unwrap();
         let stale: Vec<_> =
-            stale_devices(&devices, "web", &tags).iter().map(|d| d.id.as_str()).collect();
+            stale_devices(&devices, &web, &tags).iter().map(|d| d.id.as_str()).collect();
         assert_eq!(stale, ["1", "2"]);
     }
 

@@ -217,7 +217,6 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
     // As the caller, before any request: an output that cannot be written costs no key.
     let key_file = output::KeyFile::create(&output_path).map_err(Failure::Runtime)?;
 
-    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     let client = Client::new(api_url, cli.timeout, redactor.clone());
 
     let request = KeyRequest {
@@ -275,13 +274,15 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
             (key, Authority::Headscale(api_key.clone()))
         }
     };
-    let hostname = hostname.as_ref().map(Hostname::as_str);
-    key_file.commit(&output::contents(&key, hostname)).map_err(Failure::Runtime)?;
+    let hostname = hostname.as_ref();
+    key_file
+        .commit(&output::contents(&key, hostname.map(Hostname::as_str)))
+        .map_err(Failure::Runtime)?;
     log::info!(
         "wrote {} key for {} (tags {}, valid {}s) to {}",
         if request.ephemeral { "an ephemeral" } else { "a persistent" },
-        hostname.unwrap_or("any hostname"),
-        tags.join(","),
+        hostname.map_or("any hostname", Hostname::as_str),
+        request.tag_names().join(","),
         cli.expiry.as_secs(),
         output_path.display()
     );
@@ -293,12 +294,12 @@ fn run(cli: Cli, redactor: Arc<Redactor>) -> Result<(), Failure> {
 }
 
 /// Turns a create-key failure into something a person can act on.
-fn explain_key_error(error: ApiError, tags: &[String], tailnet: &Tailnet) -> String {
+fn explain_key_error(error: ApiError, tags: &[Tag], tailnet: &Tailnet) -> String {
     match error {
         ApiError::Refused { status: 400, message } if message.contains("tag") => {
-            let named: Vec<&str> =
-                tags.iter().filter(|t| message.contains(t.as_str())).map(String::as_str).collect();
-            let named = if named.is_empty() { tags.join(", ") } else { named.join(", ") };
+            let all: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+            let named: Vec<&str> = all.iter().copied().filter(|t| message.contains(t)).collect();
+            let named = if named.is_empty() { all.join(", ") } else { named.join(", ") };
             format!(
                 "the OAuth client may not create keys tagged {named}: give it (or a tag that owns it) that tag ({message})"
             )
@@ -331,8 +332,8 @@ fn replace_stale(
     redactor: &Redactor,
     authority: &Authority,
     tailnet: &Tailnet,
-    hostname: &str,
-    tags: &[String],
+    hostname: &Hostname,
+    tags: &[Tag],
 ) {
     let devices = match authority {
         Authority::Tailscale(token) => client.devices(token, tailnet),

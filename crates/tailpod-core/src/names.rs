@@ -33,8 +33,15 @@ impl std::error::Error for NameError {}
 macro_rules! validated_name {
     ($(#[$doc:meta])* $type:ident, $check:path) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $type(String);
+
+        /// As its text, quoted: messages say `duplicate name "web"`, whatever the type.
+        impl fmt::Debug for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl $type {
             pub fn as_str(&self) -> &str {
@@ -58,6 +65,25 @@ macro_rules! validated_name {
 
         impl AsRef<str> for $type {
             fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $type {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $type {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        /// Compares and orders as its text, so maps keyed by it are looked up by `&str`.
+        impl std::borrow::Borrow<str> for $type {
+            fn borrow(&self) -> &str {
                 &self.0
             }
         }
@@ -86,6 +112,26 @@ validated_name!(
     PodName,
     check_pod_name
 );
+
+validated_name!(
+    /// The Linux user that runs one container or one pod, named after it: what quadsync creates,
+    /// lingers, runs `systemctl --user` for and removes. A container name's rule, which every pod
+    /// name meets too.
+    UserName,
+    check_user_name
+);
+
+impl From<ContainerName> for UserName {
+    fn from(name: ContainerName) -> UserName {
+        UserName(name.0)
+    }
+}
+
+impl From<PodName> for UserName {
+    fn from(name: PodName) -> UserName {
+        UserName(name.0)
+    }
+}
 
 validated_name!(
     /// A tailnet hostname: one DNS label of letters, digits and `-`, not starting or ending in `-`,
@@ -145,6 +191,11 @@ fn check_container_name(name: &str) -> Result<(), NameError> {
     check_label("name", name, ": a container's name becomes its tailnet hostname")
 }
 
+fn check_user_name(name: &str) -> Result<(), NameError> {
+    check_user_like("user", name, true)?;
+    check_label("user", name, ": a user is named after its container or pod")
+}
+
 fn check_pod_name(name: &str) -> Result<(), NameError> {
     check_user_like("pod name", name, false)?;
     check_label("pod name", name, ": a pod's name becomes its members' tailnet hostname")
@@ -196,6 +247,20 @@ mod tests {
         for bad in ["", "Web", "9lives", "under_score", "-x", "a.b", "a/b", "é", &"a".repeat(33)] {
             assert!(bad.parse::<ContainerName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_container_and_pod_name_is_a_user_name_and_nothing_else_is() {
+        let container: ContainerName = "web-2".parse().unwrap();
+        let pod: PodName = "wiki".parse().unwrap();
+        assert_eq!(UserName::from(container).as_str(), "web-2");
+        assert_eq!(UserName::from(pod).as_str(), "wiki");
+        for bad in ["", "Root", "../x", "a b", "-x", "x-", &"a".repeat(33)] {
+            assert!(bad.parse::<UserName>().is_err(), "{bad}");
+        }
+        assert_eq!(format!("{:?}", "web".parse::<UserName>().unwrap()), r#""web""#);
+        let err = "x;y".parse::<UserName>().unwrap_err();
+        assert_eq!(err.to_string(), r#"user "x;y" is not valid ([a-z][a-z0-9-]*)"#);
     }
 
     #[test]

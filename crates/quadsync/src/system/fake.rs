@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use tailpod_core::names::UserName;
+
 use crate::discover::UnitDir;
 use crate::fleet::HostIdentity;
 use crate::system::{System, UnitJob, UserInfo};
@@ -33,27 +35,27 @@ impl Recorder {
 }
 
 impl System for Recorder {
-    fn user(&self, name: &str) -> Result<Option<UserInfo>, String> {
-        Ok(self.users.borrow().get(name).map(|uid| UserInfo {
-            name: name.into(),
+    fn user(&self, name: &UserName) -> Result<Option<UserInfo>, String> {
+        Ok(self.users.borrow().get(name.as_str()).map(|uid| UserInfo {
+            name: name.clone(),
             uid: *uid,
             gid: *uid,
             home: PathBuf::from(format!("/home/{name}")),
         }))
     }
-    fn lingering(&self, _: &str) -> bool {
+    fn lingering(&self, _: &UserName) -> bool {
         true
     }
     fn ensure_group(&self, group: &str) -> Result<(), String> {
         self.call(format!("groupadd {group}")).map(drop)
     }
-    fn create_user(&self, name: &str, group: &str) -> Result<(), String> {
+    fn create_user(&self, name: &UserName, group: &str) -> Result<(), String> {
         self.call(format!("useradd {name} -G {group}"))?;
         let uid = 1000 + self.users.borrow().len() as u32;
-        self.users.borrow_mut().insert(name.into(), uid);
+        self.users.borrow_mut().insert(name.to_string(), uid);
         Ok(())
     }
-    fn set_linger(&self, name: &str, on: bool) -> Result<(), String> {
+    fn set_linger(&self, name: &UserName, on: bool) -> Result<(), String> {
         self.call(format!("linger {name} {on}")).map(drop)
     }
     fn start_user_manager(&self, user: &UserInfo) -> Result<(), String> {
@@ -65,7 +67,7 @@ impl System for Recorder {
     fn remove_file(&self, user: &UserInfo, dir: UnitDir, name: &str) -> Result<(), String> {
         self.call(format!("rm {} ~/{}/{name}", user.name, dir.relative())).map(drop)
     }
-    fn user_systemctl(&self, name: &str, args: &[&str]) -> Result<String, String> {
+    fn user_systemctl(&self, name: &UserName, args: &[&str]) -> Result<String, String> {
         self.call(format!("systemctl {name}@ {}", args.join(" ")))
     }
     fn put_secret(&self, user: &UserInfo, name: &str, value: &[u8]) -> Result<(), String> {
@@ -82,7 +84,7 @@ impl System for Recorder {
     fn identity(&self) -> Result<HostIdentity, String> {
         Ok(HostIdentity::named("testhost", None))
     }
-    fn unit_job(&self, name: &str, unit: &str) -> Result<UnitJob, String> {
+    fn unit_job(&self, name: &UserName, unit: &str) -> Result<UnitJob, String> {
         let slow = self.slow_units.iter().any(|u| *u == format!("{name}@{unit}"));
         if slow && self.polls.replace(self.polls.get() + 1) < 3 {
             self.calls.borrow_mut().push(format!("{name}@ {unit} still starting"));
@@ -92,9 +94,9 @@ impl System for Recorder {
         let state = if failed { "failed" } else { "active" };
         Ok(UnitJob { pending: false, state: state.into() })
     }
-    fn remove_user(&self, name: &str) -> Result<(), String> {
+    fn remove_user(&self, name: &UserName) -> Result<(), String> {
         self.call(format!("userdel {name}"))?;
-        self.users.borrow_mut().remove(name);
+        self.users.borrow_mut().remove(name.as_str());
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use quadsync::discover::UnitDir;
 use quadsync::plan::MassRemoval;
 use quadsync::state::State;
 use quadsync::sync::{Paths, sync};
-use quadsync::system::{Host, QuadletGenerator, System, UnitJob, UserInfo};
+use quadsync::system::{ActiveState, Host, QuadletGenerator, System, UnitJob, UserInfo};
 use quadsync::validate::QuadletSet;
 use tailpod_core::names::UserName;
 
@@ -99,7 +99,7 @@ impl System for BenchHost {
         Ok(String::new())
     }
     fn unit_job(&self, _: &UserName, _: &str) -> Result<UnitJob, String> {
-        Ok(UnitJob { pending: false, state: "active".into() })
+        Ok(UnitJob { pending: false, state: ActiveState::Active })
     }
     fn put_secret(&self, _: &UserInfo, _: &str, _: &[u8]) -> Result<(), String> {
         Ok(())

@@ -17,7 +17,7 @@ use tailpod_core::names::UserName;
 use crate::discover::{Desired, UnitDir};
 use crate::plan::{Action, Plan, Step};
 use crate::state::{ManagedUser, State, deployed_files};
-use crate::system::{System, UnitJob, UserInfo};
+use crate::system::{ActiveState, System, UnitJob, UserInfo};
 
 /// What went wrong, for the log, `status` and the exit code.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -148,7 +148,7 @@ fn settle<'r, 'a>(
         for (restart, answer) in queued.iter().zip(&mut answers).filter(|(_, a)| a.is_none()) {
             match system.unit_job(&restart.deployment.user, &restart.unit) {
                 Ok(UnitJob { pending: true, .. }) => {}
-                Ok(UnitJob { state, .. }) if state == "active" => *answer = Some(Ok(())),
+                Ok(UnitJob { state: ActiveState::Active, .. }) => *answer = Some(Ok(())),
                 Ok(UnitJob { state, .. }) => {
                     *answer = Some(Err(format!(
                         "it is {state} (journalctl --user -M {}@ -u {})",

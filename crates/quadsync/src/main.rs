@@ -22,7 +22,7 @@ use quadsync::secrets::{self, Keyring};
 use quadsync::source::{MAX_FILE_BYTES, read_regular_file, text as source_text};
 use quadsync::state::State;
 use quadsync::sync::{self, Paths};
-use quadsync::system::Host;
+use quadsync::system::{ActiveState, Host};
 use quadsync::transforms::{Kind, TransformSet};
 use quadsync::{plan, userfile};
 
@@ -577,14 +577,14 @@ fn journal_tail(host: &Host, user: &UserName, unit: &str) -> Vec<String> {
 fn status(config: &Config, format: StatusFormat) -> Result<(), String> {
     let state = State::load(&Paths::new(&config.state_dir).state)?;
     let host = Host::default();
-    let states: std::collections::BTreeMap<UserName, String> = state
+    let states: std::collections::BTreeMap<UserName, ActiveState> = state
         .users
         .iter()
         .map(|(name, m)| (name.clone(), host.unit_state(name, &m.service)))
         .collect();
     let health = &state.health;
-    let failing = |name: &str, unit_state: &str| {
-        matches!(unit_state, "failed" | "activating")
+    let failing = |name: &str, unit_state: &ActiveState| {
+        matches!(unit_state, ActiveState::Failed | ActiveState::Activating)
             || health.is_open(quadsync::health::Kind::ContainerFailing, name)
     };
     match format {
@@ -604,7 +604,7 @@ fn status(config: &Config, format: StatusFormat) -> Result<(), String> {
                     };
                     let value = json!({
                         "service": m.service,
-                        "state": unit_state,
+                        "state": unit_state.to_string(),
                         "result": m.result,
                         "files": m.files.keys().collect::<Vec<_>>(),
                         "problems": health.problems_of(name.as_str()).collect::<Vec<_>>(),

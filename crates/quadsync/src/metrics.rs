@@ -10,9 +10,10 @@ use tailpod_core::names::UserName;
 
 use crate::health::{ContainerRecord, Kind};
 use crate::state::State;
+use crate::system::ActiveState;
 
 /// The text for `state`; `live` is each container's unit state where it was asked.
-pub fn render(state: &State, live: Option<&BTreeMap<UserName, String>>) -> String {
+pub fn render(state: &State, live: Option<&BTreeMap<UserName, ActiveState>>) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -70,7 +71,7 @@ pub fn render(state: &State, live: Option<&BTreeMap<UserName, String>>) -> Strin
                 .users
                 .keys()
                 .map(|user| {
-                    let state = live.get(user).map_or("unknown", String::as_str);
+                    let state = live.get(user).map_or("unknown", ActiveState::name);
                     (format!("{{container=\"{user}\",state=\"{}\"}}", label(state)), 1)
                 })
                 .collect(),
@@ -139,8 +140,8 @@ mod tests {
         }
         state.health.record("web").rollbacks = 2;
         state.health.raise("h", Kind::ContainerFailing, "db", "failed", 5);
-        let live: BTreeMap<UserName, String> =
-            [("web".parse().unwrap(), "active".to_owned())].into();
+        let live: BTreeMap<UserName, ActiveState> =
+            [("web".parse().unwrap(), ActiveState::Active)].into();
         let text = render(&state, Some(&live));
         for line in [
             "quadsync_last_sync_timestamp_seconds 1700",

@@ -75,7 +75,7 @@ pub trait System: QuadletGenerator {
 pub struct UnitJob {
     /// A job (a start, a restart) is queued or running.
     pub pending: bool,
-    pub state: String,
+    pub state: ActiveState,
 }
 
 impl UnitJob {
@@ -84,7 +84,61 @@ impl UnitJob {
             shown.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).unwrap_or("").trim()
         };
         let job = value("Job");
-        UnitJob { pending: !job.is_empty() && job != "0", state: value("ActiveState").to_owned() }
+        UnitJob {
+            pending: !job.is_empty() && job != "0",
+            state: ActiveState::parse(value("ActiveState")),
+        }
+    }
+}
+
+/// A unit's `ActiveState`, as systemd names them; what quadsync decides on is matched, never
+/// compared as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActiveState {
+    Active,
+    Reloading,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+    Maintenance,
+    Refreshing,
+    /// No state could be had, and why (empty when systemd said nothing).
+    Unknown(String),
+}
+
+impl ActiveState {
+    const NAMES: [(&str, ActiveState); 8] = [
+        ("active", ActiveState::Active),
+        ("reloading", ActiveState::Reloading),
+        ("inactive", ActiveState::Inactive),
+        ("failed", ActiveState::Failed),
+        ("activating", ActiveState::Activating),
+        ("deactivating", ActiveState::Deactivating),
+        ("maintenance", ActiveState::Maintenance),
+        ("refreshing", ActiveState::Refreshing),
+    ];
+
+    pub fn parse(text: &str) -> ActiveState {
+        let text = text.trim();
+        let known = ActiveState::NAMES.iter().find(|(name, _)| *name == text);
+        known.map_or_else(|| ActiveState::Unknown(text.to_owned()), |(_, state)| state.clone())
+    }
+
+    /// systemd's name for it; `unknown` without the why (a metric's label, one of a few).
+    pub fn name(&self) -> &'static str {
+        let known = ActiveState::NAMES.iter().find(|(_, state)| state == self);
+        known.map_or("unknown", |(name, _)| name)
+    }
+}
+
+impl std::fmt::Display for ActiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActiveState::Unknown(why) if why.is_empty() => f.write_str("unknown"),
+            ActiveState::Unknown(why) => write!(f, "unknown ({why})"),
+            known => f.write_str(known.name()),
+        }
     }
 }
 
@@ -198,11 +252,11 @@ pub fn run_command(
 
 /// A unit's state as `systemctl is-active` answers it: its standard output whatever the exit
 /// status (`inactive` and `failed` come with status 3), or why there is no answer.
-pub fn unit_state(answer: Result<String, CommandFailed>) -> String {
+pub fn unit_state(answer: Result<String, CommandFailed>) -> ActiveState {
     match answer {
-        Ok(out) => out.trim().to_owned(),
-        Err(e) if !e.stdout.trim().is_empty() => e.stdout.trim().to_owned(),
-        Err(e) => format!("unknown ({e})"),
+        Ok(out) => ActiveState::parse(&out),
+        Err(e) if !e.stdout.trim().is_empty() => ActiveState::parse(&e.stdout),
+        Err(e) => ActiveState::Unknown(e.to_string()),
     }
 }
 
@@ -235,7 +289,7 @@ impl Default for Host {
 
 impl Host {
     /// `systemctl --user -M NAME@ is-active UNIT`, for `status`.
-    pub fn unit_state(&self, name: &UserName, unit: &str) -> String {
+    pub fn unit_state(&self, name: &UserName, unit: &str) -> ActiveState {
         let mut command = Command::new("systemctl");
         command.args(["--user", "-M", &format!("{name}@"), "is-active", unit]);
         unit_state(run_command(command, None, QUICK))
@@ -551,17 +605,31 @@ mod tests {
     }
 
     #[test]
+    fn unit_states_read_and_print_as_systemd_names_them() {
+        for (name, state) in ActiveState::NAMES {
+            assert_eq!(ActiveState::parse(name), state);
+            assert_eq!(state.to_string(), name);
+        }
+        let job = UnitJob::parse("Job=0\nActiveState=activating\n");
+        assert_eq!(job, UnitJob { pending: false, state: ActiveState::Activating });
+        assert_eq!(UnitJob::parse("Job=12\n").state, ActiveState::Unknown(String::new()));
+        assert_eq!(ActiveState::parse("exploded").to_string(), "unknown (exploded)");
+        assert_eq!(ActiveState::parse("exploded").name(), "unknown");
+    }
+
+    #[test]
     fn a_failed_or_inactive_unit_shows_its_state_not_a_blank() {
         let is_active = |script: &str| {
             let mut command = Command::new("sh");
             command.args(["-c", script]);
             unit_state(run_command(command, None, QUICK))
         };
-        assert_eq!(is_active("echo active"), "active");
+        assert_eq!(is_active("echo active"), ActiveState::Active);
         // What systemctl does for a failed or stopped unit: the state on stdout, status 3.
-        assert_eq!(is_active("echo failed; exit 3"), "failed");
-        assert_eq!(is_active("echo inactive; exit 3"), "inactive");
-        let unknown = is_active("echo 'Failed to connect to bus' >&2; exit 1");
+        assert_eq!(is_active("echo failed; exit 3"), ActiveState::Failed);
+        assert_eq!(is_active("echo inactive; exit 3"), ActiveState::Inactive);
+        assert_eq!(is_active("echo inactive; exit 3").to_string(), "inactive");
+        let unknown = is_active("echo 'Failed to connect to bus' >&2; exit 1").to_string();
         assert!(unknown.starts_with("unknown (sh -c "), "{unknown}");
         assert!(unknown.ends_with("Failed to connect to bus)"), "{unknown}");
     }

@@ -17,7 +17,7 @@ use crate::health::{Event, Kind, Phase};
 use crate::journal::{self, UpdateOutcome, What};
 use crate::references::generated_service;
 use crate::state::{ManagedUser, State};
-use crate::system::System;
+use crate::system::{ActiveState, System, UnitJob};
 
 /// One image update outcome seen, for `quadsync update` to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,11 +168,16 @@ fn observe(
     for subject in open {
         let Ok(user) = subject.parse::<UserName>() else { continue };
         let Some(managed) = state.users.get(&user) else { continue };
-        match system.unit_job(&user, &managed.service) {
-            Ok(job) if !job.pending && job.state == "active" => events.extend(
-                state.health.resolve(host, Kind::ContainerFailing, &subject, "active again", now),
-            ),
-            _ => {}
+        let up = Ok(UnitJob { pending: false, state: ActiveState::Active });
+        if system.unit_job(&user, &managed.service) == up {
+            let recovered = "active again";
+            events.extend(state.health.resolve(
+                host,
+                Kind::ContainerFailing,
+                &subject,
+                recovered,
+                now,
+            ));
         }
     }
     let gone: Vec<String> = state
@@ -254,7 +259,7 @@ pub fn update_now(system: &dyn System, users: &[UserName]) -> Vec<String> {
         loop {
             std::thread::sleep(std::time::Duration::from_millis(500));
             match system.unit_job(user, autoupdate::SERVICE) {
-                Ok(job) if !job.pending && job.state != "activating" => break,
+                Ok(job) if !job.pending && job.state != ActiveState::Activating => break,
                 Ok(_) if started.elapsed() < UPDATE_LIMIT => {}
                 Ok(job) => {
                     errors.push(format!(

@@ -9,7 +9,7 @@ use tailpod_core::names::UserName;
 
 use crate::discover::UnitDir;
 use crate::fleet::HostIdentity;
-use crate::system::{System, UnitJob, UserInfo};
+use crate::system::{ActiveState, System, UnitJob, UserInfo};
 
 /// A host that records every call and can be told to fail some.
 #[derive(Default)]
@@ -88,11 +88,11 @@ impl System for Recorder {
         let slow = self.slow_units.iter().any(|u| *u == format!("{name}@{unit}"));
         if slow && self.polls.replace(self.polls.get() + 1) < 3 {
             self.calls.borrow_mut().push(format!("{name}@ {unit} still starting"));
-            return Ok(UnitJob { pending: true, state: "activating".into() });
+            return Ok(UnitJob { pending: true, state: ActiveState::Activating });
         }
         let failed = self.failed_units.iter().any(|u| *u == format!("{name}@{unit}"));
-        let state = if failed { "failed" } else { "active" };
-        Ok(UnitJob { pending: false, state: state.into() })
+        let state = if failed { ActiveState::Failed } else { ActiveState::Active };
+        Ok(UnitJob { pending: false, state })
     }
     fn remove_user(&self, name: &UserName) -> Result<(), String> {
         self.call(format!("userdel {name}"))?;

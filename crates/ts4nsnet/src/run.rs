@@ -46,13 +46,7 @@ pub async fn run(args: SlirpArgs, config: NodeConfig) -> Result<(), String> {
     };
     let egress = traffic.egress.take().map(|packets| {
         let tun = traffic.tun.clone();
-        tokio::spawn(egress::run(
-            packets,
-            tun,
-            policy,
-            egress::Limits::default(),
-            TAILNET_MTU as usize,
-        ))
+        tokio::spawn(egress::run(packets, tun, policy, egress::Limits::default(), mtu as usize))
     });
     let dns = tokio::spawn(service::serve(traffic, node.names(), node.tailnet.clone()));
     // "Ready" should mean peers can reach us: until a DERP region carries us, their first

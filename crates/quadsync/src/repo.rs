@@ -79,29 +79,23 @@ impl FetchError {
     }
 }
 
-/// A branch the remote does not have.
+/// What is not there: a branch the remote lacks, or a `file://` URL's path.
 #[derive(Debug)]
-struct NoBranch(String);
+enum Missing {
+    Branch(String),
+    Repository(String),
+}
 
-impl std::fmt::Display for NoBranch {
+impl std::fmt::Display for Missing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the remote has no branch {}", self.0)
+        match self {
+            Missing::Branch(branch) => write!(f, "the remote has no branch {branch}"),
+            Missing::Repository(path) => write!(f, "no repository at {path}"),
+        }
     }
 }
 
-impl Error for NoBranch {}
-
-/// A `file://` URL whose path does not exist.
-#[derive(Debug)]
-struct NoRepository(String);
-
-impl std::fmt::Display for NoRepository {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "no repository at {}", self.0)
-    }
-}
-
-impl Error for NoRepository {}
+impl Error for Missing {}
 
 /// What an error (and every cause under it) says about why the fetch failed.
 ///
@@ -122,10 +116,7 @@ fn classify(error: &(dyn Error + 'static)) -> FetchFailure {
                 _ => FetchFailure::Network,
             };
         }
-        if error.is::<NoBranch>()
-            || error.is::<NoRepository>()
-            || error.to_string().contains("repository not exported")
-        {
+        if error.is::<Missing>() || error.to_string().contains("repository not exported") {
             return FetchFailure::NotFound;
         }
         let refused = matches!(
@@ -320,7 +311,7 @@ impl FetchJob {
         // gix's error for a missing local path is only text; the path is ours to look at.
         let url = gix::url::parse(self.url.as_bytes())?;
         if url.scheme == Scheme::File && !Path::new(&url.path.to_string()).exists() {
-            return Err(NoRepository(url.path.to_string()).into());
+            return Err(Missing::Repository(url.path.to_string()).into());
         }
         let refspec = format!("+refs/heads/{}:{tracking}", self.branch);
         let remote = repo
@@ -349,7 +340,7 @@ impl FetchJob {
         let prepared = connection.prepare_fetch(gix::progress::Discard, Default::default())?;
         let advertised = prepared.ref_map().mappings.first().and_then(|m| m.remote.as_id());
         let Some(advertised) = advertised.map(ToOwned::to_owned) else {
-            return Err(NoBranch(self.branch.clone()).into());
+            return Err(Missing::Branch(self.branch.clone()).into());
         };
         let local = repo.try_find_reference(tracking)?.and_then(|r| r.into_fully_peeled_id().ok());
         if local.is_some_and(|id| id == advertised) && repo.has_object(advertised) {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
+use tailpod_core::located::at;
 
 /// The binaries a host runs.
 pub const TOOLS: [&str; 3] = ["quadsync", "tailmint", "ts4nsnet"];
@@ -112,7 +113,7 @@ pub fn dist(
         target_dir.display()
     );
     let _ = std::fs::remove_dir_all(out);
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(at(out))?;
     let mut artifacts = Vec::new();
     for target in &targets {
         for build_profile in ["release", "release-small"] {
@@ -138,7 +139,7 @@ pub fn dist(
         }
         for tool in TOOLS {
             let built = target_dir.join(target).join(profile(tool)).join(tool);
-            let bytes = std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))?;
+            let bytes = std::fs::read(&built).map_err(at(&built))?;
             if flavor == Flavor::Release && contains(&bytes, INSECURE_MARKER) {
                 return Err(format!("{}: built with test-only features", built.display()));
             }
@@ -163,7 +164,7 @@ pub fn dist(
 
 /// Parses `SHA256SUMS`: (file name, hex hash).
 pub fn read_sums(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(at(path))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {

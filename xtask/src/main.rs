@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
+use tailpod_core::located::at;
 use xtask::build_ign::{self, Build};
 use xtask::root;
 
@@ -156,7 +157,7 @@ fn run_dist(
         let sums = dist::read_sums(&out.join("SHA256SUMS"))?;
         let text = dist::release_butane(&sums, arch, &url)?;
         let path = root().join("butane").join(dist::RELEASE_BU);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(at(&path))?;
         println!("dist: wrote {} ({arch}, from {url})", path.display());
     }
     Ok(())

@@ -25,6 +25,7 @@ use quadsync::sync::{self, Paths};
 use quadsync::system::{ActiveState, Host};
 use quadsync::transforms::{Kind, TransformSet};
 use quadsync::{plan, userfile};
+use tailpod_core::located::at;
 
 /// Deploy rootless Podman Quadlet containers from a git repository, one Linux user per
 /// container.
@@ -480,10 +481,8 @@ fn secret(command: SecretCommand) -> Result<(), String> {
                 .create_new(true)
                 .mode(0o600)
                 .open(&output)
-                .map_err(|e| format!("{}: {e}", output.display()))?;
-            file.write_all(text.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| format!("{}: {e}", output.display()))?;
+                .map_err(at(&output))?;
+            file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(at(&output))?;
             println!("{recipient}");
             Ok(())
         }
@@ -685,9 +684,9 @@ fn augment(
     host: &HostIdentity,
     file: &Path,
 ) -> Result<(), String> {
-    let absolute = std::path::absolute(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let absolute = std::path::absolute(file).map_err(at(file))?;
     let root = match repo {
-        Some(repo) => std::path::absolute(repo).map_err(|e| format!("{}: {e}", repo.display()))?,
+        Some(repo) => std::path::absolute(repo).map_err(at(repo))?,
         None => absolute
             .ancestors()
             .skip(1)
@@ -736,7 +735,7 @@ fn augment(
     }
     let transforms = TransformSet::load(transforms).map_err(|e| e.to_string())?;
     let dir = absolute.parent().unwrap_or(&root);
-    let pods = pods_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let pods = pods_in(dir).map_err(at(dir))?;
     let rendered = render(&spec, &text, &transforms, &pods).map_err(|e| e.to_string())?;
     print!("{rendered}");
     Ok(())

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tailpod_core::names::UserName;
 
 use crate::discover::{Deployment, UnitDir};
+use tailpod_core::located::at;
 
 /// [`UserName`] in JSON: a string, checked again when read back, so a state file edited by hand
 /// (or by anyone) can never hand `userdel` or a path a name that was not validated.
@@ -166,7 +167,7 @@ impl State {
     /// must not forget which users it owns).
     pub fn load(path: &Path) -> Result<State, String> {
         match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => serde_json::from_str(&text).map_err(at(path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(format!("reading {}: {e}", path.display())),
         }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
+use tailpod_core::located::at;
 use tailpod_core::names::Hostname;
 
 use crate::apply::{Outcome, apply};
@@ -84,7 +85,7 @@ pub fn lock(state_dir: &Path) -> Result<Lock, LockError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| LockError::Io(format!("{}: {e}", path.display())))?;
+        .map_err(|e| LockError::Io(at(&path)(e)))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map(Lock).map_err(|(_, errno)| match errno {
         nix::errno::Errno::EWOULDBLOCK => LockError::Held,
         other => LockError::Io(format!("locking {}: {other}", path.display())),

@@ -10,6 +10,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use tailpod_core::located::at;
 
 /// A file name quadsync may manage: no path, not hidden, plain characters.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -40,7 +41,7 @@ pub fn unit_dir(home: &Path, relative: &str, create: bool) -> Result<PathBuf, St
                     .create(&current)
                     .map_err(|e| format!("creating {}: {e}", current.display()))?;
             }
-            Err(e) => return Err(format!("{}: {e}", current.display())),
+            Err(e) => return Err(at(&current)(e)),
         }
     }
     Ok(current)

@@ -19,6 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::credentials::Secret;
+use tailpod_core::located::at;
 
 /// Checks `path` before anything is written: absolute, plain components only, and (when
 /// `confine_to` is given) inside that directory.
@@ -72,7 +73,7 @@ fn prepare_parent(path: &Path) -> Result<(), String> {
                     .create(&current)
                     .map_err(|e| format!("creating {}: {e}", current.display()))?;
             }
-            Err(e) => return Err(format!("{}: {e}", current.display())),
+            Err(e) => return Err(at(&current)(e)),
         }
     }
     Ok(())

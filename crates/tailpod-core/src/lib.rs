@@ -18,6 +18,7 @@
 pub mod checks;
 pub mod envfile;
 pub mod fleet;
+pub mod located;
 pub mod merge;
 pub mod names;
 pub mod quadlet;

@@ -24,6 +24,7 @@ use tailpod_core::names::Hostname;
 use crate::config::{self, NodeConfig};
 use crate::dns::QUAD100;
 use crate::run::Status;
+use tailpod_core::located::at;
 
 /// The commands netavark runs a plugin with.
 pub const VERBS: [&str; 4] = ["info", "create", "setup", "teardown"];
@@ -266,14 +267,13 @@ fn setup(
     if let Ok(old) = read_daemon(&dir) {
         old.stop();
     }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(at(&dir))?;
     let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
-    std::fs::set_permissions(&dir, mode).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(&dir, mode).map_err(at(&dir))?;
     let status_file = dir.join("status.json");
     let _ = std::fs::remove_file(&status_file);
     let log_path = dir.join("ts4nsnet.log");
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path).map_err(at(&log_path))?;
 
     // The write end stays open across exec (the daemon's -r); the read end does not.
     let (ready_r, ready_w) =
@@ -307,15 +307,13 @@ fn setup(
     let pid = i32::try_from(child.id()).map_err(|e| e.to_string())?;
     if let Some(record) = Daemon::of(pid) {
         let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join(Daemon::FILE), json)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::write(dir.join(Daemon::FILE), json).map_err(at(&dir))?;
     }
 
     let started = wait_for_byte(&ready_r, READY_TIMEOUT);
     let status = started.and_then(|()| {
-        let text = std::fs::read_to_string(&status_file)
-            .map_err(|e| format!("{}: {e}", status_file.display()))?;
-        serde_json::from_str::<Status>(&text).map_err(|e| format!("{}: {e}", status_file.display()))
+        let text = std::fs::read_to_string(&status_file).map_err(at(&status_file))?;
+        serde_json::from_str::<Status>(&text).map_err(at(&status_file))
     });
     match status {
         Ok(status) => {
@@ -377,8 +375,8 @@ pub fn status_block(status: &Status) -> StatusBlock {
 
 fn read_daemon(dir: &Path) -> Result<Daemon, String> {
     let path = dir.join(Daemon::FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(&path).map_err(at(&path))?;
+    serde_json::from_str(&text).map_err(at(&path))
 }
 
 /// Stops the container's daemon and forgets it; a second teardown finds nothing and succeeds.
@@ -390,7 +388,7 @@ fn teardown(request: &Request, env: &dyn Fn(&str) -> Option<String>) -> Result<(
     if let Ok(daemon) = read_daemon(&dir) {
         daemon.stop();
     }
-    std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+    std::fs::remove_dir_all(&dir).map_err(at(&dir))
 }
 
 /// Writes a plugin answer the way netavark reads it: the result, or `{"error": …}` and exit 1.

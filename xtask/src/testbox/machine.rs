@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tailpod_core::located::at;
 
 use super::{Layout, output, run};
 
@@ -48,7 +49,7 @@ fn pid_file(layout: &Layout) -> PathBuf {
 pub fn boot(layout: &Layout, binds: &[(&Path, &str)]) -> Result<Machine, String> {
     stop(layout);
     let cgroup = &cgroup_dirs(layout)[0];
-    std::fs::create_dir_all(cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
+    std::fs::create_dir_all(cgroup).map_err(at(cgroup))?;
     let log = std::fs::File::create(layout.own("nspawn.log")).map_err(|e| e.to_string())?;
     let rootfs = layout.rootfs.to_string_lossy().into_owned();
     let mut nspawn = vec![

@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tailpod_core::located::at;
 
 use super::machine::Machine;
 use super::scenario::{check, container, podman_as, push, serves, sync_now, wait_for, write};
@@ -119,7 +120,7 @@ fn update_to(
 /// Reads the metrics file the last sync or update wrote.
 fn metric(layout: &Layout, line_start: &str) -> Result<String, String> {
     let path = layout.rootfs.join(METRICS.trim_start_matches('/'));
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(at(&path))?;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .map(str::to_owned)

@@ -3,6 +3,7 @@
 //! configured by the real Ignition from our `tailpod.ign`, as an initramfs would.
 
 use std::path::Path;
+use tailpod_core::located::at;
 
 use super::{Layout, run};
 
@@ -97,14 +98,14 @@ pub fn fresh(layout: &Layout) -> Result<(), String> {
 fn write(root: &Path, path: &str, text: &str) -> Result<(), String> {
     let target = root.join(path.trim_start_matches('/'));
     std::fs::create_dir_all(target.parent().unwrap_or(root)).map_err(|e| e.to_string())?;
-    std::fs::write(&target, text).map_err(|e| format!("{}: {e}", target.display()))
+    std::fs::write(&target, text).map_err(at(&target))
 }
 
 fn link(root: &Path, target: &str, path: &str) -> Result<(), String> {
-    let at = root.join(path.trim_start_matches('/'));
-    std::fs::create_dir_all(at.parent().unwrap_or(root)).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&at);
-    std::os::unix::fs::symlink(target, &at).map_err(|e| format!("{}: {e}", at.display()))
+    let link = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(link.parent().unwrap_or(root)).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(target, &link).map_err(at(&link))
 }
 
 /// What differs between this box and a Fedora CoreOS VM, each fixing one observed failure.
@@ -226,7 +227,7 @@ pub fn apply_ignition(layout: &Layout, config: &Path) -> Result<(), String> {
             .env("IGNITION_CONFIG_FILE", config)
             .env("PATH", &path)
             .output()
-            .map_err(|e| format!("{}: {e}", ignition.display()))?;
+            .map_err(at(&ignition))?;
         let log = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         std::fs::write(layout.own(&format!("ignition-{stage}.log")), &log)

@@ -34,6 +34,7 @@ use super::tailnet::{self, Lab, TAILNET_CONTAINER, TAILNET_POD};
 use super::{Layout, rootfs, run};
 use crate::build_ign::{Build, build};
 use crate::dist;
+use tailpod_core::located::at;
 
 /// The first host deploys the repo's root, as a host outside a fleet does, and its fleet share.
 const FIRST_HOST_PATHS: &str = ".,fleet/common,?fleet/hosts/%H";
@@ -94,7 +95,7 @@ pub(super) fn push(defs: &Path, message: &str) -> Result<(), String> {
 }
 
 pub(super) fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(path, text).map_err(at(path))
 }
 
 /// The host side: the definitions repo (bare, for the box) and a working copy.
@@ -144,7 +145,7 @@ fn with_volume(unit: String) -> String {
 /// The quadsync the box runs, on this side, for `secret keygen` and `encrypt`.
 pub(super) fn quadsync_binary(layout: &Layout) -> Result<std::path::PathBuf, String> {
     let dist = layout.work.join("dist");
-    let entries = std::fs::read_dir(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
+    let entries = std::fs::read_dir(&dist).map_err(at(&dist))?;
     entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -176,7 +177,7 @@ fn sealed(layout: &Layout, target: &[&str], value: &str) -> Result<String, Strin
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{}: {e}", quadsync.display()))?;
+        .map_err(at(&quadsync))?;
     use std::io::Write as _;
     child.stdin.take().ok_or("no stdin")?.write_all(value.as_bytes()).map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
@@ -632,7 +633,7 @@ fn netavark_plugin(layout: &Layout, machine: &Machine, lab: &Lab) -> Result<(), 
     let plugins = layout.rootfs.join("usr/local/libexec/netavark");
     let conf_dir = layout.rootfs.join("etc/containers/containers.conf.d");
     for dir in [&plugins, &conf_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(at(dir))?;
     }
     let _ = std::fs::remove_file(plugins.join("ts4nsnet"));
     std::os::unix::fs::symlink("/usr/local/bin/ts4nsnet", plugins.join("ts4nsnet"))
@@ -825,7 +826,7 @@ pub fn test(
     eprintln!("box: a rotated secret restarted its pod only");
     for file in [".pod", "-web.container", "-probe.container"] {
         let path = defs.join(format!("tailscale/{TAILNET_POD}{file}"));
-        std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::remove_file(&path).map_err(at(&path))?;
     }
     push(&defs, "remove the pod")?;
     sync_now(machine)?;

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tailpod_core::located::at;
 
 use super::{Layout, run};
 
@@ -162,8 +163,7 @@ fn spawn(
     pid_file: &Path,
 ) -> Result<(), String> {
     use std::os::unix::process::CommandExt as _;
-    let file =
-        |path: &Path| std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()));
+    let file = |path: &Path| std::fs::File::create(path).map_err(at(path));
     let child = Command::new(binary)
         .args(args)
         .envs(env.iter().copied())
@@ -173,7 +173,7 @@ fn spawn(
         .current_dir(&layout.work)
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("{}: {e}", binary.display()))?;
+        .map_err(at(binary))?;
     std::fs::write(pid_file, child.id().to_string()).map_err(|e| e.to_string())
 }
 

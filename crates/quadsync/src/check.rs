@@ -142,13 +142,15 @@ pub fn check(check: &Check, hosts: &Hosts) -> Findings {
                 continue;
             }
         };
+        // Every section and key of every file, so one run shows all of a file's mistakes (a
+        // sync stops at a file's first; the same message from discovery below is not repeated).
         for file in files.iter().filter(|f| wanted(&f.path)) {
             let extension = file.path.rsplit_once('.').map_or("", |(_, ext)| ext);
-            let unit = tailpod_core::unit::UnitFile::parse(&file.text);
+            let mut unit = tailpod_core::unit::UnitFile::parse(&file.text);
+            // quadsync's own section, which a sync takes out before podman sees the unit.
+            unit.sections.retain(|s| s.name() != crate::secrets::SECTION);
             for finding in tailpod_core::quadlet::check(&unit, extension, check.podman) {
-                if finding.severity == Severity::Warning {
-                    findings.add(Severity::Warning, finding.located(&file.path));
-                }
+                findings.add(finding.severity, finding.located(&file.path));
             }
         }
         let label = identity.label();

@@ -508,7 +508,10 @@ fn check_reports_each_mistake_with_file_line_and_what_was_meant() {
     std::fs::create_dir_all(repo.join("tailscale/deeper")).unwrap();
     let files = [
         ("web.container", "[Container]\nImage=x\n"),
-        ("typo.container", "[Container]\nImage=x\nPublishPorts=8080:80\n"),
+        (
+            "typo.container",
+            "[Container]\nImage=x\nPublishPorts=8080:80\n[Sevrice]\nRestart=always\n",
+        ),
         ("instal.container", "[Container]\nImage=x\n[Instal]\nWantedBy=default.target\n"),
         ("web-nightly.timer", "[Timer]\nOnCalender=daily\n"),
         ("web.contianer", "[Container]\nImage=x\n"),
@@ -532,16 +535,19 @@ fn check_reports_each_mistake_with_file_line_and_what_was_meant() {
     let said = text(&out.stderr);
     for expected in [
         "typo.container:3: unknown key PublishPorts= in [Container] (podman's generator refuses the file); did you mean PublishPort=?",
+        // Every mistake of a file in one run, not the first alone.
+        "typo.container:4: unknown section [Sevrice]; did you mean [Service]?",
         "instal.container:3: unknown section [Instal]; did you mean [Install]?",
         "web-nightly.timer:2: unknown key OnCalender= in [Timer] (systemd ignores it); did you mean OnCalendar=?",
         "web.contianer: not read: did you mean .container?",
         "tailscale/deeper/db.container: not read: too deep",
         "proxy.container:3: warning: HttpProxy= in [Container] needs podman 5.7 (checked for podman 5.4)",
-        "5 error(s)",
+        "6 error(s)",
     ] {
         assert!(said.contains(expected), "{expected:?} is not in:\n{said}");
     }
 
+    assert_eq!(said.matches("PublishPorts=").count(), 1, "each mistake once:\n{said}");
     // Mended, it passes; the warning goes with a newer podman.
     std::fs::write(repo.join("typo.container"), "[Container]\nImage=x\nPublishPort=8080:80\n")
         .unwrap();

@@ -37,7 +37,7 @@ const BOX_GENERATOR: &str = "/var/tmp/tailpod-box/work/rootfs/usr/libexec/podman
 
 /// Effects answer at once (users exist once created); validation is the real generator's.
 struct BenchHost {
-    users: RefCell<BTreeSet<String>>,
+    users: RefCell<BTreeSet<UserName>>,
     generator: Host,
     generator_runs: Cell<usize>,
 }
@@ -46,7 +46,7 @@ impl BenchHost {
     fn new(config: &Config, generator: &Path) -> BenchHost {
         let state = State::load(&Paths::new(&config.state_dir).state).expect("state");
         BenchHost {
-            users: RefCell::new(state.users.keys().map(UserName::to_string).collect()),
+            users: RefCell::new(state.users.keys().cloned().collect()),
             generator: Host { generator: generator.to_owned(), ..Host::default() },
             generator_runs: Cell::new(0),
         }
@@ -65,7 +65,7 @@ impl QuadletGenerator for BenchHost {
 
 impl System for BenchHost {
     fn user(&self, name: &UserName) -> Result<Option<UserInfo>, String> {
-        let exists = self.users.borrow().contains(name.as_str());
+        let exists = self.users.borrow().contains(name);
         Ok(exists.then(|| UserInfo {
             name: name.clone(),
             uid: 1000,
@@ -80,7 +80,7 @@ impl System for BenchHost {
         Ok(())
     }
     fn create_user(&self, name: &UserName, _: &str) -> Result<(), String> {
-        self.users.borrow_mut().insert(name.to_string());
+        self.users.borrow_mut().insert(name.clone());
         Ok(())
     }
     fn set_linger(&self, _: &UserName, _: bool) -> Result<(), String> {

@@ -374,7 +374,7 @@ mod tests {
 
     fn run(system: &Recorder, desired: &Desired, state: &mut State, mass: MassRemoval) -> Outcome {
         let names: std::collections::BTreeSet<UserName> =
-            system.users.borrow().keys().map(|n| n.parse().unwrap()).collect();
+            system.users.borrow().keys().cloned().collect();
         let facts = HostFacts { existing_users: names.clone(), lingering: names };
         let policy = RemovalPolicy { mass_removal: mass, ..RemovalPolicy::DEFAULT };
         let plan = plan("c", desired, state, &facts, policy);

@@ -70,15 +70,6 @@ pub enum FetchError {
     Unreadable(Vec<String>),
 }
 
-impl FetchError {
-    pub fn messages(&self) -> Vec<String> {
-        match self {
-            FetchError::Failed { message, .. } => vec![message.clone()],
-            FetchError::Unreadable(errors) => errors.clone(),
-        }
-    }
-}
-
 /// What is not there: a branch the remote lacks, or a `file://` URL's path.
 #[derive(Debug)]
 enum Missing {

@@ -10,11 +10,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
+use tailpod_core::located::at;
 use tailpod_core::names::UserName;
 
 use crate::discover::{Deployment, UnitDir};
-use tailpod_core::located::at;
 
 /// [`UserName`] in JSON: a string, checked again when read back, so a state file edited by hand
 /// (or by anyone) can never hand `userdel` or a path a name that was not validated.

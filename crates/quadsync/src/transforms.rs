@@ -263,12 +263,11 @@ mod tests {
 
     #[test]
     fn a_missing_transform_names_the_file_looked_for() {
-        let dir = std::env::temp_dir().join(format!("quadsync-transforms-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("_base.container"), "[Service]\nRestart=always\n").unwrap();
-        let loaded = TransformSet::load(&dir);
+        let loaded = TransformSet::load(dir);
         let err = loaded.unwrap().chain(Kind::Container, Some("tailscale"), false).unwrap_err();
-        std::fs::remove_dir_all(&dir).unwrap();
         let expected = format!(
             "no transform for directory tailscale ({} does not exist)",
             dir.join("tailscale.container").display()

@@ -10,6 +10,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+
 use tailpod_core::located::at;
 
 /// A file name quadsync may manage: no path, not hidden, plain characters.

@@ -168,8 +168,8 @@ fn observe(
     for subject in open {
         let Ok(user) = subject.parse::<UserName>() else { continue };
         let Some(managed) = state.users.get(&user) else { continue };
-        let up = Ok(UnitJob { pending: false, state: ActiveState::Active });
-        if system.unit_job(&user, &managed.service) == up {
+        let up = system.unit_job(&user, &managed.service);
+        if let Ok(UnitJob { pending: false, state: ActiveState::Active }) = up {
             let recovered = "active again";
             events.extend(state.health.resolve(
                 host,
@@ -312,7 +312,10 @@ mod tests {
         )
         .unwrap();
         let system = Recorder::default();
-        system.users.borrow_mut().extend([("web".to_owned(), 1001), ("db".to_owned(), 1002)]);
+        system
+            .users
+            .borrow_mut()
+            .extend([("web".parse().unwrap(), 1001), ("db".parse().unwrap(), 1002)]);
         let mut state = State::default();
         state.users.insert(
             "web".parse().unwrap(),

@@ -18,8 +18,9 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::credentials::Secret;
 use tailpod_core::located::at;
+
+use crate::credentials::Secret;
 
 /// Checks `path` before anything is written: absolute, plain components only, and (when
 /// `confine_to` is given) inside that directory.

@@ -186,13 +186,7 @@ fn main() {
         return;
     }
     // cargo passes `--bench`; any other argument names the one case to run.
-    if std::env::args().skip(1).any(|a| a == "egress") {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let net = rt.block_on(tailnet_lab::Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
-        let grants = tailnet_lab::AuthKey { reusable: true, ephemeral: true, tags: vec![] };
-        egress(net.control.url(), &net.control.new_auth_key(grants));
-        return;
-    }
+    let only_egress = std::env::args().skip(1).any(|a| a == "egress");
     // `_tailnet` keeps control and DERP running until the end.
     // First the cases with no tailscale-rs runtime in this process: its nodes keep polling
     // after they are shut down and would take CPU from these (a profile of egress run after
@@ -202,6 +196,10 @@ fn main() {
         let net = rt.block_on(tailnet_lab::Tailnet::start(Ipv4Addr::LOCALHOST.into())).unwrap();
         let grants = tailnet_lab::AuthKey { reusable: true, ephemeral: true, tags: vec![] };
         let key = net.control.new_auth_key(grants);
+        if only_egress {
+            egress(net.control.url(), &key);
+            return;
+        }
         let tun2tun = container_to_container(&net, net.control.url(), &key);
         egress(net.control.url(), &key);
         (tun2tun, anchor::case())

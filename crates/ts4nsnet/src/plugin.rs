@@ -19,12 +19,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tailpod_core::located::at;
 use tailpod_core::names::Hostname;
 
 use crate::config::{self, NodeConfig};
 use crate::dns::QUAD100;
 use crate::run::Status;
-use tailpod_core::located::at;
 
 /// The commands netavark runs a plugin with.
 pub const VERBS: [&str; 4] = ["info", "create", "setup", "teardown"];

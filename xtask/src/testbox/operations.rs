@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
 use tailpod_core::located::at;
 
 use super::machine::Machine;

@@ -3,6 +3,7 @@
 //! configured by the real Ignition from our `tailpod.ign`, as an initramfs would.
 
 use std::path::Path;
+
 use tailpod_core::located::at;
 
 use super::{Layout, run};

@@ -28,13 +28,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tailpod_core::located::at;
+
 use super::machine::{self, Machine};
 use super::serve::serve;
 use super::tailnet::{self, Lab, TAILNET_CONTAINER, TAILNET_POD};
 use super::{Layout, rootfs, run};
 use crate::build_ign::{Build, build};
 use crate::dist;
-use tailpod_core::located::at;
 
 /// The first host deploys the repo's root, as a host outside a fleet does, and its fleet share.
 const FIRST_HOST_PATHS: &str = ".,fleet/common,?fleet/hosts/%H";

@@ -15,7 +15,7 @@ use crate::system::{ActiveState, System, UnitJob, UserInfo};
 #[derive(Default)]
 pub(crate) struct Recorder {
     pub calls: RefCell<Vec<String>>,
-    pub users: RefCell<BTreeMap<String, u32>>,
+    pub users: RefCell<BTreeMap<UserName, u32>>,
     pub fail: Vec<String>,
     /// `USER@UNIT`s that come to `failed` after their restart.
     pub failed_units: Vec<String>,
@@ -36,7 +36,7 @@ impl Recorder {
 
 impl System for Recorder {
     fn user(&self, name: &UserName) -> Result<Option<UserInfo>, String> {
-        Ok(self.users.borrow().get(name.as_str()).map(|uid| UserInfo {
+        Ok(self.users.borrow().get(name).map(|uid| UserInfo {
             name: name.clone(),
             uid: *uid,
             gid: *uid,
@@ -52,7 +52,7 @@ impl System for Recorder {
     fn create_user(&self, name: &UserName, group: &str) -> Result<(), String> {
         self.call(format!("useradd {name} -G {group}"))?;
         let uid = 1000 + self.users.borrow().len() as u32;
-        self.users.borrow_mut().insert(name.to_string(), uid);
+        self.users.borrow_mut().insert(name.clone(), uid);
         Ok(())
     }
     fn set_linger(&self, name: &UserName, on: bool) -> Result<(), String> {
@@ -96,7 +96,7 @@ impl System for Recorder {
     }
     fn remove_user(&self, name: &UserName) -> Result<(), String> {
         self.call(format!("userdel {name}"))?;
-        self.users.borrow_mut().remove(name.as_str());
+        self.users.borrow_mut().remove(name);
         Ok(())
     }
 }
